@@ -1,0 +1,215 @@
+"""Command line: parse, call, print. Heavy modules are imported inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from selfalign.errors import EXIT_ERROR, SelfalignError
+
+EXIT_CODES_HELP = "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 run busy, 4 stopped by request."
+
+
+class Group(click.Group):
+    """Turns a SelfalignError into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SelfalignError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    def list_commands(self, ctx):  # in the order a user meets them, not alphabetical
+        order = ["init", "run", "watch", "status", "eval", "compare", "export", "models", "config"]
+        return sorted(self.commands, key=lambda name: order.index(name) if name in order else len(order))
+
+
+@click.group(cls=Group, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="selfalign")
+@click.option("--runs-dir", envvar="SELFALIGN_RUNS", type=click.Path(file_okay=False), default=None,
+              help="Folder holding run folders (default ./runs; env SELFALIGN_RUNS).")
+@click.pass_context
+def cli(ctx: click.Context, runs_dir: str | None) -> None:
+    """Align a small open language model with its own outputs, round after round."""
+    ctx.obj = {"runs_dir": runs_dir}
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--recipe", type=click.Choice(["self-reward", "isheep", "cyclealign"]), default=None,
+              help="Method (default self-reward).")
+@click.option("--model", "model_name", default=None,
+              help="Registry name, Hugging Face id or local folder (default smollm2-135m).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Start from this TOML file.")
+@click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one setting.")
+@click.option("--note", default="", help="Why this run exists (shown by compare and status).")
+@click.option("--force", is_flag=True, help="Replace an existing run of that name (deletes its data).")
+@click.pass_context
+def init(ctx, name, recipe, model_name, config_file, sets, note, force):
+    """Create runs/NAME/ with its resolved config.toml and database."""
+    from selfalign import __version__, config, models, runs
+
+    runs.check_name(name)
+    extra = list(sets)
+    if model_name:
+        extra.insert(0, f"model.name={_toml_string(model_name)}")
+    if note:
+        extra.insert(0, f"run.note={_toml_string(note)}")
+    if config_file:
+        cfg = config.load(config_file, sets=extra, recipe=recipe)
+    else:
+        cfg = config.build(sets=extra, recipe=recipe)
+    models.resolve(cfg.model.name)  # an unknown model fails here, not rounds later
+    folder = runs.create(name, config.dumps(cfg), root=ctx.obj["runs_dir"], force=force, note=cfg.run.note,
+                         version=__version__)
+    click.echo(f"created run {name} at {folder.path} (recipe {cfg.run.recipe}, model {cfg.model.name})")
+    click.echo(f"next: selfalign run {name}")
+
+
+def _toml_string(value: str) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@cli.command("config")
+@click.argument("name", required=False)
+@click.option("--keys", is_flag=True, help="List every setting with its default and help.")
+@click.pass_context
+def config_cmd(ctx, name, keys):
+    """Print a run's resolved config.toml, or every setting with --keys."""
+    from selfalign import config, runs
+
+    if keys or not name:
+        for key, default, text in config.describe_keys():
+            click.echo(f"{key} = {default}\n    {text}")
+        return
+    folder = runs.locate(name, ctx.obj["runs_dir"])
+    config.load(folder.config_path)  # validate before printing
+    click.echo(folder.config_path.read_text(encoding="utf-8"), nl=False)
+
+
+@cli.group(cls=Group)
+def models():
+    """List and pull models."""
+
+
+@models.command("list")
+def models_list():
+    """Registry models and whether they are pulled into the cache."""
+    from selfalign import models as registry
+
+    click.echo(f"cache: {registry.cache_dir()}")
+    for entry in registry.REGISTRY.values():
+        folder = registry.cache_dir() / entry.name
+        if registry.is_pulled(entry.name):
+            state = f"pulled, {registry.folder_size(folder) / 1e6:.0f} MB"
+        else:
+            state = "not pulled"
+        click.echo(f"{entry.name:<16} {entry.params:>5}  {state:<18} {entry.description}")
+    click.echo("Any Hugging Face id (org/name) or local model folder also works as --model.")
+
+
+@models.command("pull")
+@click.argument("name", default="smollm2-135m")
+@click.option("--force", is_flag=True, help="Fetch again even if cached.")
+def models_pull(name, force):
+    """Fetch a registry model and cache a ready-to-load copy."""
+    import time
+
+    from selfalign import models as registry
+
+    if registry.is_pulled(name) and not force and name in registry.REGISTRY:
+        click.echo(f"{name} is already pulled at {registry.cache_dir() / name}")
+        return
+    started = time.perf_counter()
+    with ProgressLine() as bar:
+        path = registry.pull(name, bar.update, force=force)
+    click.echo(f"pulled {name} to {path} in {time.perf_counter() - started:.1f} s")
+
+
+class ProgressLine:
+    """A one-line progress bar on stderr; plain lines per step when stderr is not a terminal."""
+
+    def __init__(self, width: int = 30):
+        self.width = width
+        self.tty = sys.stderr.isatty()
+        self.last_step = None
+
+    def update(self, step: str, done: int, total: int) -> None:
+        if step == "done":
+            return
+        fraction = done / total if total else 0.0
+        if self.tty:
+            filled = int(self.width * fraction)
+            bar = "#" * filled + "-" * (self.width - filled)
+            sys.stderr.write(f"\r[{bar}] {fraction:4.0%} {step:<40}")
+            sys.stderr.flush()
+        elif step != self.last_step:
+            sys.stderr.write(f"{step}...\n")
+        self.last_step = step
+
+    def __enter__(self) -> ProgressLine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+# Commands planned but not built accept any arguments and refuse, rather than pretend.
+NOT_BUILT = {"context_settings": {"ignore_unknown_options": True, "allow_extra_args": True}}
+
+
+def _not_built(command: str, what: str) -> None:
+    click.echo(f"error: `selfalign {command}` is not built yet ({what}); nothing was done", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+@cli.command(short_help="[not built yet] Run rounds; UI, or --headless for cron", **NOT_BUILT)
+@click.argument("name")
+def run(name):
+    """Run rounds on a run (opens the UI; --headless for cron)."""
+    _not_built("run", "the round loop")
+
+
+@cli.command(short_help="[not built yet] Attach the UI to a run", **NOT_BUILT)
+@click.argument("name")
+def watch(name):
+    """Attach the UI to a running or finished run."""
+    _not_built("watch", "the terminal UI")
+
+
+@cli.command(short_help="[not built yet] State, round and metrics of runs", **NOT_BUILT)
+@click.argument("names", nargs=-1)
+def status(names):
+    """State, round, stage and headline metrics of runs."""
+    _not_built("status", "run status")
+
+
+@cli.command("eval", short_help="[not built yet] Evaluate on held-out prompts", **NOT_BUILT)
+@click.argument("name")
+def eval_cmd(name):
+    """Evaluate a run's policy on held-out prompts."""
+    _not_built("eval", "held-out evaluation")
+
+
+@cli.command(short_help="[not built yet] Compare runs side by side", **NOT_BUILT)
+@click.argument("names", nargs=-1)
+def compare(names):
+    """Compare runs side by side (UI, or --format md|json)."""
+    _not_built("compare", "run comparison")
+
+
+@cli.command(short_help="[not built yet] Export pairs, SFT set, adapter", **NOT_BUILT)
+@click.argument("name")
+def export(name):
+    """Export a round's pairs, SFT set and adapter."""
+    _not_built("export", "export")
+
+
+def main() -> None:
+    cli(prog_name="selfalign")

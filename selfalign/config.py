@@ -1,0 +1,429 @@
+"""Configuration: dataclasses with a help string per field, TOML load and save, validation.
+
+One `Config` serves the headless loop, the TUI and every command. The defaults are the
+embedded demo (SmolLM2-135M on 2 CPU cores): one round must finish in minutes.
+Resolution order: field defaults < recipe defaults < TOML file < `--set section.key=value`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import re
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfalign.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+RECIPES = ("self-reward", "isheep", "cyclealign")
+PAIR_LOSSES = ("dpo", "ipo", "ln-dpo", "rrhf")
+
+
+def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
+        max: float | None = None, min_exclusive: bool = False) -> Any:
+    """A config field: its default, one line of help, and what values are allowed."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunSection:
+    recipe: str = opt("self-reward", "method: self-reward (DPO on judged samples), isheep (SFT on "
+                      "self-filtered answers) or cyclealign (black-box and white-box rankings agree)",
+                      choices=RECIPES)
+    prompting: str = opt("chat", "chat: the tokenizer's chat template; urial: in-context examples "
+                         "for base models without one", choices=("chat", "urial"))
+    rounds: int = opt(3, "rounds to run before the loop stops", min=1)
+    seed: int = opt(0, "seed for sampling, shuffling and LoRA initialisation", min=0)
+    device: str = opt("auto", "where the policy runs: auto picks cuda, then mps, then cpu",
+                      choices=("auto", "cpu", "cuda", "mps"))
+    note: str = opt("", "free text: why this run exists (shown by compare and status)")
+
+
+@dataclass
+class ModelSection:
+    name: str = opt("smollm2-135m", "registry name (see `selfalign models list`), Hugging Face id "
+                    "(org/name) or local folder")
+    dtype: str = opt("auto", "weights dtype: auto is float32 on CPU (bf16 is emulated there and "
+                     "slow) and bfloat16 on CUDA", choices=("auto", "float32", "bfloat16", "float16"))
+    max_context: int = opt(2048, "tokens of prompt plus response the policy may see", min=128)
+
+
+@dataclass
+class InstructSection:
+    prompts_per_round: int = opt(48, "new training prompts the policy writes each round (I-SHEEP)", min=0)
+    seed_file: str = opt("seed_tasks.jsonl", "seed instructions, in prompts/ or a path")
+    template: str = opt("self_instruct.txt", "self-instruct prompt template, in prompts/ or a path")
+    demos: int = opt(3, "seed demonstrations shown per synthesis request", min=1, max=10)
+    temperature: float = opt(1.0, "sampling temperature when writing instructions", min=0.0)
+    top_p: float = opt(0.95, "nucleus sampling when writing instructions", min=0.0, max=1.0,
+                       min_exclusive=True)
+    max_new_tokens: int = opt(96, "token budget for one written instruction", min=8)
+    rouge_threshold: float = opt(0.7, "drop a new instruction whose ROUGE-L against any earlier "
+                                 "one exceeds this", min=0.0, max=1.0)
+    min_words: int = opt(4, "drop instructions shorter than this", min=1)
+    max_words: int = opt(150, "drop instructions longer than this", min=1)
+    constraint_share: float = opt(0.6, "share of prompts that get verifiable constraints (ACT)",
+                                  min=0.0, max=1.0)
+    max_constraints: int = opt(3, "at most this many constraints on one prompt", min=0, max=6)
+
+
+@dataclass
+class GenerateSection:
+    engine: str = opt("auto", "auto: vllm when importable with CUDA, else transformers; http: an "
+                      "OpenAI-compatible server", choices=("auto", "transformers", "vllm", "http"))
+    samples_per_prompt: int = opt(4, "responses sampled per prompt (K)", min=1, max=64)
+    temperature: float = opt(0.7, "sampling temperature", min=0.0)
+    top_p: float = opt(0.9, "nucleus sampling", min=0.0, max=1.0, min_exclusive=True)
+    max_new_tokens: int = opt(128, "token budget for one response", min=1)
+    batch_size: int = opt(32, "sequences decoded together", min=1)
+    stop: list[str] = opt([], "extra stop strings (URIAL adds its own)")
+
+
+@dataclass
+class JudgeSection:
+    rubric: str = opt("additive5", "self-judge prompt: additive5 (Self-Rewarding, 'Score: N'), "
+                      "isheep (two 1-10 scales) or none", choices=("additive5", "isheep", "none"))
+    samples: int = opt(1, "judge samples averaged per response", min=1, max=8)
+    temperature: float = opt(0.0, "judge sampling temperature (0 is greedy)", min=0.0)
+    max_new_tokens: int = opt(48, "token budget for one judgement", min=4)
+    weight_rubric: float = opt(0.25, "weight of the rubric self-judge in the combined score (a 135M "
+                               "judge mostly gives every answer the same score)", min=0.0)
+    weight_verifiers: float = opt(1.0, "weight of the constraint satisfaction rate", min=0.0)
+    weight_likelihood: float = opt(0.5, "weight of the policy's length-normalised log-likelihood rank",
+                                   min=0.0)
+    weight_blackbox: float = opt(0.0, "weight of the black-box model's ranking", min=0.0)
+    blackbox_url: str = opt("", "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    blackbox_model: str = opt("", "model name sent to the black-box server")
+    blackbox_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the black-box key "
+                                "(the key itself is never stored)")
+    blackbox_timeout_s: float = opt(60.0, "seconds before one black-box request is retried", min=1.0)
+    blackbox_concurrency: int = opt(4, "black-box requests in flight at once", min=1)
+
+
+@dataclass
+class PairsSection:
+    rule: str = opt("best-vs-worst", "best-vs-worst: one DPO pair per prompt; ranked: the full "
+                    "order (RRHF); sft: keep answers scoring at least sft_min_score",
+                    choices=("best-vs-worst", "ranked", "sft"))
+    min_margin: float = opt(0.05, "drop pairs whose combined scores differ by less (ties)", min=0.0)
+    prefer_shorter: bool = opt(True, "on equal scores prefer the shorter response (self-judges "
+                               "reward verbosity)")
+    sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "
+                               "scales", min=1.0, max=10.0)
+
+
+@dataclass
+class TrainSection:
+    loss: str = opt("dpo", "dpo, ipo, ln-dpo (length-normalised), sft or rrhf",
+                    choices=("dpo", "ipo", "ln-dpo", "sft", "rrhf"))
+    beta: float = opt(0.1, "DPO/IPO temperature: larger keeps the policy nearer the reference",
+                      min=0.0, min_exclusive=True)
+    learning_rate: float = opt(5e-5, "peak AdamW learning rate", min=0.0, min_exclusive=True)
+    epochs: int = opt(2, "passes over the round's pairs", min=1)
+    batch_size: int = opt(8, "pairs per optimizer step (before accumulation)", min=1)
+    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", min=1)
+    warmup_ratio: float = opt(0.1, "share of steps spent warming up", min=0.0, max=1.0)
+    scheduler: str = opt("cosine", "learning-rate decay after warm-up",
+                         choices=("cosine", "linear", "constant"))
+    max_grad_norm: float = opt(1.0, "gradient clipping norm", min=0.0, min_exclusive=True)
+    max_length: int = opt(512, "prompt plus response tokens per training example", min=16)
+    lora_r: int = opt(16, "LoRA rank", min=1)
+    lora_alpha: int = opt(32, "LoRA alpha (scale = alpha / r)", min=1)
+    lora_dropout: float = opt(0.05, "LoRA dropout", min=0.0, max=1.0)
+    lora_targets: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                   "down_proj"], "module names that get LoRA adapters")
+    reference: str = opt("base", "DPO reference: base (adapter off) or previous (last round's policy)",
+                         choices=("base", "previous"))
+    init_from: str = opt("previous", "each round trains from the previous adapter or from the base",
+                         choices=("previous", "base"))
+
+
+@dataclass
+class EvalSection:
+    heldout_file: str = opt("heldout.jsonl", "held-out prompts, in prompts/ or a path; never trained on")
+    prompts: int = opt(32, "held-out prompts evaluated each round", min=1)
+    max_new_tokens: int = opt(128, "token budget for one held-out response", min=1)
+    temperature: float = opt(0.0, "held-out sampling temperature (0 is greedy)", min=0.0)
+    win_rate: bool = opt(True, "judge round k against round 0 in both orders")
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunSection, "model": ModelSection, "instruct": InstructSection,
+    "generate": GenerateSection, "judge": JudgeSection, "pairs": PairsSection,
+    "train": TrainSection, "eval": EvalSection,
+}
+
+# What each recipe changes from the field defaults (the user's file and --set still win).
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "self-reward": {},
+    "isheep": {"generate.samples_per_prompt": 1, "judge.rubric": "isheep", "pairs.rule": "sft",
+               "train.loss": "sft", "train.init_from": "base", "train.learning_rate": 1e-4},
+    "cyclealign": {"judge.rubric": "none", "judge.weight_rubric": 0.0, "judge.weight_blackbox": 1.0,
+                   "judge.weight_likelihood": 1.0, "pairs.rule": "ranked", "train.loss": "rrhf"},
+}
+
+
+@dataclass
+class Config:
+    run: RunSection = field(default_factory=RunSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    instruct: InstructSection = field(default_factory=InstructSection)
+    generate: GenerateSection = field(default_factory=GenerateSection)
+    judge: JudgeSection = field(default_factory=JudgeSection)
+    pairs: PairsSection = field(default_factory=PairsSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def get(self, dotted: str) -> Any:
+        section, key = dotted.split(".", 1)
+        return getattr(getattr(self, section), key)
+
+
+# ---------------------------------------------------------------- building and validation
+
+
+def build(data: dict | None = None, *, sets: list[str] | tuple[str, ...] = (), recipe: str | None = None,
+          source: str = "config", text: str | None = None) -> Config:
+    """Resolve a Config from recipe defaults, a parsed TOML dict and `--set` overrides.
+
+    `source` and `text` name the file the dict came from, so errors can cite its lines.
+    """
+    data = data or {}
+    overrides = [parse_set(s) for s in sets]
+    for dotted, _ in overrides:
+        _check_key(dotted, source="--set")
+    _check_unknown(data, source, text)
+    chosen = recipe or data.get("run", {}).get("recipe") or "self-reward"
+    for dotted, value in overrides:
+        if dotted == "run.recipe":
+            chosen = value
+    if chosen not in RECIPES:
+        raise ConfigError(f"run.recipe = {chosen!r} is not a recipe; use one of {', '.join(RECIPES)}")
+
+    values: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for dotted, value in RECIPE_DEFAULTS[chosen].items():
+        section, key = dotted.split(".")
+        values[section][key] = (value, f"recipe {chosen}")
+    for section, table in data.items():
+        for key, value in table.items():
+            values[section][key] = (value, _where(source, text, section, key))
+    for dotted, value in overrides:
+        section, key = dotted.split(".")
+        values[section][key] = (value, f"--set {dotted}")
+    values["run"]["recipe"] = (chosen, values["run"].get("recipe", (chosen, "--recipe"))[1])
+
+    sections = {}
+    for name, cls in SECTIONS.items():
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values[name]:
+                value, where = values[name][f.name]
+                kwargs[f.name] = _coerce(name, f, value, where)
+        sections[name] = cls(**kwargs)
+    config = Config(**sections)
+    _check_relations(config)
+    return config
+
+
+def load(path: str | Path, *, sets: list[str] | tuple[str, ...] = (), recipe: str | None = None) -> Config:
+    """Read a TOML file (a run's config.toml or a user's own) into a validated Config."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; check the path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8 TOML") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}); fix that line or delete the file "
+                          "and run `selfalign init` again") from None
+    return build(data, sets=sets, recipe=recipe, source=str(path), text=text)
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """`section.key=value`; the value is read as TOML and, failing that, as a bare string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} has no '='; write it as --set section.key=value")
+    dotted, raw = item.split("=", 1)
+    dotted = dotted.strip()
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return dotted, value
+
+
+def _check_key(dotted: str, source: str) -> None:
+    if dotted.count(".") != 1:
+        raise ConfigError(f"{source} key {dotted!r} must be section.key, e.g. generate.temperature")
+    section, key = dotted.split(".")
+    if section not in SECTIONS:
+        raise ConfigError(f"{source}: unknown section {section!r}{_suggest(section, SECTIONS)}; "
+                          f"sections are {', '.join(SECTIONS)}")
+    names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+    if key not in names:
+        raise ConfigError(f"{source}: unknown key {section}.{key}{_suggest(key, names)}; "
+                          f"`selfalign config --keys` lists them all")
+
+
+def _check_unknown(data: dict, source: str, text: str | None) -> None:
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{_where(source, text, None, section)}: {section!r} must be a [section] "
+                              f"table; sections are {', '.join(SECTIONS)}")
+        if section not in SECTIONS:
+            raise ConfigError(f"{_where(source, text, section, None)}: unknown section [{section}]"
+                              f"{_suggest(section, SECTIONS)}; sections are {', '.join(SECTIONS)}")
+        names = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        for key in table:
+            if key not in names:
+                raise ConfigError(f"{_where(source, text, section, key)}: unknown key {section}.{key}"
+                                  f"{_suggest(key, names)}")
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _where(source: str, text: str | None, section: str | None, key: str | None) -> str:
+    """`file line N` for a key, found by scanning the text (tomllib keeps no positions)."""
+    line = _find_line(text, section, key) if text else None
+    return f"{source} line {line}" if line else source
+
+
+def _find_line(text: str, section: str | None, key: str | None) -> int | None:
+    current = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[\s*([^\]\s]+)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            if key is None and current == section:
+                return number
+            continue
+        if key and current == section and re.match(rf"^\"?{re.escape(key)}\"?\s*=", stripped):
+            return number
+    return None
+
+
+def _coerce(section: str, f: dataclasses.Field, value: Any, where: str) -> Any:
+    """Check one value's type and range; return it in the field's type."""
+    hint = typing.get_type_hints(SECTIONS[section])[f.name]
+    name = f"{section}.{f.name}"
+    meta = f.metadata
+
+    def bad(allowed: str) -> ConfigError:
+        return ConfigError(f"{where}: {name} = {value!r} is not allowed; {allowed}")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("use true or false")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("use a whole number")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad("use a number")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise bad("use a quoted string")
+    elif typing.get_origin(hint) is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad('use a list of strings, e.g. ["a", "b"]')
+    if meta.get("choices") and value not in meta["choices"]:
+        raise bad(f"use one of {', '.join(meta['choices'])}")
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and (value < low or (meta.get("min_exclusive") and value == low)):
+        raise bad(f"it must be {'>' if meta.get('min_exclusive') else '>='} {low}")
+    if high is not None and value > high:
+        raise bad(f"it must be <= {high}")
+    return value
+
+
+def _check_relations(config: Config) -> None:
+    """Rules that involve more than one field."""
+    if config.train.loss in PAIR_LOSSES and config.generate.samples_per_prompt < 2:
+        raise ConfigError(
+            f"generate.samples_per_prompt = {config.generate.samples_per_prompt} cannot make preference "
+            f"pairs for train.loss = {config.train.loss!r}; set it to 2 or more (4 is the default)")
+    if config.instruct.min_words > config.instruct.max_words:
+        raise ConfigError(f"instruct.min_words ({config.instruct.min_words}) is above instruct.max_words "
+                          f"({config.instruct.max_words}); lower min_words or raise max_words")
+    if config.judge.weight_blackbox > 0 and not config.judge.blackbox_url:
+        raise ConfigError(
+            f"judge.weight_blackbox = {config.judge.weight_blackbox} but judge.blackbox_url is empty; "
+            "set --set judge.blackbox_url=http://HOST:PORT/v1 (any OpenAI-compatible server)")
+    weights = [config.judge.weight_rubric, config.judge.weight_verifiers,
+               config.judge.weight_likelihood, config.judge.weight_blackbox]
+    if config.train.loss != "sft" and sum(weights) == 0:
+        raise ConfigError("every judge.weight_* is 0, so responses cannot be ranked; give one a weight > 0")
+
+
+# ---------------------------------------------------------------- TOML output
+
+
+def dumps(config: Config) -> str:
+    """TOML text of the whole resolved config, each key preceded by its help as a comment."""
+    out = ["# selfalign run configuration, resolved when the run was created.",
+           "# Every key is listed; `selfalign init --set section.key=value` changes one.", ""]
+    for name, cls in SECTIONS.items():
+        out.append(f"[{name}]")
+        section = getattr(config, name)
+        for f in dataclasses.fields(cls):
+            out.append(f"# {f.metadata['help']}")
+            out.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        # JSON string escapes are a subset of TOML basic-string escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def save(config: Config, path: str | Path) -> None:
+    """Write config.toml atomically: a killed process never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps(config), encoding="utf-8")
+    tmp.replace(path)
+
+
+def describe_keys() -> list[tuple[str, str, str]]:
+    """(section.key, default, help) for every field, for `selfalign config --keys`."""
+    rows = []
+    defaults = Config()
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{name}.{f.name}", _toml_value(getattr(getattr(defaults, name), f.name)),
+                         f.metadata["help"]))
+    return rows

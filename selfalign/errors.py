@@ -1,0 +1,43 @@
+"""Errors that reach the user as one line and a documented exit code.
+
+Exit codes (also in the README): 0 done, 1 error, 2 bad usage or config,
+3 run busy (another process holds it), 4 stopped by request.
+"""
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_BUSY = 3
+EXIT_STOPPED = 4
+
+
+class SelfalignError(Exception):
+    """A failure the user can fix; the message names the problem and the fix."""
+
+    exit_code = EXIT_ERROR
+
+
+class ConfigError(SelfalignError):
+    exit_code = EXIT_USAGE
+
+
+class UsageError(SelfalignError):
+    exit_code = EXIT_USAGE
+
+
+class RunBusyError(SelfalignError):
+    exit_code = EXIT_BUSY
+
+
+class StoreError(SelfalignError):
+    """The run's database is missing, foreign, corrupt or from a newer selfalign."""
+
+
+class ModelError(SelfalignError):
+    """A model name or folder that cannot be resolved or loaded: fix the name or the folder."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelFetchError(SelfalignError):
+    """Downloading or converting a model failed (network, index settings, disk)."""

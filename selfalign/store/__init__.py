@@ -1,0 +1,5 @@
+"""The run database (SQLite, WAL). The only package that writes SQL."""
+
+from selfalign.store.store import Store, now, open_store, prompt_hash
+
+__all__ = ["Store", "open_store", "now", "prompt_hash"]

@@ -1,0 +1,161 @@
+"""Typed rows: one dataclass per table, field names equal to column names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Columns stored as JSON text and decoded on read.
+JSON_COLUMNS = frozenset({"constraints", "params", "data"})
+# Columns stored as 0/1 and read back as bool.
+BOOL_COLUMNS = frozenset({"parsed_ok", "passed", "handled"})
+
+
+@dataclass
+class RunInfo:
+    id: int
+    name: str
+    created_at: str
+    selfalign_version: str
+    config_toml: str
+    note: str
+
+
+@dataclass
+class Round:
+    k: int
+    status: str
+    policy_adapter: str | None
+    started_at: str
+    finished_at: str | None
+    seconds: float | None
+
+
+@dataclass
+class Stage:
+    id: int
+    round: int
+    name: str
+    status: str
+    done: int
+    total: int | None
+    error: str | None
+    started_at: str
+    finished_at: str | None
+    seconds: float | None
+
+
+@dataclass
+class NewPrompt:
+    text: str
+    source: str
+    split: str = "train"
+    constraints: list[dict[str, Any]] = field(default_factory=list)
+    round: int | None = None
+
+
+@dataclass
+class Prompt:
+    id: int
+    text: str
+    source: str
+    split: str
+    constraints: list[dict[str, Any]]
+    round: int | None
+    hash: str
+    created_at: str
+
+
+@dataclass
+class NewResponse:
+    prompt_id: int
+    round: int
+    policy: str
+    sample_index: int
+    text: str
+    tokens: int
+    finish_reason: str
+    mean_logprob: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    duration_s: float | None = None
+
+
+@dataclass
+class Response(NewResponse):
+    id: int = 0
+    created_at: str = ""
+
+
+@dataclass
+class NewJudgement:
+    response_id: int
+    judge: str
+    rubric: str
+    score: float | None
+    parsed_ok: bool
+    raw_output: str = ""
+    sample_index: int = 0
+
+
+@dataclass
+class Judgement(NewJudgement):
+    id: int = 0
+    created_at: str = ""
+
+
+@dataclass
+class Verification:
+    response_id: int
+    constraint_id: str
+    passed: bool
+    id: int = 0
+
+
+@dataclass
+class NewPair:
+    round: int
+    prompt_id: int
+    chosen_id: int
+    rejected_id: int | None
+    margin: float | None
+    rule: str
+
+
+@dataclass
+class Pair(NewPair):
+    id: int = 0
+
+
+@dataclass
+class TrainStep:
+    round: int
+    step: int
+    loss: float
+    rewards_chosen: float | None = None
+    rewards_rejected: float | None = None
+    reward_margin: float | None = None
+    accuracy: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None
+    tokens_per_s: float | None = None
+    created_at: str = ""
+
+
+@dataclass
+class Event:
+    id: int
+    ts: str
+    level: str
+    round: int | None
+    stage: str | None
+    message: str
+    data: dict[str, Any]
+
+
+@dataclass
+class Control:
+    id: int
+    ts: str
+    action: str
+    handled: bool
+    handled_at: str | None

@@ -1,0 +1,151 @@
+"""Numbered schema migrations. A change to the schema is a new function here, never an edit.
+
+Column names match the row dataclasses in `store.rows`, so reads map straight onto them.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Migrations
+
+MIGRATION_SET = "selfalign"
+migrations = Migrations(MIGRATION_SET)
+
+
+def _run_statements(db, script: str) -> None:
+    # Not executescript(): it commits first, which would break the migration's transaction.
+    for statement in script.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@migrations(name="m001_initial")
+def m001_initial(db) -> None:
+    _run_statements(
+        db,
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY CHECK (id = 1),      -- one run per database
+            name TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            selfalign_version TEXT NOT NULL,
+            config_toml TEXT NOT NULL,
+            note TEXT NOT NULL DEFAULT ''
+        );
+        CREATE TABLE rounds (
+            k INTEGER PRIMARY KEY,
+            status TEXT NOT NULL DEFAULT 'running',     -- running, done, failed, rejected
+            policy_adapter TEXT,                        -- adapter the round samples from; NULL = base
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            seconds REAL
+        );
+        CREATE TABLE stages (
+            id INTEGER PRIMARY KEY,
+            round INTEGER NOT NULL REFERENCES rounds(k),
+            name TEXT NOT NULL,                         -- instruct, generate, judge, pairs, train, evaluate
+            status TEXT NOT NULL DEFAULT 'running',     -- running, done, failed, stopped
+            done INTEGER NOT NULL DEFAULT 0,
+            total INTEGER,
+            error TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            seconds REAL,
+            UNIQUE (round, name)
+        );
+        CREATE TABLE prompts (
+            id INTEGER PRIMARY KEY,
+            text TEXT NOT NULL,
+            source TEXT NOT NULL,                       -- seed, self, heldout, user
+            split TEXT NOT NULL CHECK (split IN ('train', 'heldout')),
+            constraints TEXT NOT NULL DEFAULT '[]',     -- JSON list of {id, params}
+            round INTEGER,                              -- round that added it; NULL for files
+            hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE responses (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            round INTEGER NOT NULL,
+            policy TEXT NOT NULL,                       -- 'base' or the adapter path it came from
+            sample_index INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            finish_reason TEXT NOT NULL,                -- stop, length, stop_string, skipped
+            mean_logprob REAL,
+            params TEXT NOT NULL DEFAULT '{}',          -- JSON sampling parameters
+            duration_s REAL,
+            created_at TEXT NOT NULL,
+            UNIQUE (prompt_id, round, policy, sample_index)
+        );
+        CREATE INDEX responses_by_round ON responses(round, id);
+        CREATE TABLE judgements (
+            id INTEGER PRIMARY KEY,
+            response_id INTEGER NOT NULL REFERENCES responses(id),
+            judge TEXT NOT NULL,                        -- self, blackbox, likelihood
+            rubric TEXT NOT NULL,
+            sample_index INTEGER NOT NULL DEFAULT 0,
+            score REAL,
+            raw_output TEXT NOT NULL DEFAULT '',
+            parsed_ok INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (response_id, judge, rubric, sample_index)
+        );
+        CREATE INDEX judgements_by_response ON judgements(response_id);
+        CREATE TABLE verifications (
+            id INTEGER PRIMARY KEY,
+            response_id INTEGER NOT NULL REFERENCES responses(id),
+            constraint_id TEXT NOT NULL,
+            passed INTEGER NOT NULL,
+            UNIQUE (response_id, constraint_id)
+        );
+        CREATE INDEX verifications_by_response ON verifications(response_id);
+        CREATE TABLE pairs (
+            id INTEGER PRIMARY KEY,
+            round INTEGER NOT NULL,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            chosen_id INTEGER NOT NULL REFERENCES responses(id),
+            rejected_id INTEGER REFERENCES responses(id),   -- NULL for SFT examples
+            margin REAL,
+            rule TEXT NOT NULL,
+            UNIQUE (round, prompt_id, chosen_id, rejected_id)
+        );
+        CREATE INDEX pairs_by_round ON pairs(round);
+        CREATE TABLE train_steps (
+            round INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            loss REAL NOT NULL,
+            rewards_chosen REAL,
+            rewards_rejected REAL,
+            reward_margin REAL,
+            accuracy REAL,
+            lr REAL,
+            grad_norm REAL,
+            tokens_per_s REAL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (round, step)
+        );
+        CREATE TABLE metrics (
+            round INTEGER NOT NULL,
+            name TEXT NOT NULL,                         -- slashes: judge/score_mean, eval/csr
+            value REAL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (round, name)
+        );
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            level TEXT NOT NULL,
+            round INTEGER,
+            stage TEXT,
+            message TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}'
+        );
+        CREATE TABLE controls (
+            id INTEGER PRIMARY KEY,
+            ts TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('pause', 'resume', 'stop', 'stop_after_stage')),
+            handled INTEGER NOT NULL DEFAULT 0,
+            handled_at TEXT
+        );
+        """
+    )

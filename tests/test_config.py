@@ -1,0 +1,125 @@
+"""Config: defaults, recipes, TOML round trip, --set, and every kind of bad input."""
+
+import dataclasses
+
+import pytest
+
+from selfalign import config
+from selfalign.errors import ConfigError
+
+
+def test_every_field_has_help_and_defaults_validate():
+    cfg = config.build()
+    for name, cls in config.SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{name}.{f.name} has no help"
+    assert cfg.model.name == "smollm2-135m"
+    assert cfg.run.recipe == "self-reward"
+
+
+def test_round_trip_through_toml(tmp_path):
+    cfg = config.build(sets=["generate.stop=['###', \"a \\\"q\\\"\"]", "run.note=naïve \"quoted\" note"])
+    path = tmp_path / "config.toml"
+    config.save(cfg, path)
+    assert config.load(path) == cfg
+    assert "# sampling temperature" in path.read_text()
+
+
+def test_recipe_defaults_then_file_then_set(tmp_path):
+    isheep = config.build(recipe="isheep")
+    assert (isheep.train.loss, isheep.pairs.rule, isheep.generate.samples_per_prompt) == ("sft", "sft", 1)
+    path = tmp_path / "c.toml"
+    path.write_text('[run]\nrecipe = "isheep"\n[train]\nlearning_rate = 3e-4\n')
+    cfg = config.load(path, sets=["train.epochs=5"])
+    assert cfg.train.loss == "sft" and cfg.train.learning_rate == 3e-4 and cfg.train.epochs == 5
+
+
+@pytest.mark.parametrize("item, dotted, value", [
+    ("generate.temperature=0.5", "generate.temperature", 0.5),
+    ("model.name=org/some-model", "model.name", "org/some-model"),
+    ("eval.win_rate=false", "eval.win_rate", False),
+    ('generate.stop=["</s>"]', "generate.stop", ["</s>"]),
+    ("run.note= spaced words ", "run.note", "spaced words"),
+])
+def test_set_values_are_toml_or_bare_strings(item, dotted, value):
+    assert config.parse_set(item) == (dotted, value)
+    assert config.build(sets=[item]).get(dotted) == value
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse():
+    assert config.build(sets=["generate.temperature=1"]).generate.temperature == 1.0
+    with pytest.raises(ConfigError, match="whole number"):
+        config.build(sets=["generate.max_new_tokens=12.5"])
+
+
+def test_broken_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[generate\ntemperature = 0.7\n")
+    with pytest.raises(ConfigError, match=r"broken.toml is not valid TOML \(.*line 1"):
+        config.load(path)
+
+
+def test_unknown_key_cites_line_and_suggests(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[run]\nrounds = 2\n\n[generate]\ntemprature = 0.7\n")
+    with pytest.raises(ConfigError, match=r"c.toml line 5: unknown key generate.temprature "
+                                          r"\(did you mean 'temperature'\?\)"):
+        config.load(path)
+
+
+def test_unknown_section_and_non_table(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[genrate]\ntemperature = 0.7\n")
+    with pytest.raises(ConfigError, match=r"line 1: unknown section \[genrate\] \(did you mean 'generate'"):
+        config.load(path)
+    path.write_text("rounds = 3\n")
+    with pytest.raises(ConfigError, match="must be a \\[section\\] table"):
+        config.load(path)
+
+
+def test_out_of_range_value_cites_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[generate]\n# comment\ntemperature = -0.5\n")
+    with pytest.raises(ConfigError, match=r"c.toml line 3: generate.temperature = -0.5 .* must be >= 0"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("item, message", [
+    ("generate.top_p=0", "must be > 0"),
+    ("generate.top_p=1.5", "must be <= 1"),
+    ("train.loss=ppo", "use one of dpo, ipo, ln-dpo, sft, rrhf"),
+    ("eval.win_rate=yes", "use true or false"),
+    ("generate.stop=3", "list of strings"),
+    ("generate.temperature=nan", "use a number"),
+    ("run.rounds=0", "must be >= 1"),
+    ("temperature=1", "must be section.key"),
+    ("gen.temperature=1", "unknown section 'gen'"),
+    ("generate.temperature", "has no '='"),
+])
+def test_bad_set_values(item, message):
+    with pytest.raises(ConfigError, match=message):
+        config.build(sets=[item])
+
+
+def test_pair_recipe_needs_two_samples_but_isheep_does_not():
+    with pytest.raises(ConfigError, match="samples_per_prompt = 1 cannot make preference pairs"):
+        config.build(sets=["generate.samples_per_prompt=1"])
+    assert config.build(recipe="isheep").generate.samples_per_prompt == 1
+
+
+def test_blackbox_weight_needs_url_and_cyclealign_says_so():
+    with pytest.raises(ConfigError, match="blackbox_url is empty"):
+        config.build(recipe="cyclealign")
+    cfg = config.build(recipe="cyclealign", sets=["judge.blackbox_url=http://127.0.0.1:8000/v1"])
+    assert cfg.train.loss == "rrhf"
+
+
+def test_unknown_recipe():
+    with pytest.raises(ConfigError, match="not a recipe"):
+        config.build(sets=["run.recipe=magic"])
+
+
+def test_describe_keys_covers_every_field():
+    keys = {k for k, _, _ in config.describe_keys()}
+    assert "train.lora_r" in keys and "judge.blackbox_key_env" in keys
+    assert len(keys) == sum(len(dataclasses.fields(c)) for c in config.SECTIONS.values())

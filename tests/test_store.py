@@ -1,0 +1,154 @@
+"""The store on a real SQLite file: migrations, every table's typed reads and writes, bad files."""
+
+import sqlite3
+
+import pytest
+
+from selfalign.errors import StoreError
+from selfalign.store import open_store
+from selfalign.store.rows import NewJudgement, NewPair, NewPrompt, NewResponse, TrainStep
+
+
+@pytest.fixture
+def store(tmp_path):
+    with open_store(tmp_path / "selfalign.db", create=True) as s:
+        s.init_run("demo", "[run]\n", "0.1.0")
+        yield s
+
+
+def _response(store, prompt_id, index=0, round=0, text="hello"):
+    return store.add_response(NewResponse(prompt_id=prompt_id, round=round, policy="base", sample_index=index,
+                                          text=text, tokens=2, finish_reason="stop", mean_logprob=-1.5,
+                                          params={"temperature": 0.7}, duration_s=0.1))
+
+
+def test_pragmas_and_indexes(store):
+    conn = store.db.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"responses_by_round", "judgements_by_response", "pairs_by_round"} <= indexes
+    assert store.schema_version() == "m001_initial"
+
+
+def test_reopen_applies_nothing_twice(tmp_path, store):
+    store.close()
+    with open_store(tmp_path / "selfalign.db") as again:
+        assert again.run_info().name == "demo"
+        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+
+
+def test_prompts_are_deduplicated_by_normalised_text(store):
+    ids = store.add_prompts([NewPrompt("Write a poem.", "seed"), NewPrompt("Write  a poem. ", "seed"),
+                             NewPrompt("Write a poem.", "heldout", split="heldout"),
+                             NewPrompt("List 3 fruits.", "self", constraints=[{"id": "lowercase"}], round=1)])
+    assert ids[0] == ids[1] and len(set(ids)) == 3
+    assert [p.text for p in store.prompts(split="train")] == ["Write a poem.", "List 3 fruits."]
+    assert store.prompts(round=1)[0].constraints == [{"id": "lowercase"}]
+    assert store.add_prompts([NewPrompt("Write a poem.", "seed")]) == [ids[0]]
+
+
+def test_responses_judgements_verifications_pairs(store):
+    (pid,) = store.add_prompts([NewPrompt("Say hi.", "seed")])
+    a, b = _response(store, pid, 0), _response(store, pid, 1, text="hi there")
+    assert _response(store, pid, 0) is None  # resumed stage: duplicate skipped
+    assert store.count_responses(round=0) == 2
+    got = store.responses(round=0)
+    assert [r.id for r in got] == [a, b] and got[0].params == {"temperature": 0.7}
+    assert [r.id for r in store.responses(after_id=a)] == [b]
+    store.add_judgement(NewJudgement(a, "self", "additive5", 4.0, True, "Score: 4"))
+    store.add_judgement(NewJudgement(b, "self", "additive5", None, False, "no idea"))
+    assert [(j.score, j.parsed_ok) for j in store.judgements(round=0)] == [(4.0, True), (None, False)]
+    store.add_verifications(a, {"lowercase": True, "max_words": False})
+    assert {v.constraint_id: v.passed for v in store.verifications(a)} == {"lowercase": True,
+                                                                           "max_words": False}
+    store.add_pair(NewPair(0, pid, a, b, 0.5, "best-vs-worst"))
+    assert store.add_pair(NewPair(0, pid, a, b, 0.5, "best-vs-worst")) is None
+    store.add_pair(NewPair(0, pid, b, None, None, "sft"))
+    assert [(p.chosen_id, p.rejected_id) for p in store.pairs(0)] == [(a, b), (b, None)]
+
+
+def test_foreign_keys_are_enforced(store):
+    with pytest.raises(sqlite3.IntegrityError):
+        _response(store, prompt_id=999)
+
+
+def test_rounds_stages_steps_metrics_events_controls(store):
+    store.start_round(1, None)
+    assert store.start_round(1, "ignored").policy_adapter is None  # resume keeps the round
+    store.start_stage(1, "generate", total=10)
+    store.stage_progress(1, "generate", 4)
+    store.finish_stage(1, "generate", "failed", error="boom")
+    assert (store.stage(1, "generate").status, store.stage(1, "generate").error) == ("failed", "boom")
+    restarted = store.start_stage(1, "generate")
+    assert (restarted.status, restarted.done, restarted.total, restarted.error) == ("running", 4, 10, None)
+    store.finish_stage(1, "generate")
+    store.finish_round(1)
+    assert store.rounds()[0].status == "done" and store.rounds()[0].seconds >= 0
+    store.add_train_step(TrainStep(1, 0, 0.69, reward_margin=0.0, lr=1e-5))
+    store.add_train_step(TrainStep(1, 1, 0.50, reward_margin=0.2, lr=2e-5))
+    assert [s.loss for s in store.train_steps(1, after_step=0)] == [0.50]
+    store.set_metric(1, "eval/csr", 0.4)
+    store.set_metric(1, "eval/csr", 0.5)
+    assert store.metrics() == {1: {"eval/csr": 0.5}}
+    first = store.log_event("info", "started", round=1, stage="generate", data={"n": 3})
+    store.log_event("warning", "slow")
+    assert [e.message for e in store.events(after_id=first)] == ["slow"]
+    assert store.events()[0].data == {"n": 3}
+    cid = store.request_control("pause")
+    assert [c.action for c in store.pending_controls()] == ["pause"]
+    store.mark_control_handled(cid)
+    assert store.pending_controls() == [] and store.controls()[0].handled
+    with pytest.raises(sqlite3.IntegrityError):
+        store.request_control("explode")
+
+
+def test_reader_sees_committed_rows_while_writer_holds_a_transaction(tmp_path, store):
+    (pid,) = store.add_prompts([NewPrompt("Say hi.", "seed")])
+    with open_store(tmp_path / "selfalign.db") as reader, store.transaction():
+        _response(store, pid, 0)
+        assert reader.count_responses() == 0  # WAL: the reader is not blocked and sees the last commit
+    with open_store(tmp_path / "selfalign.db") as reader:
+        assert reader.count_responses() == 1
+
+
+def test_a_transaction_is_all_or_nothing(store):
+    (pid,) = store.add_prompts([NewPrompt("Say hi.", "seed")])
+    with pytest.raises(RuntimeError), store.transaction():
+        _response(store, pid, 0)
+        raise RuntimeError("killed")
+    assert store.count_responses() == 0
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(StoreError, match="no database at"):
+        open_store(tmp_path / "nope.db")
+
+
+def test_not_sqlite(tmp_path):
+    path = tmp_path / "selfalign.db"
+    path.write_text("hello, I am a text file")
+    with pytest.raises(StoreError, match="is not a SQLite database"):
+        open_store(path)
+    assert path.read_text() == "hello, I am a text file"
+
+
+def test_foreign_sqlite_database(tmp_path):
+    path = tmp_path / "selfalign.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="is not a selfalign database"):
+        open_store(path)
+    assert sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall() == [("customers",)]
+
+
+def test_newer_schema(tmp_path, store):
+    store.db.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+                     "VALUES ('selfalign', 'm999_future', '2030-01-01')")
+    store.db.conn.commit()
+    store.close()
+    with pytest.raises(StoreError, match="newer selfalign .*m999_future"):
+        open_store(tmp_path / "selfalign.db")

@@ -1,0 +1,87 @@
+"""Constraint verifiers: describe a constraint, check a response, sample compatible constraints.
+
+A constraint is a dict {"id": type id, "params": {...}} as stored with its prompt. The constraint
+satisfaction rate (CSR) of a response is the share of its prompt's constraints it passes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from typing import Any
+
+from selfalign.verifiers.library import REGISTRY, ConstraintType
+
+__all__ = ["REGISTRY", "ConstraintType", "describe", "check", "check_all", "csr", "compatible", "sample",
+           "attach", "validate"]
+
+
+def _type(constraint: dict[str, Any]) -> ConstraintType:
+    return REGISTRY[constraint["id"]]
+
+
+def validate(constraint: Any) -> dict[str, Any]:
+    """Return the constraint normalised to {"id", "params"}; ValueError naming what is wrong."""
+    if not isinstance(constraint, dict) or "id" not in constraint:
+        raise ValueError(f"constraint {constraint!r} must be an object like "
+                         '{"id": "max_words", "params": {"n": 50}}')
+    if constraint["id"] not in REGISTRY:
+        raise ValueError(f"unknown constraint {constraint['id']!r}; known: {', '.join(sorted(REGISTRY))}")
+    params = constraint.get("params") or {}
+    wanted = set(inspect.signature(_type(constraint).phrase).parameters)
+    if set(params) != wanted:
+        raise ValueError(f"constraint {constraint['id']!r} takes parameters {sorted(wanted) or 'none'}, "
+                         f"got {sorted(params) or 'none'}")
+    return {"id": constraint["id"], "params": params}
+
+
+def describe(constraint: dict[str, Any]) -> str:
+    return _type(constraint).phrase(**constraint.get("params", {}))
+
+
+def check(constraint: dict[str, Any], text: str) -> bool:
+    """An empty response satisfies nothing: "at most 20 words" must not reward saying nothing."""
+    if not text.strip():
+        return False
+    return bool(_type(constraint).check(text, **constraint.get("params", {})))
+
+
+def check_all(constraints: list[dict[str, Any]], text: str) -> dict[str, bool]:
+    return {c["id"]: check(c, text) for c in constraints}
+
+
+def csr(constraints: list[dict[str, Any]], text: str) -> float | None:
+    """Share of constraints satisfied; None for a prompt without constraints."""
+    if not constraints:
+        return None
+    results = check_all(constraints, text)
+    return sum(results.values()) / len(results)
+
+
+def _conflict(a: ConstraintType, b: ConstraintType) -> bool:
+    return a.group == b.group or a.id in b.conflicts or b.id in a.conflicts
+
+
+def compatible(ids: list[str]) -> bool:
+    types = [REGISTRY[i] for i in ids]
+    return not any(_conflict(a, b) for n, a in enumerate(types) for b in types[n + 1:])
+
+
+def sample(rng: random.Random, count: int, weights: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Up to `count` mutually compatible constraints, drawn by weight (a curriculum may set them)."""
+    chosen: list[ConstraintType] = []
+    pool = sorted(REGISTRY)
+    for _ in range(count):
+        open_ = [i for i in pool if not any(_conflict(REGISTRY[i], c) for c in chosen)]
+        if not open_:
+            break
+        pick = rng.choices(open_, weights=[(weights or {}).get(i, 1.0) for i in open_])[0]
+        chosen.append(REGISTRY[pick])
+    return [{"id": c.id, "params": c.sample(rng)} for c in chosen]
+
+
+def attach(prompt: str, constraints: list[dict[str, Any]]) -> str:
+    """The prompt text the policy sees: the instruction, then one sentence per constraint."""
+    if not constraints:
+        return prompt
+    return prompt.rstrip() + "\n\n" + " ".join(describe(c) for c in constraints)

@@ -64,6 +64,7 @@ class ModelSection:
 @dataclass
 class InstructSection:
     prompts_per_round: int = opt(48, "new training prompts the policy writes each round (I-SHEEP)", min=0)
+    seed_prompts_per_round: int = opt(16, "seed tasks also trained on each round, each used once", min=0)
     seed_file: str = opt("seed_tasks.jsonl", "seed instructions, in prompts/ or a path")
     template: str = opt("self_instruct.txt", "self-instruct prompt template, in prompts/ or a path")
     demos: int = opt(3, "seed demonstrations shown per synthesis request", min=1, max=10)
@@ -88,8 +89,10 @@ class GenerateSection:
     temperature: float = opt(0.7, "sampling temperature", min=0.0)
     top_p: float = opt(0.9, "nucleus sampling", min=0.0, max=1.0, min_exclusive=True)
     max_new_tokens: int = opt(128, "token budget for one response", min=1)
-    batch_size: int = opt(32, "sequences decoded together", min=1)
+    batch_size: int = opt(128, "sequences decoded together (on 2 CPU cores larger batches pay; a stop "
+                          "request waits for the current batch)", min=1)
     stop: list[str] = opt([], "extra stop strings (URIAL adds its own)")
+    urial_template: str = opt("urial.txt", "in-context template used when run.prompting = urial")
 
 
 @dataclass

@@ -38,3 +38,28 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def runs_root(isolated_home) -> Path:
     return Path(os.environ["SELFALIGN_RUNS"])
+
+
+TINY_SETS = [
+    "instruct.prompts_per_round=6", "instruct.seed_prompts_per_round=4", "instruct.max_new_tokens=24",
+    "generate.samples_per_prompt=3", "generate.max_new_tokens=12", "generate.batch_size=8",
+    "model.max_context=512",
+]
+
+
+@pytest.fixture
+def tiny_run(runs_root, tiny_model_dir):
+    """A real run folder on the tiny model, sized for seconds: (folder, config, store, engine)."""
+    from selfalign import config, runs
+    from selfalign.engines.transformers_engine import TransformersEngine
+    from selfalign.store import open_store
+
+    def make(name="tiny", sets=()):
+        cfg = config.build(sets=[f"model.name={tiny_model_dir}", *TINY_SETS, *sets])
+        folder = runs.create(name, config.dumps(cfg))
+        store = open_store(folder.db_path)
+        engine = TransformersEngine.load(cfg.model.name, device="cpu", batch_size=cfg.generate.batch_size,
+                                         max_context=cfg.model.max_context)
+        return folder, cfg, store, engine
+
+    return make

@@ -74,6 +74,10 @@ def build(folder: str | Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    # Zero rows give special tokens a logit of 0 while ordinary tokens get random ones, so greedy
+    # decoding writes visible text instead of repeating an invisible special token.
+    with torch.no_grad():
+        model.get_input_embeddings().weight[tokenizer.all_special_ids] = 0.0
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
                                                eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id)

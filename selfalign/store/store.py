@@ -229,8 +229,8 @@ class Store:
                 ids.append(self.db.execute("SELECT id FROM prompts WHERE hash = ?", [digest]).fetchone()[0])
         return ids
 
-    def prompts(self, split: str | None = None, round: int | None = None) -> list[Prompt]:
-        where, params = _where({"split": split, "round": round})
+    def prompts(self, split: str | None = None, round: int | None = None, source: str | None = None) -> list[Prompt]:
+        where, params = _where({"split": split, "round": round, "source": source})
         return self._fetch(Prompt, f"SELECT * FROM prompts {where} ORDER BY id", params)
 
     def prompt(self, prompt_id: int) -> Prompt | None:
@@ -249,6 +249,18 @@ class Store:
         where, params = _where({"round": round, "prompt_id": prompt_id}, extra=("id > ?", after_id))
         tail = f" LIMIT {int(limit)}" if limit else ""
         return self._fetch(Response, f"SELECT * FROM responses {where} ORDER BY id{tail}", params)
+
+    def sample_indices(self, round: int, policy: str) -> dict[int, set[int]]:
+        """prompt id -> sample indices already stored for this round and policy (what resume skips)."""
+        out: dict[int, set[int]] = {}
+        for prompt_id, index in self.db.execute("SELECT prompt_id, sample_index FROM responses WHERE round = ? "
+                                                "AND policy = ?", [round, policy]).fetchall():
+            out.setdefault(prompt_id, set()).add(index)
+        return out
+
+    def count_prompts(self, split: str | None = None, round: int | None = None, source: str | None = None) -> int:
+        where, params = _where({"split": split, "round": round, "source": source})
+        return self.db.execute(f"SELECT count(*) FROM prompts {where}", params).fetchone()[0]
 
     def count_responses(self, round: int | None = None) -> int:
         where, params = _where({"round": round})

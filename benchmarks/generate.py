@@ -1,0 +1,84 @@
+"""Sampling throughput: selfalign's transformers engine versus plain `model.generate`.
+
+Same model, same prompts (the first N seed tasks through the chat template), same settings
+(K samples, temperature 0.7, top-p 0.9, max_new_tokens), one process. Plain generate is run at
+several fixed batch sizes (prompts per call, each with num_return_sequences=K) and the best is
+the baseline. Tokens counted are generated tokens up to and excluding end-of-sequence.
+Target: ours >= 2x the best plain generate on the embedded model on 2 CPU cores.
+
+Run: .venv/bin/python benchmarks/generate.py [--prompts 64] [--samples 4] [--max-new-tokens 128]
+     [--batch-size 128] [--plain-batches 16,32,64] [--model smollm2-135m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "seed_tasks.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="our engine's rows per batch")
+    parser.add_argument("--plain-batches", default="16,32,64", help="prompts per plain generate call to try")
+    args = parser.parse_args()
+
+    import torch
+
+    from selfalign.engines.base import GenerationRequest
+    from selfalign.engines.transformers_engine import TransformersEngine
+
+    tasks = [json.loads(line)["instruction"] for line in PROMPTS.read_text().splitlines()][: args.prompts]
+    engine = TransformersEngine.load(args.model, device="cpu", batch_size=args.batch_size)
+    model, tok = engine.model, engine.tokenizer
+    print(f"model {args.model}, {len(tasks)} prompts x {args.samples} samples x {args.max_new_tokens} new tokens, "
+          f"torch threads {torch.get_num_threads()}")
+
+    requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": t}], n=args.samples,
+                                  max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9, seed=0)
+                for i, t in enumerate(tasks)]
+    start = time.perf_counter()
+    results = engine.generate(requests)
+    ours_s = time.perf_counter() - start
+    ours_tokens = sum(r.tokens for r in results)
+    ours = ours_tokens / ours_s
+    print(f"ours (batch {args.batch_size} rows)         : {ours_tokens:6d} tokens in {ours_s:6.1f} s = "
+          f"{ours:6.1f} tok/s")
+
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=args.max_new_tokens,
+                              num_return_sequences=args.samples, eos_token_id=sorted(engine.eos_ids),
+                              pad_token_id=engine.pad_id)
+    texts = [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
+             for t in tasks]
+    best = 0.0
+    for per_call in [int(b) for b in args.plain_batches.split(",")]:
+        torch.manual_seed(0)
+        tokens = 0
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for i in range(0, len(texts), per_call):
+                batch = tok(texts[i:i + per_call], return_tensors="pt", padding=True, add_special_tokens=False)
+                out = model.generate(**batch, generation_config=config)
+                new = out[:, batch["input_ids"].shape[1]:]
+                for row in new.tolist():
+                    ends = [j for j, t in enumerate(row) if t in engine.eos_ids]
+                    tokens += ends[0] if ends else len(row)
+        seconds = time.perf_counter() - start
+        rate = tokens / seconds
+        best = max(best, rate)
+        print(f"plain generate ({per_call:3d} prompts = {per_call * args.samples:3d} rows): {tokens:6d} tokens in "
+              f"{seconds:6.1f} s = {rate:6.1f} tok/s")
+    print(f"ratio ours / best plain: {ours / best:.2f}x (target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,321 @@
+"""The transformers engine: batched sampling on CPU (or any torch device) with our own decode loop.
+
+Why not `model.generate`: on 2 CPU cores it spends much of each step outside the model (a full
+vocabulary sort for top-p on every row) and keeps computing rows that already finished. This loop
+  - sorts prompts by length so a batch carries little padding,
+  - runs the prompt once and copies its KV cache for the K samples (prefill shared),
+  - does top-p on the top-k candidates only, falling back to a full sort for a row whose nucleus
+    is wider than k (so the result is exact),
+  - drops finished rows from the batch and its KV cache once enough of them have finished,
+  - records the log-probability of each sampled token under the untempered policy (the judges
+    rank responses by it), and stops on stop strings.
+LoRA adapters are merged into a copy of the base weights, so sampling from an adapter costs
+nothing extra per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress
+
+TOP_K_CANDIDATES = 256  # top-p is computed on these; rows needing more fall back to a full sort
+COMPACT_FRACTION = 0.25  # drop finished rows from the KV cache once this share of the batch is done
+SCORE_LOGITS_BUDGET = 256 * 2**20  # bytes of logits one scoring batch may hold
+
+
+@dataclass
+class _Row:
+    request: GenerationRequest
+    sample_index: int
+    prompt_len: int
+    started: float
+    tokens: list[int] = field(default_factory=list)
+    logprob_sum: float = 0.0
+    done: bool = False
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 32, max_context: int = 2048):
+        self.base = model
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_context = max_context
+        self.adapter: str | None = None
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in eos + [tokenizer.eos_token_id] if i is not None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.eos_ids)
+
+    @classmethod
+    def load(cls, model_name: str, *, device: str = "auto", dtype: str = "auto", **kwargs) -> TransformersEngine:
+        from selfalign import models
+
+        model, tokenizer = models.load(model_name, device=device, dtype=dtype)
+        return cls(model, tokenizer, **kwargs)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------ adapters
+
+    def set_adapter(self, path: str | None) -> None:
+        if path == self.adapter:
+            return
+        if path is None:
+            self.model = self.base
+        else:
+            from peft import PeftModel
+
+            merged = PeftModel.from_pretrained(copy.deepcopy(self.base), path).merge_and_unload()
+            self.model = merged.eval()
+        self.adapter = path
+
+    def close(self) -> None:
+        self.model = self.base = None
+
+    # ------------------------------------------------------------ tokenizing
+
+    def prompt_ids(self, messages_or_prompt: list[dict[str, str]] | str) -> list[int]:
+        if isinstance(messages_or_prompt, str):
+            return self.tokenizer(messages_or_prompt)["input_ids"]
+        text = self.tokenizer.apply_chat_template(messages_or_prompt, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # ------------------------------------------------------------ generation
+
+    def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None,
+                 progress: Progress | None = None) -> list[GenerationResult]:
+        import torch
+
+        results: list[GenerationResult] = []
+        total = sum(r.n for r in requests)
+
+        def emit(result: GenerationResult) -> None:
+            results.append(result)
+            if on_result:
+                on_result(result)
+            if progress:
+                progress(len(results), total)
+
+        todo = []
+        for request in requests:
+            ids = self.prompt_ids(request.messages if request.messages is not None else request.prompt)
+            if len(ids) + request.max_new_tokens > self.max_context:
+                why = (f"prompt has {len(ids)} tokens; with max_new_tokens {request.max_new_tokens} it exceeds "
+                       f"the context of {self.max_context}")
+                for i in range(request.n):
+                    emit(GenerationResult(request.key, i, "", 0, "skipped", None, 0.0, detail=why))
+                continue
+            todo.append((request, ids))
+        todo.sort(key=lambda item: len(item[1]))
+        with torch.inference_mode():
+            for chunk in self._chunks(todo):
+                self._decode(chunk, emit)
+        return results
+
+    def _chunks(self, todo):
+        chunk, rows = [], 0
+        for request, ids in todo:
+            if chunk and rows + request.n > self.batch_size:
+                yield chunk
+                chunk, rows = [], 0
+            chunk.append((request, ids))
+            rows += request.n
+        if chunk:
+            yield chunk
+
+    def _decode(self, chunk, emit) -> None:
+        import torch
+
+        device = self.device
+        started = time.perf_counter()
+        width = max(len(ids) for _, ids in chunk)
+        input_ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, (_, ids) in enumerate(chunk):
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            mask[i, width - len(ids):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+
+        # One prompt row becomes n sample rows: copy its logits, mask and KV cache n times.
+        counts = torch.tensor([request.n for request, _ in chunk], device=device)
+        expand = torch.repeat_interleave(torch.arange(len(chunk), device=device), counts)
+        cache = out.past_key_values
+        cache.batch_select_indices(expand)
+        logits = out.logits[:, -1, :].float()[expand]
+        mask = mask[expand]
+        next_pos = positions[:, -1][expand] + 1
+        rows = [_Row(request, i, len(ids), started) for request, ids in chunk for i in range(request.n)]
+        temps = torch.tensor([r.request.temperature for r in rows], device=device)
+        top_ps = torch.tensor([r.request.top_p for r in rows], device=device)
+        generator = torch.Generator(device=device).manual_seed(_chunk_seed(chunk))
+        live = list(range(len(rows)))  # batch position -> index into rows
+
+        while True:
+            tokens, logprobs = _sample(logits, temps, top_ps, generator)
+            finished_now = 0
+            for pos, row_index in enumerate(live):
+                row = rows[row_index]
+                if row.done:
+                    continue
+                token = int(tokens[pos])
+                reason = self._advance(row, token)
+                if reason != "stop":  # the end-of-sequence token is not part of the response
+                    row.logprob_sum += float(logprobs[pos])
+                if reason:
+                    row.done = True
+                    finished_now += 1
+                    emit(self._result(row, reason))
+            alive = [pos for pos, row_index in enumerate(live) if not rows[row_index].done]
+            if not alive:
+                return
+            if len(live) - len(alive) >= max(1, int(COMPACT_FRACTION * len(live))):
+                keep = torch.tensor(alive, device=device)
+                cache.batch_select_indices(keep)
+                tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
+                temps, top_ps = temps[keep], top_ps[keep]
+                live = [live[pos] for pos in alive]
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
+            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                             past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :].float()
+            next_pos = next_pos + 1
+
+    def _advance(self, row: _Row, token: int) -> str | None:
+        """Add a sampled token to a row; return why the row is finished, or None."""
+        if token in self.eos_ids:
+            return "stop"
+        row.tokens.append(token)
+        if row.request.stop and self._stop_index(row) is not None:
+            return "stop_string"
+        if len(row.tokens) >= row.request.max_new_tokens:
+            return "length"
+        return None
+
+    def _stop_index(self, row: _Row) -> int | None:
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        hits = [text.find(s) for s in row.request.stop if s and s in text]
+        return min(hits) if hits else None
+
+    def _result(self, row: _Row, reason: str) -> GenerationResult:
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        if reason == "stop_string":
+            text = text[: self._stop_index(row)]
+        mean = row.logprob_sum / len(row.tokens) if row.tokens else None
+        return GenerationResult(row.request.key, row.sample_index, text.strip(), len(row.tokens), reason, mean,
+                                time.perf_counter() - row.started)
+
+    # ------------------------------------------------------------ scoring
+
+    def score(self, items) -> list[float | None]:
+        """Mean log-probability of each response's tokens given its prompt, teacher-forced."""
+        import torch
+
+        encoded = []
+        for index, (prompt, response) in enumerate(items):
+            prompt_ids = self.prompt_ids(prompt)
+            response_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
+            encoded.append((index, prompt_ids, response_ids))
+        encoded.sort(key=lambda item: len(item[1]) + len(item[2]))
+        scores: list[float | None] = [None] * len(encoded)
+        vocab = self.model.config.vocab_size
+        with torch.inference_mode():
+            start = 0
+            while start < len(encoded):
+                longest = max(len(r) for _, _, r in encoded[start:start + self.batch_size]) + 1
+                size = max(1, min(self.batch_size, SCORE_LOGITS_BUDGET // (longest * vocab * 4)))
+                batch = encoded[start:start + size]
+                self._score_batch(batch, scores)
+                start += size
+        return scores
+
+    def _score_batch(self, batch, scores) -> None:
+        import torch
+
+        device = self.device
+        seqs = [p + r for _, p, r in batch]
+        width = max(len(s) for s in seqs)
+        keep = max(len(r) for _, _, r in batch) + 1
+        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for i, seq in enumerate(seqs):  # left padding: every response ends at the right edge
+            input_ids[i, width - len(seq):] = torch.tensor(seq)
+            mask[i, width - len(seq):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                         position_ids=positions.to(device), logits_to_keep=keep)
+        logits = out.logits.float()  # positions width-keep .. width-1
+        for i, (index, _, response) in enumerate(batch):
+            if not response:
+                continue
+            n = len(response)
+            # logits at position t predict token t+1; the response occupies the last n positions
+            predicting = logits[i, keep - n - 1: keep - 1]
+            targets = torch.tensor(response, device=predicting.device)
+            lp = predicting.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
+            scores[index] = float(lp.mean())
+
+
+def _chunk_seed(chunk) -> int:
+    """Same requests in the same order give the same samples."""
+    text = "|".join(f"{request.seed}:{request.key}" for request, _ in chunk)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _sample(logits, temps, top_ps, generator):
+    """Sample one token per row with per-row temperature and top-p; also return each sampled token's
+    log-probability under the untempered distribution.
+
+    Top-p needs the tokens sorted by probability, and a full sort of the vocabulary costs more than
+    the model's own step on CPU. Dividing by a temperature keeps the order, so we take the top-k of
+    the raw logits and widen k only for rows whose nucleus is not inside it (exact either way).
+    """
+    import torch
+
+    log_norm = torch.logsumexp(logits, dim=-1)
+    tokens = logits.argmax(dim=-1)
+    rows = (temps > 0).nonzero().squeeze(-1)
+    if len(rows):
+        raw = logits[rows]
+        t = temps[rows, None]
+        scaled_norm = torch.logsumexp(raw / t, dim=-1, keepdim=True)
+        pending = torch.arange(len(rows), device=raw.device)
+        chosen = torch.empty(len(rows), dtype=torch.long, device=raw.device)
+        k = TOP_K_CANDIDATES
+        while len(pending):
+            k = min(k, raw.shape[-1])
+            values, indices = raw[pending].topk(k, dim=-1)
+            probs = (values / t[pending] - scaled_norm[pending]).exp()
+            cumulative = probs.cumsum(dim=-1)
+            fits = (cumulative[:, -1] >= top_ps[rows][pending]) | (k == raw.shape[-1])
+            if fits.any():
+                picked = _nucleus_pick(probs[fits], cumulative[fits], top_ps[rows][pending][fits], generator)
+                chosen[pending[fits]] = indices[fits].gather(-1, picked[:, None]).squeeze(-1)
+            pending = pending[~fits]
+            k *= 16
+        tokens[rows] = chosen
+    logprobs = logits.gather(-1, tokens[:, None]).squeeze(-1) - log_norm
+    return tokens, logprobs
+
+
+def _nucleus_pick(probs, cumulative, top_p, generator):
+    """Index (into the sorted candidates) of a token drawn from the smallest set reaching top_p."""
+    import torch
+
+    outside = (cumulative - probs) >= top_p[:, None]
+    outside[:, 0] = False
+    kept = probs.masked_fill(outside, 0.0)
+    return torch.multinomial(kept, 1, generator=generator).squeeze(-1)

@@ -1,0 +1,65 @@
+"""Stages of a round: instruct, generate, judge, pairs, train, evaluate; one module each.
+
+A stage is `run(ctx)`: it reads what it needs from the store, writes its results back as it goes,
+and skips work already stored, so a killed stage resumes without redoing or duplicating anything.
+Stages never call each other; the loop decides the order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from selfalign.config import Config
+from selfalign.engines.base import Engine, GenerationRequest
+from selfalign.store import Store
+
+
+class StageStopped(Exception):
+    """A stop was requested between batches; everything finished so far is stored."""
+
+
+@dataclass
+class StageContext:
+    config: Config
+    store: Store
+    engine: Engine
+    round: int
+    run_dir: Path | None = None
+    policy: str = "base"  # label of what is sampled: 'base' or the adapter's path
+    should_stop: Callable[[], bool] = field(default=lambda: False)
+    progress: Callable[[str, int, int], None] | None = None  # (stage, done, total); default: the stages table
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress:
+            self.progress(stage, done, total)
+        else:
+            self.store.stage_progress(self.round, stage, done, total)
+
+    def check_stop(self) -> None:
+        if self.should_stop():
+            raise StageStopped()
+
+
+def derive_seed(*parts) -> int:
+    """A stable seed from the run seed and whatever identifies the work (round, prompt...)."""
+    text = ":".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def policy_request(ctx: StageContext, text: str, *, key, n: int, seed: int, max_new_tokens: int,
+                   temperature: float, top_p: float) -> GenerationRequest:
+    """A request for the policy in the run's prompting style: the chat template, or URIAL for base models."""
+    cfg = ctx.config
+    if cfg.run.prompting == "urial":
+        from selfalign import prompts
+
+        template = prompts.load_template(cfg.generate.urial_template, ("query",), ctx.run_dir)
+        return GenerationRequest(key=key, prompt=template.render(query=text), n=n, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=top_p, stop=template.stop + cfg.generate.stop,
+                                 seed=seed)
+    return GenerationRequest(key=key, messages=[{"role": "user", "content": text}], n=n,
+                             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                             stop=list(cfg.generate.stop), seed=seed)

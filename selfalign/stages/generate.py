@@ -1,0 +1,73 @@
+"""Stage `generate`: K samples per training prompt of the round from the current policy.
+
+Each response is stored the moment it is finished (a watcher sees it live), with its sampling
+parameters, token count, finish reason, duration and mean token log-probability under the policy.
+On resume only the missing sample indices are generated.
+"""
+
+from __future__ import annotations
+
+from selfalign import verifiers
+from selfalign.stages import StageContext, derive_seed, policy_request
+from selfalign.store.rows import NewResponse
+
+NAME = "generate"
+
+
+def run(ctx: StageContext) -> None:
+    cfg, store, k = ctx.config, ctx.store, ctx.round
+    samples = cfg.generate.samples_per_prompt
+    prompts = store.prompts(split="train", round=k)
+    have = store.sample_indices(round=k, policy=ctx.policy)
+    total = len(prompts) * samples
+    done = sum(len(v) for v in have.values())
+    ctx.report(NAME, done, total)
+
+    requests = []
+    for prompt in prompts:
+        missing = [i for i in range(samples) if i not in have.get(prompt.id, set())]
+        if missing:
+            requests.append(policy_request(
+                ctx, verifiers.attach(prompt.text, prompt.constraints), key=(prompt.id, tuple(missing)),
+                n=len(missing), seed=derive_seed(cfg.run.seed, k, prompt.id, len(missing)),
+                max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
+                top_p=cfg.generate.top_p))
+    writer = _ResponseWriter(ctx, done, total)
+    # The loop may ask to stop between engine calls; each call is about one batch of rows.
+    for group in _groups(requests, cfg.generate.batch_size):
+        ctx.check_stop()
+        writer.requests = {r.key: r for r in group}
+        ctx.engine.generate(group, on_result=writer)
+
+
+def _groups(requests: list, rows: int):
+    group: list = []
+    for request in requests:
+        group.append(request)
+        if sum(r.n for r in group) >= rows:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+class _ResponseWriter:
+    """Stores each result as the engine finishes it, so a watcher sees responses live."""
+
+    def __init__(self, ctx: StageContext, done: int, total: int):
+        self.ctx, self.done, self.total = ctx, done, total
+        self.requests: dict = {}
+
+    def __call__(self, result) -> None:
+        ctx, k = self.ctx, self.ctx.round
+        prompt_id, missing = result.key
+        params = self.requests[result.key].params() | {"prompting": ctx.config.run.prompting}
+        if result.detail:
+            params["skipped_because"] = result.detail
+            ctx.store.log_event("warning", f"prompt {prompt_id} skipped: {result.detail}", round=k, stage=NAME)
+        ctx.store.add_response(NewResponse(
+            prompt_id=prompt_id, round=k, policy=ctx.policy, sample_index=missing[result.sample_index],
+            text=result.text, tokens=result.tokens, finish_reason=result.finish_reason,
+            mean_logprob=result.mean_logprob, params=params, duration_s=result.duration_s))
+        self.done += 1
+        ctx.report(NAME, self.done, self.total)

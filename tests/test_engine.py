@@ -1,0 +1,136 @@
+"""The transformers engine on the tiny model: batching, sampling, stop strings, scoring, adapters."""
+
+import pytest
+
+from selfalign import models
+from selfalign.engines.base import GenerationRequest
+from selfalign.engines.transformers_engine import TransformersEngine, _sample
+
+PROMPTS = ["Hi.", "Write a haiku about rain and the river in the city.", "List three fruits, then stop."]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    model, tok = models.load(str(tiny_model_dir), device="cpu")
+    return TransformersEngine(model, tok, batch_size=8, max_context=256)
+
+
+def chat(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_padded_batch_gives_the_same_greedy_text_as_one_prompt_alone(engine):
+    requests = [GenerationRequest(key=i, messages=chat(p), temperature=0.0, max_new_tokens=12)
+                for i, p in enumerate(PROMPTS)]
+    together = {r.key: r for r in engine.generate(requests)}
+    for request in requests:
+        (alone,) = engine.generate([request])
+        assert together[request.key].text == alone.text
+        assert together[request.key].tokens == alone.tokens
+        assert together[request.key].mean_logprob == pytest.approx(alone.mean_logprob, abs=1e-4)
+
+
+def test_samples_seeds_and_progress(engine):
+    seen = []
+    requests = [GenerationRequest(key=i, messages=chat(p), n=3, temperature=1.0, top_p=0.95, max_new_tokens=10,
+                                  seed=7) for i, p in enumerate(PROMPTS)]
+    first = engine.generate(requests, progress=lambda done, total: seen.append((done, total)))
+    assert sorted((r.key, r.sample_index) for r in first) == [(k, i) for k in range(3) for i in range(3)]
+    assert seen[-1] == (9, 9) and [d for d, _ in seen] == list(range(1, 10))
+    texts = {(r.key, r.sample_index): r.text for r in first}
+    assert len(set(texts.values())) > 3  # samples differ
+    again = {(r.key, r.sample_index): r.text for r in engine.generate(requests)}
+    assert again == texts  # same requests and seeds: same samples
+    other = [GenerationRequest(**{**r.__dict__, "seed": 8}) for r in requests]
+    assert {(r.key, r.sample_index): r.text for r in engine.generate(other)} != texts
+
+
+def test_length_limit_and_logprobs(engine):
+    (result,) = engine.generate([GenerationRequest(key=0, messages=chat("Hi."), temperature=0.0, max_new_tokens=5)])
+    if result.finish_reason == "length":
+        assert result.tokens == 5
+    assert result.finish_reason in {"length", "stop"}
+    assert result.mean_logprob is None or result.mean_logprob < 0
+
+
+def test_stop_string_cuts_the_text(engine):
+    # Sampling, not greedy: a random model's greedy text is one repeated newline. The same request
+    # and seed draw the same tokens, so the run with a stop string is a prefix of the one without.
+    base = GenerationRequest(key=0, messages=chat(PROMPTS[1]), temperature=1.0, top_p=1.0, max_new_tokens=24)
+    (full,) = engine.generate([base])
+    stop = full.text[len(full.text) // 2: len(full.text) // 2 + 3]
+    assert stop.strip(), f"tiny model text too short to test: {full.text!r}"
+    (cut,) = engine.generate([GenerationRequest(**{**base.__dict__, "stop": [stop, "never-produced"]})])
+    assert cut.finish_reason == "stop_string"
+    assert stop not in cut.text and full.text.startswith(cut.text)
+
+
+def test_prompt_longer_than_context_is_skipped_with_a_reason(engine):
+    long = " ".join(["word"] * 400)
+    results = engine.generate([GenerationRequest(key="long", messages=chat(long), n=2, max_new_tokens=8),
+                               GenerationRequest(key="ok", messages=chat("Hi."), max_new_tokens=4)])
+    skipped = [r for r in results if r.key == "long"]
+    assert [r.finish_reason for r in skipped] == ["skipped", "skipped"]
+    assert "exceeds the context of 256" in skipped[0].detail and skipped[0].text == ""
+    assert [r.finish_reason for r in results if r.key == "ok"] != ["skipped"]
+
+
+def test_score_matches_the_generation_logprob(engine):
+    requests = [GenerationRequest(key=i, messages=chat(p), temperature=0.0, max_new_tokens=10)
+                for i, p in enumerate(PROMPTS)]
+    results = sorted(engine.generate(requests), key=lambda r: r.key)
+    scores = engine.score([(chat(p), r.text) for p, r in zip(PROMPTS, results, strict=True)])
+    for result, score in zip(results, scores, strict=True):
+        if result.text and result.tokens == len(engine.tokenizer(result.text, add_special_tokens=False)["input_ids"]):
+            assert score == pytest.approx(result.mean_logprob, abs=1e-3)
+    assert engine.score([(chat("Hi."), "")]) == [None]
+
+
+def test_raw_prompt_for_base_models(engine):
+    (result,) = engine.generate([GenerationRequest(key=0, prompt="# Query:\nHi\n# Answer:\n", temperature=0.0,
+                                                   max_new_tokens=6)])
+    assert result.finish_reason in {"stop", "length"}
+
+
+def test_adapter_changes_outputs_and_can_be_switched_off(engine, tmp_path):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(engine.base), LoraConfig(
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    request = GenerationRequest(key=0, messages=chat(PROMPTS[1]), temperature=1.0, max_new_tokens=12)
+    (base,) = engine.generate([request])
+    engine.set_adapter(str(tmp_path / "adapter"))
+    try:
+        (tuned,) = engine.generate([request])
+        assert tuned.text != base.text or tuned.mean_logprob != pytest.approx(base.mean_logprob)
+        assert engine.base is not engine.model
+    finally:
+        engine.set_adapter(None)
+    (back,) = engine.generate([request])
+    assert back.text == base.text
+
+
+def test_sampler_distribution_temperature_and_top_p():
+    import torch
+
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(4000, 1)
+    gen = torch.Generator().manual_seed(0)
+    tokens, logprobs = _sample(logits, torch.full((4000,), 1.0), torch.full((4000,), 1.0), gen)
+    freq = torch.bincount(tokens, minlength=4).float() / 4000
+    assert torch.allclose(freq, logits[0].softmax(-1), atol=0.03)
+    assert torch.allclose(logprobs, logits[0].log_softmax(-1)[tokens])
+    tokens, _ = _sample(logits, torch.full((4000,), 1.0), torch.full((4000,), 0.5), gen)
+    assert set(tokens.tolist()) == {0}  # the nucleus of 0.5 holds only the top token (p=0.64)
+    tokens, _ = _sample(logits, torch.zeros(4000), torch.full((4000,), 0.9), gen)
+    assert set(tokens.tolist()) == {0}  # temperature 0 is greedy
+
+
+def test_sampler_is_exact_when_the_nucleus_is_wider_than_the_candidates():
+    import torch
+
+    logits = torch.zeros(2000, 1000)  # flat: a 0.9 nucleus needs 900 tokens, more than the first top-k
+    tokens, _ = _sample(logits, torch.ones(2000), torch.full((2000,), 0.9), torch.Generator().manual_seed(1))
+    assert int(tokens.max()) > 256 and len(set(tokens.tolist())) > 600

@@ -1,0 +1,158 @@
+"""Stages instruct and generate on the tiny model, read back from the real database; resume after kill."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from selfalign import verifiers
+from selfalign.rouge import RougeIndex
+from selfalign.stages import StageContext, StageStopped
+from selfalign.stages import generate as generate_stage
+from selfalign.stages import instruct as instruct_stage
+from selfalign.stages.instruct import extract_instruction, reject_reason
+
+
+def test_instruct_then_generate_on_the_tiny_model(tiny_run):
+    folder, cfg, store, engine = tiny_run()
+    ctx = StageContext(cfg, store, engine, round=1, run_dir=folder.path)
+    store.start_round(1, None)
+    store.start_stage(1, "instruct")
+    instruct_stage.run(ctx)
+
+    heldout = store.prompts(split="heldout")
+    assert len(heldout) >= 150 and all(p.source == "heldout" for p in heldout)
+    seeds = store.prompts(split="train", round=1, source="seed")
+    assert len(seeds) == 4
+    made = store.prompts(split="train", round=1, source="self")
+    assert len(made) <= 6
+    index = RougeIndex()
+    for p in heldout + seeds:
+        index.add(p.text)
+    for p in made:  # whatever the gibberish model wrote and was kept passes every filter
+        assert 4 <= len(p.text.split()) <= 150 and not index.is_near_duplicate(p.text, 0.7)
+        index.add(p.text)
+    for p in seeds + made:
+        assert verifiers.compatible([c["id"] for c in p.constraints]) and len(p.constraints) <= 3
+    (event,) = [e for e in store.events() if e.stage == "instruct"]
+    assert event.data["kept"] == len(made) and event.data["target"] == 6
+    assert store.stage(1, "instruct").done == len(made)
+
+    store.start_stage(1, "generate")
+    generate_stage.run(ctx)
+    train = store.prompts(split="train", round=1)
+    responses = store.responses(round=1)
+    assert len(responses) == 3 * len(train)
+    assert store.sample_indices(1, "base") == {p.id: {0, 1, 2} for p in train}
+    for r in responses:
+        assert r.finish_reason in {"stop", "length", "stop_string"} and r.policy == "base"
+        assert 0 <= r.tokens <= 12 and r.duration_s >= 0
+        assert r.params["temperature"] == 0.7 and r.params["prompting"] == "chat"
+        assert r.mean_logprob is None if r.tokens == 0 else r.mean_logprob < 0
+    assert store.stage(1, "generate").done == len(responses)
+    generate_stage.run(ctx)  # nothing missing: nothing added
+    assert store.count_responses(round=1) == len(responses)
+
+
+def test_urial_prompting_uses_the_template_and_its_stops(tiny_run):
+    folder, cfg, store, engine = tiny_run(sets=["run.prompting=urial", "instruct.prompts_per_round=0"])
+    seen = []
+    original = engine.generate
+
+    def spy(requests, **kwargs):
+        seen.extend(requests)
+        return original(requests, **kwargs)
+
+    engine.generate = spy
+    ctx = StageContext(cfg, store, engine, round=1, run_dir=folder.path)
+    instruct_stage.run(ctx)
+    generate_stage.run(ctx)
+    assert seen and all(r.messages is None and r.prompt.count("# Query:") == 4 for r in seen)
+    assert all("# Query:" in r.stop for r in seen)
+    assert {r.params["prompting"] for r in store.responses(round=1)} == {"urial"}
+
+
+def test_a_stop_request_ends_generate_between_batches(tiny_run):
+    folder, cfg, store, engine = tiny_run(sets=["generate.batch_size=3"])
+    ctx = StageContext(cfg, store, engine, round=1, run_dir=folder.path)
+    instruct_stage.run(ctx)
+    ctx.should_stop = lambda: store.count_responses(round=1) > 0  # stop once the first batch is stored
+    with pytest.raises(StageStopped):
+        generate_stage.run(ctx)
+    assert 0 < store.count_responses(round=1) < 3 * store.count_prompts(split="train", round=1)
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("Task 4: Describe the life cycle of a frog.", "Describe the life cycle of a frog."),
+    ("Here is a new task:\n\n**New task:** Plan a picnic for six people.", "Plan a picnic for six people."),
+    ('"Summarize the history of tea."\nAnswer: tea is...', "Summarize the history of tea."),
+    ("4. List three uses for baking soda.", "List three uses for baking soda."),
+    ("", ""),
+])
+def test_extract_instruction(reply, expected):
+    assert extract_instruction(reply) == expected
+
+
+def test_reject_reasons():
+    index = RougeIndex()
+    index.add("Write a short poem about the first frost of autumn.")
+    assert reject_reason("Hi there", index, 4, 150, 0.7) == "too short"
+    assert reject_reason("word " * 151, index, 4, 150, 0.7) == "too long"
+    assert reject_reason("Write Task 5: something else entirely now", index, 4, 150, 0.7) == "leaks the template"
+    assert reject_reason("Write a short poem about the first frost of autumn!", index, 4, 150, 0.7) == "near-duplicate"
+    assert reject_reason("Explain how tides depend on the moon.", index, 4, 150, 0.7) is None
+
+
+def test_constraint_share_is_respected():
+    from selfalign import config
+
+    cfg = config.build(sets=["instruct.constraint_share=0.5", "instruct.max_constraints=2"])
+    rng = random.Random(3)
+    drawn = [instruct_stage.attach_constraints(rng, cfg) for _ in range(1000)]
+    share = sum(1 for d in drawn if d) / len(drawn)
+    assert 0.45 < share < 0.55 and max(len(d) for d in drawn) == 2
+
+
+RUN_GENERATE = textwrap.dedent("""
+    import sys
+    from selfalign import config
+    from selfalign.engines.transformers_engine import TransformersEngine
+    from selfalign.runs import RunFolder
+    from selfalign.stages import StageContext
+    from selfalign.stages import generate
+    from selfalign.store import open_store
+    folder = RunFolder(__import__("pathlib").Path(sys.argv[1]))
+    cfg = config.load(folder.config_path)
+    engine = TransformersEngine.load(cfg.model.name, device="cpu", batch_size=2)
+    with open_store(folder.db_path) as store:
+        generate.run(StageContext(cfg, store, engine, round=1, run_dir=folder.path))
+    print("finished", flush=True)
+""")
+
+
+def test_killed_generate_resumes_without_duplicates_or_gaps(tiny_run):
+    folder, cfg, store, engine = tiny_run(sets=["generate.samples_per_prompt=4", "generate.max_new_tokens=48",
+                                               "generate.batch_size=2", "instruct.prompts_per_round=0",
+                                               "instruct.seed_prompts_per_round=20"])
+    instruct_stage.run(StageContext(cfg, store, engine, round=1, run_dir=folder.path))
+    expected = 4 * store.count_prompts(split="train", round=1)
+    assert expected == 80
+    proc = subprocess.Popen([sys.executable, "-c", RUN_GENERATE, str(folder.path)], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while store.count_responses(round=1) < 12 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = store.count_responses(round=1)
+    assert 12 <= partial < expected, "the stage finished before it could be killed; make it slower"
+    done = subprocess.run([sys.executable, "-c", RUN_GENERATE, str(folder.path)], capture_output=True, text=True)
+    assert "finished" in done.stdout, done.stderr
+    rows = store.db.execute("SELECT prompt_id, sample_index, count(*) FROM responses WHERE round = 1 "
+                            "GROUP BY prompt_id, sample_index").fetchall()
+    assert len(rows) == expected and all(count == 1 for _, _, count in rows)
+    assert {index for _, index, _ in rows} == {0, 1, 2, 3}

@@ -114,6 +114,10 @@ class JudgeSection:
                                 "(the key itself is never stored)")
     blackbox_timeout_s: float = opt(60.0, "seconds before one black-box request is retried", min=1.0)
     blackbox_concurrency: int = opt(4, "black-box requests in flight at once", min=1)
+    blackbox_retries: int = opt(3, "retries (with exponential backoff) for timeouts, 429 and 5xx", min=0)
+    demos: int = opt(2, "CycleAlign: agreed examples shown to the black-box judge", min=0, max=8)
+    position_bias_pairs: int = opt(16, "response pairs judged in both orders to measure position bias",
+                                   min=0)
 
 
 @dataclass
@@ -122,7 +126,9 @@ class PairsSection:
                     "order (RRHF); sft: keep answers scoring at least sft_min_score",
                     choices=("best-vs-worst", "ranked", "sft"))
     min_margin: float = opt(0.05, "drop pairs whose combined scores differ by less (ties)", min=0.0)
-    prefer_shorter: bool = opt(True, "on equal scores prefer the shorter response (self-judges "
+    max_pairs_per_prompt: int = opt(1, "best-vs-worst: pairs per prompt (best/worst, second/second-worst...)",
+                                    min=1)
+    prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
                                "reward verbosity)")
     sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "
                                "scales", min=1.0, max=10.0)

@@ -21,7 +21,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+# The repo's prompts/ (a checkout or editable install); a wheel carries them as selfalign/_prompts.
+_REPO_PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = _REPO_PROMPTS if _REPO_PROMPTS.is_dir() else Path(__file__).resolve().parent / "_prompts"
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 

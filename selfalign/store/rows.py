@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # Columns stored as JSON text and decoded on read.
-JSON_COLUMNS = frozenset({"constraints", "params", "data"})
+JSON_COLUMNS = frozenset({"constraints", "params", "data", "scores"})
 # Columns stored as 0/1 and read back as bool.
 BOOL_COLUMNS = frozenset({"parsed_ok", "passed", "handled"})
 
@@ -119,6 +119,7 @@ class NewPair:
     rejected_id: int | None
     margin: float | None
     rule: str
+    scores: dict[str, Any] = field(default_factory=dict)  # the combined score and its parts, both sides
 
 
 @dataclass
@@ -139,6 +140,15 @@ class TrainStep:
     grad_norm: float | None = None
     tokens_per_s: float | None = None
     created_at: str = ""
+
+
+@dataclass
+class Demonstration:
+    id: int
+    round: int
+    prompt_id: int | None
+    data: dict[str, Any]
+    created_at: str
 
 
 @dataclass

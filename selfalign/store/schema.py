@@ -5,6 +5,8 @@ Column names match the row dataclasses in `store.rows`, so reads map straight on
 
 from __future__ import annotations
 
+import sqlite3
+
 from sqlite_utils import Migrations
 
 MIGRATION_SET = "selfalign"
@@ -13,9 +15,14 @@ migrations = Migrations(MIGRATION_SET)
 
 def _run_statements(db, script: str) -> None:
     # Not executescript(): it commits first, which would break the migration's transaction.
-    for statement in script.split(";\n"):
-        if statement.strip():
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
             db.execute(statement)
+            statement = ""
+    if statement.strip() and not all(s.strip().startswith("--") for s in statement.strip().splitlines()):
+        raise ValueError(f"incomplete SQL statement in a migration: {statement.strip()[:80]}")
 
 
 @migrations(name="m001_initial")
@@ -146,6 +153,23 @@ def m001_initial(db) -> None:
             action TEXT NOT NULL CHECK (action IN ('pause', 'resume', 'stop', 'stop_after_stage')),
             handled INTEGER NOT NULL DEFAULT 0,
             handled_at TEXT
+        );
+        """
+    )
+
+
+@migrations(name="m002_judging")
+def m002_judging(db) -> None:
+    _run_statements(
+        db,
+        """
+        ALTER TABLE pairs ADD COLUMN scores TEXT NOT NULL DEFAULT '{}';   -- the scores behind the pair
+        CREATE TABLE demonstrations (
+            id INTEGER PRIMARY KEY,
+            round INTEGER NOT NULL,
+            prompt_id INTEGER REFERENCES prompts(id),
+            data TEXT NOT NULL,                         -- JSON {instruction, responses, ranking}
+            created_at TEXT NOT NULL
         );
         """
     )

@@ -23,6 +23,7 @@ from selfalign.store.rows import (
     BOOL_COLUMNS,
     JSON_COLUMNS,
     Control,
+    Demonstration,
     Event,
     Judgement,
     NewJudgement,
@@ -279,6 +280,21 @@ class Store:
         where, params = _where({"response_id": response_id})
         return self._fetch(Judgement, f"SELECT * FROM judgements {where} ORDER BY id", params)
 
+    def judgement_keys(self, round: int) -> set[tuple[int, str, str, int]]:
+        """(response, judge, rubric, sample) already judged in a round: what a resumed judge skips."""
+        rows = self.db.execute("SELECT j.response_id, j.judge, j.rubric, j.sample_index FROM judgements j "
+                               "JOIN responses r ON r.id = j.response_id WHERE r.round = ?", [round]).fetchall()
+        return {tuple(row) for row in rows}
+
+    def round_verifications(self, round: int) -> dict[int, dict[str, bool]]:
+        """response id -> {constraint id: passed} for every verified response of a round."""
+        out: dict[int, dict[str, bool]] = {}
+        for response_id, constraint_id, passed in self.db.execute(
+                "SELECT v.response_id, v.constraint_id, v.passed FROM verifications v JOIN responses r "
+                "ON r.id = v.response_id WHERE r.round = ?", [round]).fetchall():
+            out.setdefault(response_id, {})[constraint_id] = bool(passed)
+        return out
+
     def add_verifications(self, response_id: int, results: dict[str, bool]) -> None:
         with self.transaction():
             for constraint_id, passed in results.items():
@@ -305,6 +321,19 @@ class Store:
     def train_steps(self, round: int, after_step: int = -1) -> list[TrainStep]:
         return self._fetch(TrainStep, "SELECT * FROM train_steps WHERE round = ? AND step > ? ORDER BY step",
                            [round, after_step])
+
+    def clear_pairs(self, round: int) -> None:
+        """Pairs are cheap to rebuild from judgements; the pairs stage rebuilds a round's set whole."""
+        self._write("DELETE FROM pairs WHERE round = ?", [round])
+
+    def add_demonstration(self, round: int, prompt_id: int | None, data: dict[str, Any]) -> int:
+        return self._insert("demonstrations", {"round": round, "prompt_id": prompt_id, "data": data,
+                                               "created_at": now()})
+
+    def demonstrations(self, limit: int) -> list[Demonstration]:
+        """The newest `limit` demonstrations, oldest first (CycleAlign's in-context examples)."""
+        rows = self._fetch(Demonstration, "SELECT * FROM demonstrations ORDER BY id DESC LIMIT ?", [limit])
+        return rows[::-1]
 
     # ------------------------------------------------------------ metrics, events, controls
 

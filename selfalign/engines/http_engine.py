@@ -1,0 +1,181 @@
+"""A client for any OpenAI-compatible server (vLLM's, OpenAI's, `selfalign serve`), standard library only.
+
+Used for the black-box judge (CycleAlign) and as an `http` generation engine. The API key is read
+from an environment variable named in the config at call time and is never stored or logged.
+Timeouts, connection errors, 429 and 5xx are retried with exponential backoff; other 4xx answers
+are the user's to fix and raise at once with a message that says how.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress
+from selfalign.errors import SelfalignError
+
+RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class EndpointError(SelfalignError):
+    """The server refused the request in a way retrying cannot fix (bad URL, model or key)."""
+
+
+class EndpointUnavailable(SelfalignError):
+    """The server did not answer usefully after every retry (timeouts, 5xx, malformed JSON)."""
+
+
+class HttpClient:
+    def __init__(self, base_url: str, model: str = "", *, key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
+                 retries: int = 3, backoff: float = 1.0, concurrency: int = 4):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.key_env = key_env
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.concurrency = concurrency
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.key_env, "") if self.key_env else ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        data = json.dumps(body).encode()
+        url = f"{self.base_url}{path}"
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    payload = response.read()
+            except urllib.error.HTTPError as exc:
+                detail = exc.read()[:200].decode(errors="replace")
+                if exc.code in RETRYABLE:
+                    last = f"HTTP {exc.code}"
+                    continue
+                raise EndpointError(_explain(exc.code, url, self.model, self.key_env, detail)) from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                last = getattr(exc, "reason", None) or type(exc).__name__
+                continue
+            try:
+                return json.loads(payload)
+            except ValueError:
+                last = "malformed JSON in the reply"
+                continue
+        raise EndpointUnavailable(f"{url} gave no usable answer after {self.retries + 1} tries (last: {last}); "
+                                  "check that the server is up, or raise judge.blackbox_timeout_s")
+
+    def chat(self, messages: list[dict[str, str]], *, max_tokens: int = 256, temperature: float = 0.0,
+             top_p: float = 1.0, n: int = 1, stop: Sequence[str] = (), seed: int | None = None) -> list[dict]:
+        """Choices of one chat completion: each {'text', 'finish_reason', 'tokens'}."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                                "temperature": temperature, "top_p": top_p, "n": n}
+        if stop:
+            body["stop"] = list(stop)
+        if seed is not None:
+            body["seed"] = seed
+        reply = self._post("/chat/completions", body)
+        return _choices(reply, "message")
+
+    def complete(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 n: int = 1, stop: Sequence[str] = (), seed: int | None = None) -> list[dict]:
+        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens,
+                                "temperature": temperature, "top_p": top_p, "n": n}
+        if stop:
+            body["stop"] = list(stop)
+        if seed is not None:
+            body["seed"] = seed
+        return _choices(self._post("/completions", body), "text")
+
+    def map(self, fn: Callable, items: Sequence) -> list:
+        """fn over items with at most `concurrency` requests in flight; results in order (exceptions too)."""
+        def safe(item):
+            try:
+                return fn(item)
+            except SelfalignError as exc:
+                return exc
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(safe, items))
+
+
+def _choices(reply: dict[str, Any], kind: str) -> list[dict]:
+    try:
+        choices = reply["choices"]
+        out = []
+        for choice in choices:
+            text = choice["message"]["content"] if kind == "message" else choice["text"]
+            out.append({"text": text or "", "finish_reason": choice.get("finish_reason") or "stop",
+                        "tokens": None})
+        usage = reply.get("usage") or {}
+        if len(out) == 1 and "completion_tokens" in usage:
+            out[0]["tokens"] = usage["completion_tokens"]
+        return out
+    except (KeyError, TypeError, IndexError):
+        raise EndpointUnavailable(f"the server's reply has no usable choices ({str(reply)[:120]}); is it an "
+                                  "OpenAI-compatible endpoint?") from None
+
+
+def _explain(code: int, url: str, model: str, key_env: str, detail: str) -> str:
+    if code in (401, 403):
+        return f"{url} refused the key (HTTP {code}); set a valid key in ${key_env}"
+    if code == 404:
+        return f"{url} or model {model!r} was not found (HTTP 404); check judge.blackbox_url and judge.blackbox_model"
+    return f"{url} rejected the request (HTTP {code}: {detail.strip()[:120]}); check the model name and settings"
+
+
+class HttpEngine:
+    """Generation through an OpenAI-compatible server (a policy served by vLLM, for example)."""
+
+    name = "http"
+
+    def __init__(self, client: HttpClient):
+        self.client = client
+        self.adapter: str | None = None
+
+    def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None,
+                 progress: Progress | None = None) -> list[GenerationResult]:
+        def one(request: GenerationRequest) -> list[GenerationResult]:
+            started = time.perf_counter()
+            kwargs = dict(max_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p,
+                          n=request.n, stop=request.stop, seed=request.seed)
+            if request.messages is not None:
+                choices = self.client.chat(request.messages, **kwargs)
+            else:
+                choices = self.client.complete(request.prompt, **kwargs)
+            seconds = time.perf_counter() - started
+            return [GenerationResult(request.key, i, c["text"].strip(), c["tokens"] or len(c["text"].split()),
+                                     "length" if c["finish_reason"] == "length" else "stop", None, seconds)
+                    for i, c in enumerate(choices[: request.n])]
+
+        results: list[GenerationResult] = []
+        total = sum(r.n for r in requests)
+        for outcome in self.client.map(one, list(requests)):
+            if isinstance(outcome, Exception):
+                raise outcome
+            for result in outcome:
+                results.append(result)
+                if on_result:
+                    on_result(result)
+                if progress:
+                    progress(len(results), total)
+        return results
+
+    def score(self, items) -> list[float | None]:
+        raise SelfalignError("the http engine cannot score log-likelihoods; use generate.engine = transformers "
+                             "or set judge.weight_likelihood = 0")
+
+    def set_adapter(self, path: str | None) -> None:
+        self.adapter = path  # the server decides which adapter it serves
+
+    def close(self) -> None:
+        pass

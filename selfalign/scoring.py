@@ -1,0 +1,131 @@
+"""Pure functions behind judging: parsing judge outputs, rankings, agreement, combined scores.
+
+No model, no database: everything here is tested on fixed inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from itertools import combinations
+
+# Rubric name -> (lowest, highest) score of its scale.
+SCALES = {"additive5": (0.0, 5.0), "isheep_quality": (1.0, 10.0), "isheep_following": (1.0, 10.0)}
+
+# Text in a response that imitates judge output; a response must never raise its own score with it.
+JUDGE_FORMAT_RE = re.compile(r"\bscore\s*[:=]\s*\d+(?:\.\d+)?|\b\d{1,2}\s*\|\|\s*\S|\b(?:rating|grade)\s*[:=]\s*\d+",
+                             re.IGNORECASE)
+
+
+def parse_score(text: str, rubric: str) -> float | None:
+    """The judge's score, or None when the output has no single valid score.
+
+    additive5 looks for 'Score: N' (also 'score = N', '**Score:** N', 'N/5'); I-SHEEP's scales look
+    for '<N>||explanation' (also 'N||', 'Score: N'). Failing a marked score, a lone number in range
+    at the very start is accepted. Several different marked scores are ambiguous: None.
+    """
+    low, high = SCALES[rubric]
+    text = text.strip()
+    if not text:
+        return None
+    marked = [float(m) for m in re.findall(r"score\W{0,6}(\d{1,2}(?:\.\d+)?)\b", text, re.IGNORECASE)]
+    if rubric.startswith("isheep"):
+        marked = [float(m) for m in re.findall(r"<?\s*(\d{1,2}(?:\.\d+)?)\s*>?\s*\|\|", text)] + marked
+    marked += [float(m) for m in re.findall(r"\b(\d{1,2}(?:\.\d+)?)\s*/\s*" + str(int(high)) + r"\b", text)]
+    in_range = [s for s in marked if low <= s <= high]
+    if in_range:
+        return in_range[0] if len(set(in_range)) == 1 else None
+    if marked:
+        return None  # a marked score out of range: do not guess another number
+    first = re.match(r"^\W*(\d{1,2}(?:\.\d+)?)\b", text)
+    if first and low <= float(first.group(1)) <= high:
+        return float(first.group(1))
+    return None
+
+
+def parse_ranking(text: str, k: int) -> list[int] | None:
+    """A ranking of k responses, best first, as 0-based indices: '[2] > [1] > [3]', '2, 1, 3' or
+    'B > A > C'. None unless it names each of the k responses exactly once."""
+    letters = re.findall(r"\[([A-Za-z])\]|\b([A-H])\b(?=\s*(?:>|,|$|\n))", text)
+    numbers = re.findall(r"\[(\d+)\]", text) or re.findall(r"(?<![\w.])(\d+)(?![\w.])", text)
+    order: list[int] = []
+    if numbers:
+        order = [int(n) - 1 for n in numbers]
+    elif letters:
+        order = [ord((a or b).upper()) - ord("A") for a, b in letters]
+    if len(order) > k:
+        order = order[:k]
+    if sorted(order) != list(range(k)):
+        return None
+    return order
+
+
+def rank_scores(order: Sequence[int]) -> dict[int, float]:
+    """Best -> 1.0, worst -> 0.0, evenly spaced."""
+    k = len(order)
+    return {index: 1.0 if k == 1 else (k - 1 - position) / (k - 1) for position, index in enumerate(order)}
+
+
+def order_by(values: dict[int, float | None]) -> list[int]:
+    """Indices sorted best first by value; None last; ties keep index order."""
+    return sorted(values, key=lambda i: (values[i] is None, -(values[i] or 0.0), i))
+
+
+def agreed_pairs(first: Sequence[int], second: Sequence[int]) -> list[tuple[int, int]]:
+    """(better, worse) pairs on which two rankings agree (CycleAlign's pseudo-labels)."""
+    pos_a = {index: p for p, index in enumerate(first)}
+    pos_b = {index: p for p, index in enumerate(second)}
+    agreed = []
+    for x, y in combinations(sorted(pos_a), 2):
+        if y not in pos_b or x not in pos_b:
+            continue
+        if (pos_a[x] < pos_a[y]) == (pos_b[x] < pos_b[y]):
+            agreed.append((x, y) if pos_a[x] < pos_a[y] else (y, x))
+    return agreed
+
+
+def pairwise_agreement(pairs: Sequence[tuple[float | None, float | None, float, float]]) -> float | None:
+    """Share of pairs where a judge orders two responses as the reference does.
+
+    Each item is (judge_a, judge_b, ref_a, ref_b); pairs the reference ties are skipped, a judge tie
+    or a missing judge score counts as half.
+    """
+    total = 0.0
+    count = 0
+    for judge_a, judge_b, ref_a, ref_b in pairs:
+        if ref_a == ref_b:
+            continue
+        count += 1
+        if judge_a is None or judge_b is None or judge_a == judge_b:
+            total += 0.5
+        elif (judge_a > judge_b) == (ref_a > ref_b):
+            total += 1.0
+    return total / count if count else None
+
+
+def normalise(rubric: str, score: float) -> float:
+    low, high = SCALES[rubric]
+    return (score - low) / (high - low)
+
+
+def combine(components: dict[str, float | None], weights: dict[str, float]) -> float | None:
+    """Weighted mean of the available components (each in [0, 1]); None when nothing weighs."""
+    used = [(weights.get(name, 0.0), value) for name, value in components.items()
+            if value is not None and weights.get(name, 0.0) > 0]
+    total = sum(w for w, _ in used)
+    return sum(w * v for w, v in used) / total if total else None
+
+
+def spread(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and population standard deviation."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+
+
+def mask_judge_format(text: str) -> tuple[str, bool]:
+    """The response with judge-format text replaced, and whether there was any."""
+    masked, count = JUDGE_FORMAT_RE.subn("[removed]", text)
+    return masked, count > 0

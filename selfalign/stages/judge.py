@@ -1,0 +1,319 @@
+"""Stage `judge`: every signal about the round's responses, each stored as it is computed.
+
+- verifiers: constraint results per response (exact);
+- likelihood: the policy's mean token log-probability, already measured while sampling;
+- rubric self-judge: the policy scores each response with a rubric from prompts/ (additive 5-point,
+  or I-SHEEP's two 1-10 scales), optionally several samples; unparseable outputs are stored with
+  parsed_ok = false and left out;
+- black-box judge (CycleAlign): an OpenAI-compatible model ranks the K responses of a prompt in one
+  request, guided by demonstrations on which it agreed with the white-box (likelihood) ranking;
+- health: position bias, score spread, parse failures, agreement with verifiers, reward hacking.
+A response that imitates judge output ("Score: 5") is flagged and judged with that text removed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+
+from selfalign import prompts, scoring, verifiers
+from selfalign.stages import StageContext, derive_seed
+from selfalign.store.rows import NewJudgement, Response
+
+NAME = "judge"
+RUBRICS = {"additive5": ["additive5"], "isheep": ["isheep_quality", "isheep_following"], "none": []}
+COLLAPSE_SHARE = 0.8  # one score value given to this share of responses: the judge has collapsed
+
+
+def run(ctx: StageContext) -> None:
+    cfg, store, k = ctx.config, ctx.store, ctx.round
+    train = {p.id: p for p in store.prompts(split="train", round=k)}
+    responses = [r for r in store.responses(round=k) if r.policy == ctx.policy and r.prompt_id in train
+                 and r.finish_reason != "skipped"]
+    done_keys = store.judgement_keys(k)
+    rubrics = RUBRICS[cfg.judge.rubric]
+    total = len(responses) * (1 + len(rubrics) * cfg.judge.samples)
+    progress = _Progress(ctx, total)
+
+    _verify_and_flag(ctx, responses, train, done_keys)
+    progress.add(len(responses))
+    for rubric in rubrics:
+        _rubric_judge(ctx, rubric, responses, train, done_keys, progress)
+    if cfg.judge.weight_blackbox > 0:
+        _blackbox_judge(ctx, responses, train, done_keys)
+    if cfg.judge.position_bias_pairs and cfg.judge.rubric != "none":
+        _position_bias(ctx, responses, train, done_keys)
+    health(ctx)
+
+
+class _Progress:
+    def __init__(self, ctx: StageContext, total: int):
+        self.ctx, self.total, self.done = ctx, total, 0
+
+    def add(self, n: int = 1) -> None:
+        self.done += n
+        self.ctx.report(NAME, min(self.done, self.total), self.total)
+
+
+def _instruction(prompt) -> str:
+    return verifiers.attach(prompt.text, prompt.constraints)
+
+
+def _verify_and_flag(ctx, responses, train, done_keys) -> None:
+    store = ctx.store
+    verified = store.round_verifications(ctx.round)
+    with store.transaction():
+        for r in responses:
+            constraints = train[r.prompt_id].constraints
+            if constraints and r.id not in verified:
+                store.add_verifications(r.id, verifiers.check_all(constraints, r.text))
+            if (r.id, "likelihood", "mean_logprob", 0) not in done_keys:
+                store.add_judgement(NewJudgement(r.id, "likelihood", "mean_logprob", r.mean_logprob,
+                                                 r.mean_logprob is not None))
+            if scoring.mask_judge_format(r.text)[1] and (r.id, "flag", "judge_format", 0) not in done_keys:
+                store.add_judgement(NewJudgement(r.id, "flag", "judge_format", 1.0, True,
+                                                 "response contains judge-format text; judged with it removed"))
+
+
+def _rubric_judge(ctx, rubric, responses, train, done_keys, progress) -> None:
+    cfg = ctx.config
+    template = prompts.load_template(f"judge_{rubric}.txt", ("instruction", "response"), ctx.run_dir)
+    todo = []
+    for r in responses:
+        missing = [i for i in range(cfg.judge.samples) if (r.id, "self", rubric, i) not in done_keys]
+        progress.add(cfg.judge.samples - len(missing))
+        if missing:
+            text = template.render(instruction=_instruction(train[r.prompt_id]),
+                                   response=scoring.mask_judge_format(r.text)[0])
+            todo.append(_judge_request(ctx, text, key=(r.id, tuple(missing)), n=len(missing),
+                                       seed=derive_seed(cfg.run.seed, ctx.round, rubric, r.id)))
+
+    def store_result(result) -> None:
+        response_id, missing = result.key
+        score = scoring.parse_score(result.text, rubric)
+        ctx.store.add_judgement(NewJudgement(response_id, "self", rubric, score, score is not None, result.text,
+                                             missing[result.sample_index]))
+        progress.add()
+
+    for start in range(0, len(todo), cfg.generate.batch_size):
+        ctx.check_stop()
+        ctx.engine.generate(todo[start:start + cfg.generate.batch_size], on_result=store_result)
+
+
+def _judge_request(ctx, text, *, key, n, seed):
+    from selfalign.stages import policy_request
+
+    cfg = ctx.config
+    return policy_request(ctx, text, key=key, n=n, seed=seed, max_new_tokens=cfg.judge.max_new_tokens,
+                          temperature=cfg.judge.temperature, top_p=1.0)
+
+
+# ---------------------------------------------------------------- black-box judge (CycleAlign)
+
+
+def _blackbox_judge(ctx, responses, train, done_keys) -> None:
+    from selfalign.engines.http_engine import EndpointUnavailable, HttpClient
+
+    cfg, store = ctx.config, ctx.store
+    client = HttpClient(cfg.judge.blackbox_url, cfg.judge.blackbox_model, key_env=cfg.judge.blackbox_key_env,
+                        timeout=cfg.judge.blackbox_timeout_s, retries=cfg.judge.blackbox_retries,
+                        concurrency=cfg.judge.blackbox_concurrency)
+    template = prompts.load_template("blackbox_rank.txt", ("instruction", "responses"), ctx.run_dir)
+    groups = _by_prompt(responses)
+    todo = [pid for pid, group in groups.items()
+            if len(group) >= 2 and not all((r.id, "blackbox", "rank", 0) in done_keys for r in group)]
+    # A batch of concurrent requests shares one set of demonstrations; agreed examples from it
+    # replace the demonstrations for the next batch (and, being stored, for a resumed run).
+    for start in range(0, len(todo), cfg.judge.blackbox_concurrency):
+        ctx.check_stop()
+        batch = todo[start:start + cfg.judge.blackbox_concurrency]
+        demos = _demonstrations(ctx)
+
+        def ask(pid, demos=demos):
+            group = groups[pid]
+            listing = "\n\n".join(f"[{i + 1}]\n{scoring.mask_judge_format(r.text)[0]}" for i, r in enumerate(group))
+            text = template.render(demos=demos, instruction=_instruction(train[pid]), responses=listing, k=len(group))
+            return client.chat([{"role": "user", "content": text}], max_tokens=64, temperature=0.0)[0]["text"]
+
+        for pid, reply in zip(batch, client.map(ask, batch), strict=True):
+            group = groups[pid]
+            if isinstance(reply, EndpointUnavailable):
+                raw, order = f"error: {reply}", None
+            elif isinstance(reply, Exception):
+                raise reply  # a 4xx: the URL, model or key is wrong; retrying cannot help
+            else:
+                raw, order = reply, scoring.parse_ranking(reply, len(group))
+            scores = scoring.rank_scores(order) if order else {}
+            with store.transaction():
+                for i, r in enumerate(group):
+                    store.add_judgement(NewJudgement(r.id, "blackbox", "rank", scores.get(i), order is not None, raw))
+            if order:
+                _remember_agreement(ctx, pid, train[pid], group, order)
+
+
+def _remember_agreement(ctx, pid, prompt, group: list[Response], blackbox_order: list[int]) -> None:
+    """Where the black-box and likelihood rankings agree, the agreed order becomes a demonstration."""
+    white = scoring.order_by({i: r.mean_logprob for i, r in enumerate(group)})
+    common = _common_order(blackbox_order, white)
+    if len(common) >= 2:
+        ctx.store.add_demonstration(ctx.round, pid, {"instruction": _instruction(prompt),
+                                                     "responses": [group[i].text for i in common],
+                                                     "ranking": list(range(len(common)))})
+
+
+def _common_order(a: list[int], b: list[int]) -> list[int]:
+    """Longest sequence of items that both rankings put in the same order."""
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) - 1, -1, -1):
+        for j in range(len(b) - 1, -1, -1):
+            table[i][j] = table[i + 1][j + 1] + 1 if a[i] == b[j] else max(table[i + 1][j], table[i][j + 1])
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        if a[i] == b[j]:
+            out.append(a[i])
+            i, j = i + 1, j + 1
+        elif table[i + 1][j] >= table[i][j + 1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def _demonstrations(ctx) -> str:
+    count = ctx.config.judge.demos
+    if not count:
+        return ""
+    stored = [d.data for d in ctx.store.demonstrations(count)]
+    if not stored:
+        path = prompts.find("cyclealign_demos.jsonl", ctx.run_dir)
+        stored = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        stored = stored[:count]
+    blocks = []
+    for n, demo in enumerate(stored, start=1):
+        listing = "\n".join(f"[{i + 1}] {text}" for i, text in enumerate(demo["responses"]))
+        ranking = " > ".join(f"[{i + 1}]" for i in demo["ranking"])
+        blocks.append(f"Example {n}\nRequest:\n{demo['instruction']}\n{listing}\nRanking: {ranking}")
+    return "Worked examples:\n\n" + "\n\n".join(blocks)
+
+
+# ---------------------------------------------------------------- health
+
+
+def _by_prompt(responses) -> dict[int, list[Response]]:
+    groups: dict[int, list[Response]] = defaultdict(list)
+    for r in responses:
+        groups[r.prompt_id].append(r)
+    return {pid: sorted(group, key=lambda r: r.sample_index) for pid, group in groups.items()}
+
+
+def _position_bias(ctx, responses, train, done_keys) -> None:
+    """The same two responses asked in both orders; a fair judge names the same winner."""
+    cfg = ctx.config
+    template = prompts.load_template("judge_pairwise.txt", ("instruction", "response_a", "response_b"), ctx.run_dir)
+    rng = random.Random(derive_seed(cfg.run.seed, ctx.round, "position-bias"))
+    groups = [g for g in _by_prompt(responses).values() if len(g) >= 2]
+    rng.shuffle(groups)
+    requests = []
+    for group in groups[: cfg.judge.position_bias_pairs]:
+        a, b = group[0], group[1]
+        for order, (first, second) in (("ab", (a, b)), ("ba", (b, a))):
+            rubric = f"pairwise:{b.id}:{order}"
+            if (a.id, "self", rubric, 0) in done_keys:
+                continue
+            text = template.render(instruction=_instruction(train[a.prompt_id]),
+                                   response_a=scoring.mask_judge_format(first.text)[0],
+                                   response_b=scoring.mask_judge_format(second.text)[0])
+            requests.append(_judge_request(ctx, text, key=(a.id, rubric, order), n=1, seed=a.id))
+    if not requests:
+        return
+    ctx.check_stop()
+    for result in ctx.engine.generate(requests):
+        response_id, rubric, order = result.key
+        verdict = parse_verdict(result.text)
+        # score: 1.0 when response `a` (the judgement's response) is named the better one
+        a_wins = None if verdict is None else float((verdict == "A") == (order == "ab"))
+        ctx.store.add_judgement(NewJudgement(response_id, "self", rubric, a_wins, verdict is not None, result.text))
+
+
+def parse_verdict(text: str) -> str | None:
+    import re
+
+    found = set(re.findall(r"\b(?:answer|response)?\s*\b([AB])\b", text.strip()[:40]))
+    return found.pop() if len(found) == 1 else None
+
+
+def health(ctx) -> dict[str, float | None]:
+    """Judge health metrics for the round, stored as metrics; warnings go to the events log."""
+    store, k = ctx.store, ctx.round
+    train = {p.id: p for p in store.prompts(split="train", round=k)}
+    responses = {r.id: r for r in store.responses(round=k) if r.prompt_id in train and r.finish_reason != "skipped"}
+    judgements = [j for j in store.judgements(round=k) if j.response_id in responses]
+    verified = store.round_verifications(k)
+    metrics: dict[str, float | None] = {}
+
+    rubric_rows = [j for j in judgements if j.judge == "self" and j.rubric in scoring.SCALES]
+    parsed = [j for j in rubric_rows if j.parsed_ok]
+    if rubric_rows:
+        values = [scoring.normalise(j.rubric, j.score) for j in parsed]
+        mean, std = scoring.spread(values)
+        metrics["judge/score_mean"], metrics["judge/score_std"] = mean, std
+        metrics["judge/parse_fail_rate"] = 1 - len(parsed) / len(rubric_rows)
+        top_share = max(values.count(v) for v in set(values)) / len(values) if values else 1.0
+        metrics["judge/collapse"] = float(not values or top_share >= COLLAPSE_SHARE or (std or 0) < 0.02)
+    flips = _pairwise(judgements)
+    if flips:
+        metrics["judge/position_bias"] = sum(1 for ab, ba in flips if ab != ba) / len(flips)
+        metrics["judge/first_position_rate"] = sum(ab + (1 - ba) for ab, ba in flips) / (2 * len(flips))
+
+    rubric_mean = _mean_by_response(rubric_rows)
+    csr = {rid: sum(res.values()) / len(res) for rid, res in verified.items()}
+    rubric_pairs, likelihood_pairs = [], []
+    for group in _by_prompt(responses.values()).values():
+        ids = [r.id for r in group if r.id in csr]
+        for i, x in enumerate(ids):
+            for y in ids[i + 1:]:
+                rubric_pairs.append((rubric_mean.get(x), rubric_mean.get(y), csr[x], csr[y]))
+                likelihood_pairs.append((responses[x].mean_logprob, responses[y].mean_logprob, csr[x], csr[y]))
+    if rubric_rows:
+        metrics["judge/rubric_verifier_agreement"] = scoring.pairwise_agreement(rubric_pairs)
+    metrics["judge/likelihood_verifier_agreement"] = scoring.pairwise_agreement(likelihood_pairs)
+    metrics["judge/hacking_rate"] = (sum(1 for j in judgements if j.judge == "flag") / len(responses)
+                                     if responses else None)
+    blackbox = [j for j in judgements if j.judge == "blackbox"]
+    if blackbox:
+        metrics["judge/blackbox_fail_rate"] = sum(1 for j in blackbox if not j.parsed_ok) / len(blackbox)
+    metrics["verify/csr_mean"] = sum(csr.values()) / len(csr) if csr else None
+
+    for name, value in metrics.items():
+        store.set_metric(k, name, value)
+    warnings = []
+    if metrics.get("judge/collapse"):
+        warnings.append("rubric scores have collapsed onto one value; its weight should go down")
+    if (metrics.get("judge/position_bias") or 0) > 0.5:
+        warnings.append(f"position bias {metrics['judge/position_bias']:.2f}: verdicts flip with the order")
+    if (metrics.get("judge/parse_fail_rate") or 0) > 0.3:
+        warnings.append(f"{metrics['judge/parse_fail_rate']:.0%} of judge outputs could not be parsed")
+    if metrics.get("judge/hacking_rate"):
+        warnings.append(f"{metrics['judge/hacking_rate']:.0%} of responses contain judge-format text (flagged)")
+    for text in warnings:
+        store.log_event("warning", f"judge health: {text}", round=k, stage=NAME)
+    store.log_event("info", "judge health", round=k, stage=NAME, data=metrics)
+    return metrics
+
+
+def _pairwise(judgements) -> list[tuple[float, float]]:
+    verdicts: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
+    for j in judgements:
+        if j.rubric.startswith("pairwise:") and j.parsed_ok:
+            _, other, order = j.rubric.split(":")
+            verdicts[(j.response_id, int(other))][order] = j.score
+    return [(v["ab"], v["ba"]) for v in verdicts.values() if "ab" in v and "ba" in v]
+
+
+def _mean_by_response(rows) -> dict[int, float]:
+    sums: dict[int, list[float]] = defaultdict(list)
+    for j in rows:
+        if j.parsed_ok:
+            sums[j.response_id].append(scoring.normalise(j.rubric, j.score))
+    return {rid: sum(v) / len(v) for rid, v in sums.items()}

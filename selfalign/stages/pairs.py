@@ -1,0 +1,149 @@
+"""Stage `pairs`: combine the judgements into one score per response and build the training set.
+
+Components, each in [0, 1]: rubric (mean normalised self-judge score), verifiers (constraint
+satisfaction rate; only on prompts with constraints), likelihood (rank of the mean log-probability
+among the prompt's responses) and blackbox (rank given by the black-box judge). The combined score
+is their weighted mean over the components present, with the recipe's weights.
+
+Rules: best-vs-worst (DPO; up to max_pairs_per_prompt pairs, each with at least min_margin,
+ties dropped, equal scores broken toward the shorter response when prefer_shorter), ranked (every
+ordered pair with the margin, for RRHF), sft (I-SHEEP: responses scoring at least sft_min_score on
+both scales). Each pair stores its rule and the scores behind it. The stage rebuilds the round's
+pairs from the stored judgements in one transaction, so rerunning it is safe.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from selfalign import scoring
+from selfalign.stages import StageContext
+from selfalign.store.rows import NewPair, Response
+
+NAME = "pairs"
+TIE = 1e-9
+
+
+def scores_for_round(ctx: StageContext) -> dict[int, dict]:
+    """response id -> {'combined', 'components', 'tokens', ...} for the round's responses."""
+    cfg, store, k = ctx.config, ctx.store, ctx.round
+    train = {p.id: p for p in store.prompts(split="train", round=k)}
+    responses = [r for r in store.responses(round=k) if r.prompt_id in train and r.policy == ctx.policy
+                 and r.finish_reason != "skipped"]
+    verified = store.round_verifications(k)
+    rubric: dict[int, list[float]] = defaultdict(list)
+    raw_rubric: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    blackbox: dict[int, float | None] = {}
+    for j in store.judgements(round=k):
+        if j.judge == "self" and j.rubric in scoring.SCALES and j.parsed_ok:
+            rubric[j.response_id].append(scoring.normalise(j.rubric, j.score))
+            raw_rubric[j.response_id][j.rubric].append(j.score)
+        elif j.judge == "blackbox" and j.parsed_ok:
+            blackbox[j.response_id] = j.score
+    weights = {"rubric": cfg.judge.weight_rubric, "verifiers": cfg.judge.weight_verifiers,
+               "likelihood": cfg.judge.weight_likelihood, "blackbox": cfg.judge.weight_blackbox}
+    out = {}
+    groups: dict[int, list[Response]] = defaultdict(list)
+    for r in responses:
+        groups[r.prompt_id].append(r)
+    for group in groups.values():
+        likelihood = scoring.rank_scores(scoring.order_by({r.id: r.mean_logprob for r in group}))
+        for r in group:
+            results = verified.get(r.id)
+            components = {
+                "rubric": sum(rubric[r.id]) / len(rubric[r.id]) if rubric.get(r.id) else None,
+                "verifiers": sum(results.values()) / len(results) if results else None,
+                "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
+                "blackbox": blackbox.get(r.id),
+            }
+            out[r.id] = {"combined": scoring.combine(components, weights), "components": components,
+                         "tokens": r.tokens, "prompt_id": r.prompt_id, "sample_index": r.sample_index,
+                         "rubric_raw": {name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()}}
+    return out
+
+
+def run(ctx: StageContext) -> None:
+    cfg, store, k = ctx.config, ctx.store, ctx.round
+    scores = scores_for_round(ctx)
+    by_prompt: dict[int, list[int]] = defaultdict(list)
+    for rid, s in scores.items():
+        by_prompt[s["prompt_id"]].append(rid)
+    pairs = []
+    for pid, ids in sorted(by_prompt.items()):
+        if cfg.pairs.rule == "sft":
+            pairs += sft_examples(k, pid, ids, scores, cfg.pairs.sft_min_score)
+        elif cfg.pairs.rule == "ranked":
+            pairs += ranked_pairs(k, pid, ids, scores, cfg.pairs.min_margin, cfg.pairs.prefer_shorter)
+        else:
+            pairs += best_vs_worst(k, pid, ids, scores, cfg.pairs.min_margin, cfg.pairs.prefer_shorter,
+                                   cfg.pairs.max_pairs_per_prompt)
+    with store.transaction():
+        store.clear_pairs(k)
+        for pair in pairs:
+            store.add_pair(pair)
+    margins = [p.margin for p in pairs if p.margin is not None]
+    store.set_metric(k, "pairs/count", float(len(pairs)))
+    store.set_metric(k, "pairs/prompts_used", float(len({p.prompt_id for p in pairs})))
+    store.set_metric(k, "pairs/margin_mean", sum(margins) / len(margins) if margins else None)
+    if pairs and cfg.pairs.rule != "sft":
+        chosen_longer = sum(1 for p in pairs if scores[p.chosen_id]["tokens"] > scores[p.rejected_id]["tokens"])
+        store.set_metric(k, "pairs/chosen_longer_rate", chosen_longer / len(pairs))
+    ctx.report(NAME, len(by_prompt), len(by_prompt))
+    store.log_event("info" if pairs else "warning", f"pairs: {len(pairs)} built with rule {cfg.pairs.rule} from "
+                    f"{len(by_prompt)} prompts", round=k, stage=NAME)
+
+
+def _ranked(ids: list[int], scores: dict, prefer_shorter: bool) -> list[int]:
+    """Best first; None scores last; equal scores: shorter first when asked, then sample order."""
+    def key(rid):
+        s = scores[rid]
+        value = s["combined"]
+        return (value is None, -(value or 0.0), s["tokens"] if prefer_shorter else 0, s["sample_index"])
+
+    return sorted(ids, key=key)
+
+
+def _pair(k, pid, chosen, rejected, scores, rule) -> NewPair:
+    margin = scores[chosen]["combined"] - scores[rejected]["combined"]
+    detail = {"chosen": _brief(scores[chosen]), "rejected": _brief(scores[rejected])}
+    return NewPair(k, pid, chosen, rejected, margin, rule, detail)
+
+
+def _brief(s: dict) -> dict:
+    return {"combined": s["combined"], **{f"{n}": v for n, v in s["components"].items() if v is not None},
+            "tokens": s["tokens"]}
+
+
+def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs) -> list[NewPair]:
+    ranked = [rid for rid in _ranked(ids, scores, prefer_shorter) if scores[rid]["combined"] is not None]
+    pairs = []
+    for n in range(min(max_pairs, len(ranked) // 2)):
+        chosen, rejected = ranked[n], ranked[-1 - n]
+        margin = scores[chosen]["combined"] - scores[rejected]["combined"]
+        tied = margin <= TIE
+        if tied and not (prefer_shorter and scores[chosen]["tokens"] < scores[rejected]["tokens"]):
+            continue  # a true tie carries no preference
+        if not tied and margin < min_margin:
+            continue
+        pairs.append(_pair(k, pid, chosen, rejected, scores, "best-vs-worst" if not tied else "tie-shorter"))
+    return pairs
+
+
+def ranked_pairs(k, pid, ids, scores, min_margin, prefer_shorter) -> list[NewPair]:
+    ranked = [rid for rid in _ranked(ids, scores, prefer_shorter) if scores[rid]["combined"] is not None]
+    pairs = []
+    for i, better in enumerate(ranked):
+        for worse in ranked[i + 1:]:
+            if scores[better]["combined"] - scores[worse]["combined"] >= max(min_margin, TIE):
+                pairs.append(_pair(k, pid, better, worse, scores, "ranked"))
+    return pairs
+
+
+def sft_examples(k, pid, ids, scores, threshold) -> list[NewPair]:
+    """I-SHEEP: keep a response only if both 1-10 scales reach the threshold."""
+    kept = []
+    for rid in ids:
+        raw = scores[rid]["rubric_raw"]
+        if {"isheep_quality", "isheep_following"} <= set(raw) and min(raw.values()) >= threshold:
+            kept.append(NewPair(k, pid, rid, None, None, "sft", {"chosen": _brief(scores[rid]) | raw}))
+    return kept

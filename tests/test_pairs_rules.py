@@ -1,0 +1,46 @@
+"""Pair rules on fixed scores."""
+
+from selfalign.stages.pairs import best_vs_worst, ranked_pairs, sft_examples
+
+
+def scores(*rows):
+    """rows of (response id, combined, tokens)."""
+    return {rid: {"combined": c, "components": {"verifiers": c}, "tokens": t, "prompt_id": 1, "sample_index": i,
+                  "rubric_raw": {}} for i, (rid, c, t) in enumerate(rows)}
+
+
+def test_best_vs_worst_with_margin_and_several_pairs():
+    s = scores((1, 0.9, 10), (2, 0.5, 10), (3, 0.4, 10), (4, 0.1, 10))
+    (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1)
+    assert (pair.chosen_id, pair.rejected_id, round(pair.margin, 6), pair.rule) == (1, 4, 0.8, "best-vs-worst")
+    assert pair.scores["chosen"]["combined"] == 0.9 and pair.scores["rejected"]["verifiers"] == 0.1
+    two = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 2)
+    assert [(p.chosen_id, p.rejected_id) for p in two] == [(1, 4), (2, 3)]
+    assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.5, False, 2) == [best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.5,
+                                                                                 False, 1)[0]]
+
+
+def test_ties_are_dropped_unless_shorter_breaks_them():
+    s = scores((1, 0.5, 40), (2, 0.5, 12), (3, 0.5, 25))
+    assert best_vs_worst(1, 1, [1, 2, 3], s, 0.05, False, 1) == []
+    (pair,) = best_vs_worst(1, 1, [1, 2, 3], s, 0.05, True, 1)
+    assert (pair.chosen_id, pair.rejected_id, pair.rule) == (2, 1, "tie-shorter")
+
+
+def test_missing_scores_never_pair():
+    s = scores((1, None, 5), (2, None, 9))
+    assert best_vs_worst(1, 1, [1, 2], s, 0.0, True, 1) == []
+
+
+def test_ranked_pairs_for_rrhf():
+    s = scores((1, 0.9, 5), (2, 0.6, 5), (3, 0.58, 5))
+    assert [(p.chosen_id, p.rejected_id) for p in ranked_pairs(1, 1, [3, 2, 1], s, 0.05, False)] == [(1, 2), (1, 3)]
+
+
+def test_sft_needs_both_scales_at_threshold():
+    s = scores((1, 0.9, 5), (2, 0.9, 5), (3, 0.9, 5))
+    s[1]["rubric_raw"] = {"isheep_quality": 9.0, "isheep_following": 10.0}
+    s[2]["rubric_raw"] = {"isheep_quality": 10.0, "isheep_following": 8.0}
+    s[3]["rubric_raw"] = {"isheep_quality": 10.0}
+    (example,) = sft_examples(1, 1, [1, 2, 3], s, 9.0)
+    assert (example.chosen_id, example.rejected_id, example.rule) == (1, None, "sft")

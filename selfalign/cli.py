@@ -22,7 +22,7 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
 
     def list_commands(self, ctx):  # in the order a user meets them, not alphabetical
-        order = ["init", "run", "watch", "status", "eval", "compare", "export", "models", "config"]
+        order = ["init", "run", "watch", "status", "eval", "compare", "export", "serve", "models", "config"]
         return sorted(self.commands, key=lambda name: order.index(name) if name in order else len(order))
 
 
@@ -129,6 +129,45 @@ def models_pull(name, force):
     with ProgressLine() as bar:
         path = registry.pull(name, bar.update, force=force)
     click.echo(f"pulled {name} to {path} in {time.perf_counter() - started:.1f} s")
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--model", "model_name", default=None, help="Serve this model instead of a run's policy.")
+@click.option("--round", "round_k", type=int, default=None, help="Serve round k's adapter (default: the latest).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.pass_context
+def serve(ctx, name, model_name, round_k, host, port):
+    """Serve a run's policy (or any model) as an OpenAI-compatible endpoint."""
+    from selfalign import config, runs
+    from selfalign.engines.transformers_engine import TransformersEngine
+    from selfalign.errors import UsageError
+    from selfalign.serve import make_server
+
+    if not name and not model_name:
+        raise UsageError("name a run (selfalign serve RUN) or a model (selfalign serve --model NAME)")
+    adapter = None
+    if name:
+        folder = runs.locate(name, ctx.obj["runs_dir"])
+        cfg = config.load(folder.config_path)
+        model_name = model_name or cfg.model.name
+        rounds = sorted(int(p.parent.name) for p in folder.path.glob("rounds/*/adapter") if p.is_dir())
+        if round_k is not None and round_k not in rounds + [0]:
+            raise UsageError(f"run {name} has no adapter for round {round_k}; rounds with adapters: {rounds or 'none'}")
+        k = round_k if round_k is not None else (rounds[-1] if rounds else 0)
+        adapter = str(folder.adapter_dir(k)) if k else None
+    engine = TransformersEngine.load(model_name)
+    engine.set_adapter(adapter)
+    server = make_server(engine, name or model_name, host, port)
+    click.echo(f"serving {model_name}{' + ' + adapter if adapter else ''} at http://{host}:{server.server_port}/v1 "
+               "(Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
 
 
 class ProgressLine:

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from selfalign.cli import cli
 
-COMMANDS = ["init", "run", "watch", "status", "eval", "compare", "export", "models", "config"]
+COMMANDS = ["init", "run", "watch", "status", "eval", "compare", "export", "serve", "models", "config"]
 
 
 def invoke(*args):

@@ -148,3 +148,20 @@ def test_serve_exposes_a_model_to_the_http_engine(tiny_model_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_serve_command_answers_an_openai_client(tiny_model_dir):
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "selfalign", "serve", "--model", str(tiny_model_dir), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"(http://127\.0\.0\.1:\d+/v1)", line).group(1)
+        (choice,) = HttpClient(url, "tiny", retries=0).chat([{"role": "user", "content": "Hi"}], max_tokens=5)
+        assert isinstance(choice["text"], str) and choice["tokens"] is not None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

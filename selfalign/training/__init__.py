@@ -1,0 +1,1 @@
+"""Losses (pure tensor functions) and the LoRA trainer."""

@@ -1,0 +1,49 @@
+"""Preference and SFT losses as pure tensor functions.
+
+Inputs are per-sequence log-probabilities of the response tokens: summed for DPO, averaged per
+token for IPO and length-normalised DPO (LN-DPO), and per token for SFT. Each preference loss
+returns (loss, rewards_chosen, rewards_rejected), the rewards being beta * (policy - reference).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def dpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
+        ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sigmoid DPO: -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))."""
+    chosen = beta * (policy_chosen - ref_chosen)
+    rejected = beta * (policy_rejected - ref_rejected)
+    loss = -F.logsigmoid(chosen - rejected)
+    return loss.mean(), chosen.detach(), rejected.detach()
+
+
+def ln_dpo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta: float):
+    """DPO on per-token mean log-probs, so a longer response earns no reward for its length alone."""
+    return dpo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta)
+
+
+def ipo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta: float):
+    """IPO: (h - 1 / (2 beta))^2 with h the difference of mean log-prob ratios."""
+    chosen = policy_chosen_mean - ref_chosen_mean
+    rejected = policy_rejected_mean - ref_rejected_mean
+    loss = (chosen - rejected - 1 / (2 * beta)) ** 2
+    return loss.mean(), (beta * chosen).detach(), (beta * rejected).detach()
+
+
+def sft(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token cross-entropy over response tokens only (mask 1 on response tokens)."""
+    return -(token_logps * mask).sum() / mask.sum().clamp(min=1)
+
+
+def rrhf(mean_logps: torch.Tensor, best_token_logps: torch.Tensor, best_mask: torch.Tensor,
+         sft_weight: float = 1.0) -> torch.Tensor:
+    """RRHF for one ranked list (best first): sum over i better than j of max(0, p_j - p_i) on
+    length-normalised log-probs, plus SFT on the best response."""
+    better = mean_logps[:, None]
+    worse = mean_logps[None, :]
+    upper = torch.triu(torch.ones_like(better * worse, dtype=torch.bool), diagonal=1)
+    rank = torch.clamp(worse - better, min=0)[upper].sum()
+    return rank + sft_weight * sft(best_token_logps, best_mask)

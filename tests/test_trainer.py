@@ -1,0 +1,108 @@
+"""The LoRA trainer on the tiny model: it learns, touches only LoRA weights, and resumes exactly."""
+
+import random
+
+import pytest
+import torch
+
+from selfalign import config, models
+from selfalign.training.trainer import Example, StopTraining, response_logps, train
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return models.load(str(tiny_model_dir), device="cpu")
+
+
+def examples(n=12, seed=0, ranked=False):
+    rng = random.Random(seed)
+
+    def ids(k):
+        return [rng.randrange(5, 400) for _ in range(k)]
+
+    if ranked:
+        return [Example(ids(6), [], ranked=[ids(rng.randint(3, 6)) for _ in range(3)]) for _ in range(n)]
+    return [Example(ids(rng.randint(4, 10)), ids(rng.randint(3, 8)), ids(rng.randint(3, 8))) for _ in range(n)]
+
+
+def train_cfg(**overrides):
+    sets = ["train.batch_size=4", "train.epochs=3", "train.learning_rate=0.005", "train.lora_r=4",
+            "train.lora_alpha=8", "train.warmup_ratio=0.0", "train.lora_dropout=0.0"]
+    sets += [f"train.{k}={v}" for k, v in overrides.items()]
+    return config.build(sets=sets, recipe="isheep" if overrides.get("loss") == '"sft"' else None).train
+
+
+def lora_state(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def test_dpo_learns_and_only_lora_weights_change(tiny, tmp_path):
+    model, tok = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+    adapter = train(model, examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id, on_step=steps.append)
+    assert (adapter / "adapter_config.json").is_file()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # base untouched
+    weights = lora_state(adapter)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())  # B starts at zero
+    assert len(steps) == 9 and [s.step for s in steps] == list(range(9))
+    assert steps[-1].loss < steps[0].loss and steps[-1].reward_margin > 0
+    assert all(s.tokens_per_s > 0 and s.grad_norm >= 0 for s in steps)
+    assert (tmp_path / "reference.pt").is_file() and not (tmp_path / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("loss", ["ipo", "ln-dpo", "sft", "rrhf"])
+def test_other_losses_train(tiny, tmp_path, loss):
+    model, tok = tiny
+    steps = []
+    data = examples(ranked=loss == "rrhf")
+    if loss == "sft":
+        data = [Example(e.prompt, e.chosen) for e in data]
+    train(model, data, train_cfg(loss=f'"{loss}"'), tmp_path, pad_id=tok.pad_token_id, on_step=steps.append)
+    assert steps[-1].loss < steps[0].loss
+
+
+def test_resume_after_a_stop_reaches_the_same_adapter(tiny, tmp_path):
+    model, tok = tiny
+    cfg = train_cfg(epochs=4)
+    whole = train(model, examples(), cfg, tmp_path / "a", pad_id=tok.pad_token_id, checkpoint_every=2)
+    calls = []
+
+    def stop_at_seven():
+        calls.append(1)
+        return len(calls) == 7
+
+    with pytest.raises(StopTraining):
+        train(model, examples(), cfg, tmp_path / "b", pad_id=tok.pad_token_id, checkpoint_every=2,
+              should_stop=stop_at_seven)
+    assert (tmp_path / "b" / "checkpoint" / "state.pt").is_file()
+    resumed_steps = []
+    resumed = train(model, examples(), cfg, tmp_path / "b", pad_id=tok.pad_token_id, checkpoint_every=2,
+                    on_step=resumed_steps.append)
+    assert resumed_steps[0].step == 6  # continued from the checkpoint at step 6
+    a, b = lora_state(whole), lora_state(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_continuing_from_an_adapter_with_the_previous_policy_as_reference(tiny, tmp_path):
+    model, tok = tiny
+    first = train(model, examples(), train_cfg(epochs=1), tmp_path / "r1", pad_id=tok.pad_token_id)
+    steps = []
+    train(model, examples(seed=1), train_cfg(epochs=1), tmp_path / "r2", pad_id=tok.pad_token_id,
+          init_adapter=str(first), reference_adapter=str(first), on_step=steps.append)
+    assert abs(steps[0].reward_margin) < 1e-4  # before any step the policy equals its reference
+
+
+def test_response_logps_match_a_plain_forward(tiny):
+    model, _ = tiny
+    prompt, response = [5, 6, 7, 8], [9, 10, 11]
+    logps, mask = response_logps(model, [(prompt, response), ([5, 6], [12])], pad_id=0, max_length=64)
+    with torch.no_grad():
+        full = model(torch.tensor([prompt + response])).logits.log_softmax(-1)[0]
+    expected = torch.stack([full[3 + i, t] for i, t in enumerate(response)])
+    assert torch.allclose(logps[0, :3].detach(), expected, atol=1e-5)
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]

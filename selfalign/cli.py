@@ -208,11 +208,20 @@ def _not_built(command: str, what: str) -> None:
     sys.exit(EXIT_ERROR)
 
 
-@cli.command(short_help="[not built yet] Run rounds; UI, or --headless for cron", **NOT_BUILT)
+@cli.command()
 @click.argument("name")
-def run(name):
-    """Run rounds on a run (opens the UI; --headless for cron)."""
-    _not_built("run", "the round loop")
+@click.option("--headless", is_flag=True, help="No UI: plain progress lines (for cron and scripts).")
+@click.option("--rounds", type=int, default=None, help="Run at most this many more rounds, then exit.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr (the logs/ folder still gets everything).")
+@click.pass_context
+def run(ctx, name, headless, rounds, quiet):
+    """Run (or resume) rounds of a run; one JSON line per finished round on stdout."""
+    from selfalign import loop, runs
+
+    folder = runs.locate(name, ctx.obj["runs_dir"])
+    if not headless and sys.stdin.isatty():
+        click.echo("the terminal UI is not built yet; running headless", err=True)
+    sys.exit(loop.run(folder, rounds=rounds, quiet=quiet))
 
 
 @cli.command(short_help="[not built yet] Attach the UI to a run", **NOT_BUILT)
@@ -229,11 +238,19 @@ def status(names):
     _not_built("status", "run status")
 
 
-@cli.command("eval", short_help="[not built yet] Evaluate on held-out prompts", **NOT_BUILT)
+@cli.command("eval")
 @click.argument("name")
-def eval_cmd(name):
-    """Evaluate a run's policy on held-out prompts."""
-    _not_built("eval", "held-out evaluation")
+@click.option("--round", "round_k", type=int, default=None, help="Round whose policy to evaluate (default: latest).")
+@click.option("--prompts", "prompt_file", default=None, help="Your own JSONL prompt file (the held-out format).")
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.pass_context
+def eval_cmd(ctx, name, round_k, prompt_file, fmt):
+    """Evaluate a round's policy on held-out prompts (or your own file) and print the metrics."""
+    from selfalign import loop, runs
+
+    folder = runs.locate(name, ctx.obj["runs_dir"])
+    metrics, k = loop.evaluate_round(folder, round_k, prompt_file)
+    click.echo(loop.render_metrics(metrics, k, name, fmt))
 
 
 @cli.command(short_help="[not built yet] Compare runs side by side", **NOT_BUILT)
@@ -243,11 +260,20 @@ def compare(names):
     _not_built("compare", "run comparison")
 
 
-@cli.command(short_help="[not built yet] Export pairs, SFT set, adapter", **NOT_BUILT)
+@cli.command()
 @click.argument("name")
-def export(name):
-    """Export a round's pairs, SFT set and adapter."""
-    _not_built("export", "export")
+@click.option("--round", "round_k", type=int, default=None, help="Round to export (default: the latest trained).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder (default runs/NAME/export/K).")
+@click.option("--merged", is_flag=True, help="Also write a merged model folder loadable by plain transformers.")
+@click.pass_context
+def export(ctx, name, round_k, out, merged):
+    """Export a round's pairs (TRL preference JSONL), SFT set and adapter."""
+    from selfalign import export as exporter
+    from selfalign import runs
+
+    folder = runs.locate(name, ctx.obj["runs_dir"])
+    target = exporter.export_round(folder, round_k, out, merged)
+    click.echo(f"exported to {target}")
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ class StageContext:
     engine: Engine
     round: int
     run_dir: Path | None = None
-    policy: str = "base"  # label of what is sampled: 'base' or the adapter's path
+    policy: str = "base"  # label of what is sampled: 'base' or the adapter's path in the run folder
+    adapter: str | None = None  # absolute path of that adapter (None: the base model)
     should_stop: Callable[[], bool] = field(default=lambda: False)
     progress: Callable[[str, int, int], None] | None = None  # (stage, done, total); default: the stages table
 

@@ -1,0 +1,261 @@
+"""Round orchestration: instruct -> generate -> judge -> pairs -> train -> evaluate, resumable.
+
+The loop holds the run's writer lock, writes every step to the database, and between batches
+honours pause / resume / stop requests from the `controls` table and SIGINT / SIGTERM. A killed
+process resumes at the first unfinished stage; inside a stage, the stage itself skips finished
+work. Round 0 is the untrained policy's evaluation. Each finished round prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from selfalign import config as config_mod
+from selfalign.errors import EXIT_OK, EXIT_STOPPED
+from selfalign.runs import RunFolder
+from selfalign.stages import StageContext, StageStopped
+from selfalign.store import Store, open_store
+
+STAGES = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
+PAUSE_POLL_S = 1.0
+
+
+class RunLog:
+    """JSON lines in logs/ (one file per process start) and plain lines on stderr unless quiet."""
+
+    def __init__(self, folder: RunFolder, store: Store, quiet: bool = False):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        folder.logs_dir.mkdir(exist_ok=True)
+        self.path = folder.logs_dir / f"{stamp}-{os.getpid()}.jsonl"
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open as long as the process runs)
+        self.store = store
+        self.quiet = quiet
+        self._last_progress: dict[str, float] = {}
+
+    def __call__(self, level: str, message: str, *, round: int | None = None, stage: str | None = None,
+                 event: bool = True, **data) -> None:
+        record = {"ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "level": level,
+                  "round": round, "stage": stage, "message": message, **data}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if event:
+            self.store.log_event(level, message, round=round, stage=stage, data=data or None)
+        if not self.quiet:
+            where = f"[round {round} {stage}] " if stage else (f"[round {round}] " if round is not None else "")
+            print(f"{level}: {where}{message}", file=sys.stderr, flush=True)
+
+    def progress(self, round_k: int, stage: str, done: int, total: int) -> None:
+        """Plain progress lines, at most one every 5 s per stage plus the last one."""
+        now = time.monotonic()
+        key = f"{round_k}/{stage}"
+        if done < total and now - self._last_progress.get(key, 0) < 5:
+            return
+        self._last_progress[key] = now
+        if not self.quiet:
+            print(f"progress: [round {round_k} {stage}] {done}/{total}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Controls:
+    """Stop and pause requests: from the controls table (the UI, `selfalign` commands) and signals."""
+
+    def __init__(self, store: Store, log: RunLog):
+        self.store = store
+        self.log = log
+        self.signalled = False
+        self.after_stage = False
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            if self.signalled:  # a second Ctrl-C: stop at once
+                raise KeyboardInterrupt
+            self.signalled = True
+
+        try:
+            signal.signal(signal.SIGINT, handler)
+            signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread (an embedding program): it handles signals itself
+            pass
+
+    def should_stop(self) -> bool:
+        if self.signalled:
+            return True
+        for control in self.store.pending_controls():
+            self.store.mark_control_handled(control.id)
+            if control.action == "stop":
+                self.log("info", "stop requested: stopping after this batch")
+                return True
+            if control.action == "stop_after_stage":
+                self.log("info", "stop requested: stopping after this stage")
+                self.after_stage = True
+            elif control.action == "pause":
+                self.log("info", "paused")
+                if self._wait_for_resume():
+                    return True
+                self.log("info", "resumed")
+        return False
+
+    def _wait_for_resume(self) -> bool:
+        """Block until resume (False) or stop (True)."""
+        while not self.signalled:
+            for control in self.store.pending_controls():
+                self.store.mark_control_handled(control.id)
+                if control.action == "resume":
+                    return False
+                if control.action == "stop":
+                    return True
+                if control.action == "stop_after_stage":
+                    self.after_stage = True
+            time.sleep(PAUSE_POLL_S)
+        return True
+
+
+def make_engine(cfg):
+    """The policy engine: transformers here; vLLM when asked for (or auto with CUDA and vLLM)."""
+    from selfalign.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine.load(cfg.model.name, device=cfg.run.device, dtype=cfg.model.dtype,
+                                   batch_size=cfg.generate.batch_size, max_context=cfg.model.max_context)
+
+
+def latest_adapter(folder: RunFolder, before: int) -> int | None:
+    """The newest round < `before` that saved an adapter."""
+    rounds = [int(p.parent.name) for p in folder.path.glob("rounds/*/adapter") if p.is_dir()]
+    earlier = [k for k in rounds if k < before]
+    return max(earlier) if earlier else None
+
+
+def run(folder: RunFolder, *, rounds: int | None = None, quiet: bool = False,
+        engine_factory: Callable = make_engine) -> int:
+    """Run (or resume) rounds until run.rounds are done, `rounds` more have run, or a stop. Exit code."""
+    with folder.lock():
+        cfg = config_mod.load(folder.config_path)
+        store = open_store(folder.db_path)
+        log = RunLog(folder, store, quiet)
+        controls = Controls(store, log)
+        controls.install()
+        try:
+            return _run(folder, cfg, store, log, controls, rounds, engine_factory)
+        except StageStopped:
+            log("info", "stopped by request; run the same command to resume")
+            return EXIT_STOPPED
+        finally:
+            log.close()
+            store.close()
+
+
+def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
+    from selfalign.stages import evaluate, generate, instruct, judge, pairs, train
+
+    log("info", f"loading {cfg.model.name}")
+    engine = engine_factory(cfg)
+    log("info", f"engine {engine.name} on {getattr(engine, 'device', 'a server')}", engine=engine.name)
+    stage_fns = {"instruct": instruct.run, "generate": generate.run, "judge": judge.run, "pairs": pairs.run,
+                 "evaluate": evaluate.run}
+
+    def context(k: int, adapter_round: int | None) -> StageContext:
+        adapter = str(folder.adapter_dir(adapter_round)) if adapter_round else None
+        label = str(Path("rounds") / str(adapter_round) / "adapter") if adapter_round else "base"
+        engine.set_adapter(adapter)
+        return StageContext(cfg, store, engine, k, run_dir=folder.path, policy=label, adapter=adapter,
+                            should_stop=controls.should_stop,
+                            progress=lambda stage, done, total: (store.stage_progress(k, stage, done, total),
+                                                                 log.progress(k, stage, done, total)))
+
+    def run_stage(ctx: StageContext, name: str, fn) -> object:
+        k = ctx.round
+        stage = store.stage(k, name)
+        if stage and stage.status == "done":
+            return None
+        store.start_stage(k, name)
+        log("info", "started", round=k, stage=name)
+        try:
+            result = fn(ctx)
+        except StageStopped:
+            store.finish_stage(k, name, "stopped")
+            raise
+        except Exception as exc:
+            store.finish_stage(k, name, "failed", error=f"{type(exc).__name__}: {exc}")
+            log("error", f"failed: {type(exc).__name__}: {exc}", round=k, stage=name)
+            raise
+        store.finish_stage(k, name, "done")
+        log("info", f"done in {store.stage(k, name).seconds:.1f} s", round=k, stage=name)
+        if controls.after_stage:
+            raise StageStopped()
+        return result
+
+    # Round 0: the untrained policy on the held-out prompts, the baseline every round is compared with.
+    if not (store.round(0) and store.round(0).status == "done"):
+        store.start_round(0, None)
+        run_stage(context(0, None), "evaluate", evaluate.run)
+        store.finish_round(0, "done")
+        _summary(store, 0)
+
+    finished = [r.k for r in store.rounds() if r.status == "done" and r.k > 0]
+    first = (max(finished) + 1) if finished else 1
+    last = cfg.run.rounds if rounds is None else min(cfg.run.rounds, first + rounds - 1)
+    if first > cfg.run.rounds:
+        log("info", f"all {cfg.run.rounds} rounds are done; raise run.rounds in config.toml to go on")
+    for k in range(first, last + 1):
+        previous = latest_adapter(folder, k)
+        store.start_round(k, str(Path("rounds") / str(previous) / "adapter") if previous else None)
+        ctx = context(k, previous)
+        for name in STAGES:
+            if name == "train":
+                trained = run_stage(ctx, name, lambda c: train.run(c, folder.path))
+                if trained is not None or folder.adapter_dir(k).is_dir():
+                    ctx = context(k, k)  # evaluate the new policy
+                continue
+            run_stage(ctx, name, stage_fns[name])
+        store.finish_round(k, "done")
+        _summary(store, k)
+    return EXIT_OK
+
+
+def _summary(store: Store, k: int) -> None:
+    """One JSON line on stdout per finished round: its metrics and stage timings."""
+    metrics = store.metrics(k).get(k, {})
+    timings = {s.name: round(s.seconds, 2) for s in store.stages(k) if s.seconds is not None}
+    line = {"round": k, "metrics": metrics, "stage_seconds": timings, "pairs": len(store.pairs(k))}
+    print(json.dumps(line), flush=True)
+
+
+def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | None = None,
+                   engine_factory: Callable = make_engine) -> tuple[dict, int]:
+    """`selfalign eval`: evaluate round k's policy (default: the newest adapter; 0 is the base model)."""
+    from selfalign.errors import UsageError
+    from selfalign.stages import evaluate
+
+    with folder.lock():
+        cfg = config_mod.load(folder.config_path)
+        adapters = sorted(int(p.parent.name) for p in folder.path.glob("rounds/*/adapter") if p.is_dir())
+        k = round_k if round_k is not None else (adapters[-1] if adapters else 0)
+        if k and k not in adapters:
+            raise UsageError(f"round {k} of {folder.name} has no adapter; rounds with adapters: {adapters or 'none'}")
+        with open_store(folder.db_path) as store:
+            engine = engine_factory(cfg)
+            adapter = str(folder.adapter_dir(k)) if k else None
+            engine.set_adapter(adapter)
+            if k and not store.round(0):
+                raise UsageError(f"{folder.name} has no round 0 baseline yet; run `selfalign run {folder.name}` first")
+            if not store.round(k):
+                store.start_round(k, None)
+            ctx = StageContext(cfg, store, engine, k, run_dir=folder.path,
+                               policy=str(Path("rounds") / str(k) / "adapter") if k else "base", adapter=adapter)
+            return evaluate.run(ctx, prompt_file), k
+
+
+def render_metrics(metrics: dict, k: int, name: str, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps({"run": name, "round": k, "metrics": metrics})
+    rows = [f"| {key} | {'-' if value is None else f'{value:.4g}'} |" for key, value in sorted(metrics.items())]
+    return "\n".join([f"### {name}, round {k}", "", "| metric | value |", "|---|---|", *rows])

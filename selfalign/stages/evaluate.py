@@ -1,0 +1,124 @@
+"""Stage `evaluate`: the policy on held-out prompts, every round including round 0 (untrained).
+
+Metrics (stored under eval/): csr_prompt (share of constrained prompts with every constraint met),
+csr_instruction (share of all constraints met), win_rate over round 0 (a fixed judge, the base
+model, compares the two answers in both orders so position bias cancels), length_mean (tokens),
+distinct2 (unique bigrams over all bigrams), empty_rate and truncated_rate.
+"""
+
+from __future__ import annotations
+
+from selfalign import prompts, verifiers
+from selfalign.stages import StageContext, derive_seed, policy_request
+from selfalign.stages.judge import parse_verdict
+from selfalign.store.rows import NewJudgement, NewPrompt, NewResponse
+
+NAME = "evaluate"
+
+
+def heldout_prompts(ctx: StageContext, file: str | None = None):
+    """The held-out prompts this evaluation uses (the first eval.prompts of the file, in order)."""
+    cfg, store = ctx.config, ctx.store
+    rows = prompts.read_prompt_file(file or cfg.eval.heldout_file, ctx.run_dir)[: cfg.eval.prompts]
+    ids = store.add_prompts([NewPrompt(r["prompt"], "heldout" if not file else "user", "heldout", r["constraints"])
+                             for r in rows])
+    return [store.prompt(i) for i in ids]
+
+
+def run(ctx: StageContext, file: str | None = None) -> dict[str, float | None]:
+    cfg, store, k = ctx.config, ctx.store, ctx.round
+    heldout = heldout_prompts(ctx, file)
+    ids = {p.id for p in heldout}
+    have = {r.prompt_id for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
+    todo = [policy_request(ctx, verifiers.attach(p.text, p.constraints), key=p.id, n=1,
+                           seed=derive_seed(cfg.run.seed, "eval", p.id), max_new_tokens=cfg.eval.max_new_tokens,
+                           temperature=cfg.eval.temperature, top_p=1.0 if cfg.eval.temperature == 0 else 0.95)
+            for p in heldout if p.id not in have]
+    total = len(heldout)
+    done = total - len(todo)
+    ctx.report(NAME, done, total)
+
+    def store_result(result) -> None:
+        nonlocal done
+        params = {"temperature": cfg.eval.temperature, "max_new_tokens": cfg.eval.max_new_tokens, "eval": True}
+        store.add_response(NewResponse(result.key, k, ctx.policy, 0, result.text, result.tokens, result.finish_reason,
+                                       result.mean_logprob, params, result.duration_s))
+        done += 1
+        ctx.report(NAME, done, total)
+
+    for start in range(0, len(todo), cfg.generate.batch_size):
+        ctx.check_stop()
+        ctx.engine.generate(todo[start:start + cfg.generate.batch_size], on_result=store_result)
+
+    answers = {r.prompt_id: r for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
+    metrics = response_metrics([(p.constraints, answers[p.id]) for p in heldout if p.id in answers])
+    if k > 0 and cfg.eval.win_rate:
+        metrics["eval/win_rate"] = win_rate(ctx, heldout, answers)
+    for name, value in metrics.items():
+        store.set_metric(k, name, value)
+    return metrics
+
+
+def response_metrics(items) -> dict[str, float | None]:
+    """items: (constraints, response) pairs."""
+    constrained = [(c, r) for c, r in items if c]
+    results = [verifiers.check_all(c, r.text) for c, r in constrained]
+    met = [v for res in results for v in res.values()]
+    bigrams = [tuple(pair) for _, r in items for pair in zip(r.text.split(), r.text.split()[1:], strict=False)]
+    n = len(items)
+    return {
+        "eval/csr_prompt": sum(all(res.values()) for res in results) / len(results) if results else None,
+        "eval/csr_instruction": sum(met) / len(met) if met else None,
+        "eval/length_mean": sum(r.tokens for _, r in items) / n if n else None,
+        "eval/distinct2": len(set(bigrams)) / len(bigrams) if bigrams else None,
+        "eval/empty_rate": sum(1 for _, r in items if not r.text.strip()) / n if n else None,
+        "eval/truncated_rate": sum(1 for _, r in items if r.finish_reason == "length") / n if n else None,
+    }
+
+
+def win_rate(ctx: StageContext, heldout, answers) -> float | None:
+    """Round k against round 0 on each held-out prompt, judged by the base model in both orders.
+
+    A win in both orders scores 1, a split (the judge followed the position) 0.5, a loss 0;
+    identical answers score 0.5 without asking."""
+    store = ctx.store
+    baseline = {r.prompt_id: r for r in store.responses(round=0) if r.policy == "base"}
+    template = prompts.load_template("judge_pairwise.txt", ("instruction", "response_a", "response_b"), ctx.run_dir)
+    done = store.judgement_keys(ctx.round)
+    requests, outcomes = [], {}
+    for p in heldout:
+        if p.id not in answers or p.id not in baseline:
+            continue
+        new, old = answers[p.id], baseline[p.id]
+        if new.text.strip() == old.text.strip():
+            outcomes[p.id] = 0.5
+            continue
+        for order, (a, b) in (("ab", (new, old)), ("ba", (old, new))):
+            if (new.id, "base", f"winrate:{old.id}:{order}", 0) in done:
+                continue
+            text = template.render(instruction=verifiers.attach(p.text, p.constraints), response_a=a.text,
+                                   response_b=b.text)
+            requests.append(policy_request(ctx, text, key=(new.id, old.id, order), n=1, seed=new.id, max_new_tokens=8,
+                                           temperature=0.0, top_p=1.0))
+    if requests:
+        adapter = ctx.adapter
+        ctx.engine.set_adapter(None)  # a fixed judge across rounds: the base model
+        try:
+            for result in ctx.engine.generate(requests):
+                new_id, old_id, order = result.key
+                verdict = parse_verdict(result.text)
+                new_wins = None if verdict is None else float((verdict == "A") == (order == "ab"))
+                store.add_judgement(NewJudgement(new_id, "base", f"winrate:{old_id}:{order}", new_wins,
+                                                 verdict is not None, result.text))
+        finally:
+            ctx.engine.set_adapter(adapter)
+    verdicts: dict[int, dict[str, float]] = {}
+    for p in heldout:
+        if p.id in answers:
+            for j in store.judgements(response_id=answers[p.id].id):
+                if j.judge == "base" and j.rubric.startswith("winrate:") and j.parsed_ok:
+                    verdicts.setdefault(p.id, {})[j.rubric.rsplit(":", 1)[1]] = j.score
+    for pid, v in verdicts.items():
+        if "ab" in v and "ba" in v:
+            outcomes[pid] = (v["ab"] + v["ba"]) / 2
+    return sum(outcomes.values()) / len(outcomes) if outcomes else None

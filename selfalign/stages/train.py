@@ -1,0 +1,86 @@
+"""Stage `train`: LoRA-train on the round's pairs (or SFT set) and save rounds/<k>/adapter.
+
+Each round starts from the previous round's adapter or from the base (train.init_from; I-SHEEP
+retrains from the base); the DPO reference is the base model or the previous policy
+(train.reference). Every optimizer step is written to train_steps as it happens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from selfalign import verifiers
+from selfalign.stages import StageContext, StageStopped, policy_request
+from selfalign.training.trainer import Example, StopTraining, train
+
+NAME = "train"
+
+
+def build_examples(ctx: StageContext) -> list[Example]:
+    """Token ids for the round's pairs, formatted exactly as the policy saw the prompts."""
+    store, engine, cfg = ctx.store, ctx.engine, ctx.config
+    tokenizer = engine.tokenizer
+    responses = {r.id: r for r in store.responses(round=ctx.round)}
+    prompts: dict[int, list[int]] = {}
+
+    def prompt_ids(prompt_id: int) -> list[int]:
+        if prompt_id not in prompts:
+            p = store.prompt(prompt_id)
+            request = policy_request(ctx, verifiers.attach(p.text, p.constraints), key=0, n=1, seed=0,
+                                     max_new_tokens=1, temperature=0.0, top_p=1.0)
+            prompts[prompt_id] = engine.prompt_ids(request.messages if request.messages is not None else request.prompt)
+        return prompts[prompt_id]
+
+    def response_ids(response_id: int) -> list[int]:
+        r = responses[response_id]
+        ids = tokenizer(r.text, add_special_tokens=False)["input_ids"]
+        # a response that ended on its own teaches the model to stop; a truncated one does not
+        return ids + [tokenizer.eos_token_id] if r.finish_reason == "stop" else ids
+
+    pairs = store.pairs(ctx.round)
+    if cfg.train.loss == "rrhf":
+        wins: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        for p in pairs:
+            wins[p.prompt_id][p.chosen_id] += 1
+            wins[p.prompt_id].setdefault(p.rejected_id, 0)
+        return [Example(prompt_ids(pid), [], ranked=[response_ids(rid) for rid in sorted(w, key=lambda r: -w[r])])
+                for pid, w in wins.items() if len(w) >= 2]
+    return [Example(prompt_ids(p.prompt_id), response_ids(p.chosen_id),
+                    None if p.rejected_id is None else response_ids(p.rejected_id))
+            for p in pairs if cfg.train.loss == "sft" or p.rejected_id is not None]
+
+
+def run(ctx: StageContext, run_dir: Path) -> str | None:
+    """Train and return the new adapter's path; None when there was nothing to train on."""
+    cfg, store, k = ctx.config, ctx.store, ctx.round
+    examples = build_examples(ctx)
+    if not examples:
+        store.log_event("warning", f"train: round {k} has no pairs to train on; the policy stays as it was",
+                        round=k, stage=NAME)
+        return None
+    previous = ctx.adapter
+    steps_total = math.ceil(math.ceil(len(examples) / cfg.train.batch_size) / cfg.train.grad_accum) * cfg.train.epochs
+    ctx.report(NAME, 0, steps_total)
+
+    def on_step(step) -> None:
+        store.add_train_step(step)
+        ctx.report(NAME, step.step + 1, steps_total)
+
+    out_dir = run_dir / "rounds" / str(k)
+    try:
+        adapter = train(ctx.engine.base, examples, cfg.train, out_dir, pad_id=ctx.engine.pad_id, seed=cfg.run.seed + k,
+                        init_adapter=previous if cfg.train.init_from == "previous" else None,
+                        reference_adapter=previous if cfg.train.reference == "previous" else None,
+                        on_step=on_step, should_stop=ctx.should_stop, round_k=k)
+    except StopTraining:
+        raise StageStopped() from None
+    (adapter / "selfalign_config.toml").write_text((run_dir / "config.toml").read_text(encoding="utf-8"),
+                                                   encoding="utf-8")
+    steps = store.train_steps(k)
+    if steps:
+        store.set_metric(k, "train/loss_first", steps[0].loss)
+        store.set_metric(k, "train/loss_last", steps[-1].loss)
+        store.set_metric(k, "train/examples", float(len(examples)))
+    return str(adapter)

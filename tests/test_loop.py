@@ -1,0 +1,140 @@
+"""The round loop on the tiny model: every recipe end to end, resume, controls, exit codes, eval, export."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from test_http import Scripted
+
+from selfalign import config, loop, runs
+from selfalign.errors import EXIT_OK, EXIT_STOPPED
+from selfalign.store import open_store
+
+LOOP_SETS = ["instruct.prompts_per_round=2", "instruct.seed_prompts_per_round=3", "instruct.max_new_tokens=24",
+             "generate.max_new_tokens=10", "generate.batch_size=16", "judge.max_new_tokens=8",
+             "judge.position_bias_pairs=2", "train.batch_size=2", "train.epochs=1", "eval.prompts=4",
+             "eval.max_new_tokens=8", "model.max_context=768", "run.rounds=2", "pairs.min_margin=0.0"]
+
+
+def make_run(tiny_model_dir, name, recipe="self-reward", *extra):
+    cfg = config.build(sets=[f"model.name={tiny_model_dir}", *LOOP_SETS, *extra], recipe=recipe)
+    return runs.create(name, config.dumps(cfg))
+
+
+def check_tables(folder, rounds, recipe):
+    with open_store(folder.db_path) as store:
+        assert [r.k for r in store.rounds()] == list(range(rounds + 1))
+        assert all(r.status == "done" for r in store.rounds())
+        for k in range(1, rounds + 1):
+            assert {s.name for s in store.stages(k)} == set(loop.STAGES)
+            assert all(s.status == "done" for s in store.stages(k))
+            assert store.count_prompts(split="train", round=k) >= 3
+            assert store.count_responses(round=k) > 0
+            assert store.judgements(round=k)
+            metrics = store.metrics(k)[k]
+            assert "eval/length_mean" in metrics and "pairs/count" in metrics
+            if store.pairs(k):
+                assert store.train_steps(k) and folder.adapter_dir(k).is_dir()
+                assert (folder.adapter_dir(k) / "selfalign_config.toml").is_file()
+        assert "eval/csr_instruction" in store.metrics(0)[0]
+        assert any(e.stage == "train" for e in store.events())
+    logs = list(folder.logs_dir.glob("*.jsonl"))
+    assert logs and all(json.loads(line)["message"] for line in logs[0].read_text().splitlines())
+
+
+def test_self_reward_two_rounds_then_eval_and_export(tiny_model_dir, runs_root, capsys):
+    folder = make_run(tiny_model_dir, "sr")
+    assert loop.run(folder, quiet=True) == EXIT_OK
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["round"] for line in lines] == [0, 1, 2]
+    assert "generate" in lines[1]["stage_seconds"] and "eval/csr_prompt" in lines[1]["metrics"]
+    check_tables(folder, 2, "self-reward")
+    with open_store(folder.db_path) as store:
+        assert store.pairs(1), "the combined judge should separate some responses"
+        # round 2 sampled from round 1's adapter
+        assert store.round(2).policy_adapter == "rounds/1/adapter"
+        assert {r.policy for r in store.responses(round=2)} == {"rounds/2/adapter", "rounds/1/adapter"}
+    assert loop.run(folder, quiet=True) == EXIT_OK  # all rounds done: nothing to do
+
+    metrics, k = loop.evaluate_round(folder, None)
+    assert k == 2 and "eval/win_rate" in metrics
+    text = loop.render_metrics(metrics, k, "sr", "md")
+    assert "| eval/csr_prompt |" in text
+
+    from selfalign.export import export_round
+
+    target = export_round(folder, 1, merged=True)
+    rows = [json.loads(line) for line in (target / "pairs.jsonl").read_text().splitlines()]
+    assert rows and {"prompt", "chosen", "rejected"} <= rows[0].keys()
+    assert rows[0]["prompt"][0]["role"] == "user" and rows[0]["chosen"][0]["role"] == "assistant"
+    assert (target / "adapter" / "adapter_config.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(target / "merged")  # plain transformers loads it
+
+
+def test_isheep_two_rounds(tiny_model_dir, runs_root):
+    folder = make_run(tiny_model_dir, "ish", "isheep", "pairs.sft_min_score=1.0")
+    assert loop.run(folder, quiet=True) == EXIT_OK
+    check_tables(folder, 2, "isheep")
+    with open_store(folder.db_path) as store:
+        rubrics = {j.rubric for j in store.judgements(round=1)}
+        assert {"isheep_quality", "isheep_following"} <= rubrics
+        assert all(p.rule == "sft" and p.rejected_id is None for p in store.pairs(1))
+
+
+def test_cyclealign_two_rounds_with_a_black_box(tiny_model_dir, runs_root):
+    server = Scripted([("ok", "[1] > [2] > [3] > [4]")] * 200)
+    try:
+        folder = make_run(tiny_model_dir, "cyc", "cyclealign", f"judge.blackbox_url={server.url}")
+        assert loop.run(folder, quiet=True) == EXIT_OK
+        check_tables(folder, 2, "cyclealign")
+        with open_store(folder.db_path) as store:
+            assert all(p.rule == "ranked" for p in store.pairs(1))
+            assert store.demonstrations(5)
+    finally:
+        server.close()
+
+
+def test_rounds_option_and_a_stop_request(tiny_model_dir, runs_root):
+    folder = make_run(tiny_model_dir, "stepwise")
+    assert loop.run(folder, rounds=1, quiet=True) == EXIT_OK
+    with open_store(folder.db_path) as store:
+        assert [r.k for r in store.rounds()] == [0, 1]
+        store.request_control("stop")
+    assert loop.run(folder, quiet=True) == EXIT_STOPPED
+    with open_store(folder.db_path) as store:
+        assert store.controls()[0].handled
+        assert store.round(2).status == "running"
+        stopped = [s for s in store.stages(2) if s.status == "stopped"]
+        assert stopped
+    assert loop.run(folder, quiet=True) == EXIT_OK  # resumes where it stopped
+    check_tables(folder, 2, "self-reward")
+
+
+def test_headless_cli_exit_codes(tiny_model_dir, runs_root):
+    folder = make_run(tiny_model_dir, "cli", "self-reward", "run.rounds=1")
+    with folder.lock():
+        busy = subprocess.run([sys.executable, "-m", "selfalign", "run", "cli", "--headless"], capture_output=True,
+                              text=True)
+    assert busy.returncode == 3 and "is busy" in busy.stderr
+    done = subprocess.run([sys.executable, "-m", "selfalign", "run", "cli", "--headless"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert "progress: [round 1 generate]" in done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["round"] == 1
+    ev = subprocess.run([sys.executable, "-m", "selfalign", "eval", "cli", "--round", "0", "--format", "json"],
+                        capture_output=True, text=True)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["round"] == 0
+    bad = subprocess.run([sys.executable, "-m", "selfalign", "eval", "cli", "--round", "7"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and "has no adapter" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["ghost"])
+def test_run_on_a_missing_run(name, runs_root):
+    result = subprocess.run([sys.executable, "-m", "selfalign", "run", name, "--headless"], capture_output=True,
+                            text=True)
+    assert result.returncode == 1 and "no run named 'ghost'" in result.stderr

@@ -30,3 +30,29 @@ def test_instruct_and_generate_on_the_embedded_model(runs_root):
         assert len(nonempty) >= 0.9 * len(responses)
         assert sum(len(r.text.split()) for r in nonempty) / len(nonempty) > 5  # sentences, not fragments
         assert all(r.mean_logprob is not None and -10 < r.mean_logprob < 0 for r in nonempty)
+
+
+@pytest.mark.slow
+def test_one_round_of_the_default_recipe_on_the_embedded_model(runs_root, capsys):
+    """The whole default recipe, shrunk: instruct -> generate -> judge -> pairs -> train -> evaluate."""
+    import json
+
+    from selfalign import loop
+
+    cfg = config.build(sets=["run.rounds=1", "instruct.prompts_per_round=4", "instruct.seed_prompts_per_round=4",
+                             "generate.max_new_tokens=48", "judge.position_bias_pairs=4", "eval.prompts=4",
+                             "eval.max_new_tokens=48", "train.epochs=1"])
+    folder = runs.create("default-round", config.dumps(cfg))
+    assert loop.run(folder, quiet=True) == 0
+    summary = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")][-1]
+    metrics = summary["metrics"]
+    with capsys.disabled():  # the judge health of the real model, for the reader of the test log
+        print("\nembedded-model round 1:", json.dumps({k: v for k, v in metrics.items()
+                                                      if k.startswith(("judge/", "eval/", "pairs/"))}, indent=1))
+    for name in ("judge/parse_fail_rate", "judge/position_bias", "judge/likelihood_verifier_agreement",
+                 "eval/csr_instruction", "eval/length_mean", "pairs/count"):
+        assert name in metrics
+    with open_store(folder.db_path) as store:
+        assert store.round(1).status == "done"
+        if store.pairs(1):
+            assert folder.adapter_dir(1).is_dir() and store.train_steps(1)

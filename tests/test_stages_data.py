@@ -105,6 +105,7 @@ def test_reject_reasons():
     assert reject_reason("word " * 151, index, 4, 150, 0.7) == "too long"
     assert reject_reason("Write Task 5: something else entirely now", index, 4, 150, 0.7) == "leaks the template"
     assert reject_reason("Write a short poem about the first frost of autumn!", index, 4, 150, 0.7) == "near-duplicate"
+    assert reject_reason("Here is a list of all the different tasks:", index, 4, 150, 0.7) == "incomplete"
     assert reject_reason("Explain how tides depend on the moon.", index, 4, 150, 0.7) is None
 
 

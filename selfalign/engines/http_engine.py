@@ -74,27 +74,22 @@ class HttpClient:
         raise EndpointUnavailable(f"{url} gave no usable answer after {self.retries + 1} tries (last: {last}); "
                                   "check that the server is up, or raise judge.blackbox_timeout_s")
 
-    def chat(self, messages: list[dict[str, str]], *, max_tokens: int = 256, temperature: float = 0.0,
-             top_p: float = 1.0, n: int = 1, stop: Sequence[str] = (), seed: int | None = None) -> list[dict]:
+    def chat(self, messages: list[dict[str, str]], **sampling) -> list[dict]:
         """Choices of one chat completion: each {'text', 'finish_reason', 'tokens'}."""
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                                "temperature": temperature, "top_p": top_p, "n": n}
-        if stop:
-            body["stop"] = list(stop)
-        if seed is not None:
-            body["seed"] = seed
-        reply = self._post("/chat/completions", body)
-        return _choices(reply, "message")
+        return _choices(self._post("/chat/completions", self._body({"messages": messages}, **sampling)), "message")
 
-    def complete(self, prompt: str, *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 n: int = 1, stop: Sequence[str] = (), seed: int | None = None) -> list[dict]:
-        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": temperature, "top_p": top_p, "n": n}
+    def complete(self, prompt: str, **sampling) -> list[dict]:
+        return _choices(self._post("/completions", self._body({"prompt": prompt}, **sampling)), "text")
+
+    def _body(self, payload: dict[str, Any], *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+              n: int = 1, stop: Sequence[str] = (), seed: int | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, **payload, "max_tokens": max_tokens, "temperature": temperature,
+                                "top_p": top_p, "n": n}
         if stop:
             body["stop"] = list(stop)
         if seed is not None:
             body["seed"] = seed
-        return _choices(self._post("/completions", body), "text")
+        return body
 
     def map(self, fn: Callable, items: Sequence) -> list:
         """fn over items with at most `concurrency` requests in flight; results in order (exceptions too)."""

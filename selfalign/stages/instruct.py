@@ -126,6 +126,8 @@ def reject_reason(instruction: str, index: RougeIndex, min_words: int, max_words
         return "too long"
     if LEAK_RE.search(instruction):
         return "leaks the template"
+    if instruction.rstrip().endswith(":"):
+        return "incomplete"  # "Here is a list of tasks:" announces something it never gives
     if index.is_near_duplicate(instruction, threshold):
         return "near-duplicate"
     return None

@@ -106,3 +106,41 @@ def test_response_logps_match_a_plain_forward(tiny):
     expected = torch.stack([full[3 + i, t] for i, t in enumerate(response)])
     assert torch.allclose(logps[0, :3].detach(), expected, atol=1e-5)
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+KILLABLE = """
+import sys, random
+sys.path.insert(0, sys.argv[3])
+from test_trainer import examples, train_cfg
+from selfalign import models
+from selfalign.training.trainer import train
+model, tok = models.load(sys.argv[1], device="cpu")
+train(model, examples(), train_cfg(epochs=4), sys.argv[2], pad_id=tok.pad_token_id, checkpoint_every=2,
+      on_step=lambda s: print("step", s.step, flush=True))
+print("finished", flush=True)
+"""
+
+
+def test_sigkill_mid_train_then_resume_matches_an_uninterrupted_run(tiny, tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model, tok = tiny
+    whole = train(model, examples(), train_cfg(epochs=4), tmp_path / "a", pad_id=tok.pad_token_id, checkpoint_every=2)
+    args = [sys.executable, "-c", KILLABLE, str(tiny_model_dir), str(tmp_path / "b"), str(Path(__file__).parent)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.strip() == "step 5":
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert (tmp_path / "b" / "checkpoint").is_dir() and not (tmp_path / "b" / "adapter").exists()
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert "finished" in done.stdout, done.stderr
+    assert done.stdout.split()[1] == "4"  # resumed at the checkpoint after step 3
+    a, b = lora_state(whole), lora_state(tmp_path / "b" / "adapter")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key

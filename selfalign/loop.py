@@ -13,12 +13,13 @@ import os
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 from selfalign import config as config_mod
-from selfalign.errors import EXIT_OK, EXIT_STOPPED
+from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
 from selfalign.runs import RunFolder
 from selfalign.stages import StageContext, StageStopped
 from selfalign.store import Store, open_store
@@ -148,6 +149,12 @@ def run(folder: RunFolder, *, rounds: int | None = None, quiet: bool = False,
         except StageStopped:
             log("info", "stopped by request; run the same command to resume")
             return EXIT_STOPPED
+        except SelfalignError:
+            raise
+        except Exception as exc:
+            log("error", "traceback", event=False, traceback=traceback.format_exc())
+            raise SelfalignError(f"{type(exc).__name__}: {exc} (traceback in {log.path}); fix the cause and run "
+                                 "the same command to resume") from exc
         finally:
             log.close()
             store.close()

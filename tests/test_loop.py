@@ -138,3 +138,19 @@ def test_run_on_a_missing_run(name, runs_root):
     result = subprocess.run([sys.executable, "-m", "selfalign", "run", name, "--headless"], capture_output=True,
                             text=True)
     assert result.returncode == 1 and "no run named 'ghost'" in result.stderr
+
+
+def test_a_failing_stage_is_recorded_and_the_run_resumes_once_fixed(tiny_model_dir, runs_root):
+    from selfalign.errors import ConfigError
+
+    folder = make_run(tiny_model_dir, "broken", "self-reward", "run.rounds=1", "instruct.seed_file=missing.jsonl")
+    with pytest.raises(ConfigError, match="missing.jsonl"):
+        loop.run(folder, quiet=True)
+    with open_store(folder.db_path) as store:
+        stage = store.stage(1, "instruct")
+        assert stage.status == "failed" and "missing.jsonl" in stage.error
+        assert store.stage(0, "evaluate").status == "done"
+    folder.config_path.write_text(folder.config_path.read_text().replace("missing.jsonl", "seed_tasks.jsonl"))
+    assert loop.run(folder, quiet=True) == EXIT_OK
+    with open_store(folder.db_path) as store:
+        assert store.stage(1, "instruct").status == "done" and store.round(1).status == "done"

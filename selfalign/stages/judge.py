@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import defaultdict
 
 from selfalign import prompts, scoring, verifiers
-from selfalign.stages import StageContext, derive_seed
+from selfalign.stages import StageContext, derive_seed, policy_request
 from selfalign.store.rows import NewJudgement, Response
 
 NAME = "judge"
@@ -102,8 +103,6 @@ def _rubric_judge(ctx, rubric, responses, train, done_keys, progress) -> None:
 
 
 def _judge_request(ctx, text, *, key, n, seed):
-    from selfalign.stages import policy_request
-
     cfg = ctx.config
     return policy_request(ctx, text, key=key, n=n, seed=seed, max_new_tokens=cfg.judge.max_new_tokens,
                           temperature=cfg.judge.temperature, top_p=1.0)
@@ -237,8 +236,7 @@ def _position_bias(ctx, responses, train, done_keys) -> None:
 
 
 def parse_verdict(text: str) -> str | None:
-    import re
-
+    """'A' or 'B' when the judge names exactly one of them near the start of its reply."""
     found = set(re.findall(r"\b(?:answer|response)?\s*\b([AB])\b", text.strip()[:40]))
     return found.pop() if len(found) == 1 else None
 

@@ -231,11 +231,20 @@ def watch(name):
     _not_built("watch", "the terminal UI")
 
 
-@cli.command(short_help="[not built yet] State, round and metrics of runs", **NOT_BUILT)
+@cli.command()
 @click.argument("names", nargs=-1)
-def status(names):
-    """State, round, stage and headline metrics of runs."""
-    _not_built("status", "run status")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.pass_context
+def status(ctx, names, fmt):
+    """State (idle, running, paused, failed, stale), round, stage, heartbeat and metrics of runs."""
+    import json
+
+    from selfalign import runs
+    from selfalign import status as run_status
+
+    folders = [runs.locate(n, ctx.obj["runs_dir"]) for n in names] or runs.list_runs(ctx.obj["runs_dir"])
+    statuses = [run_status.run_status(f) for f in folders]
+    click.echo(json.dumps(statuses, indent=1) if fmt == "json" else run_status.render(statuses))
 
 
 @cli.command("eval")

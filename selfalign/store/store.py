@@ -367,6 +367,14 @@ class Store:
     def mark_control_handled(self, control_id: int) -> None:
         self._write("UPDATE controls SET handled = 1, handled_at = ? WHERE id = ?", [now(), control_id])
 
+    def last_activity(self) -> str | None:
+        """Timestamp of the newest row any stage wrote: the run's heartbeat."""
+        stamps = [self.db.execute(f"SELECT max({column}) FROM {table}").fetchone()[0]
+                  for table, column in (("events", "ts"), ("responses", "created_at"),
+                                        ("judgements", "created_at"), ("train_steps", "created_at"))]
+        stamps = [s for s in stamps if s]
+        return max(stamps) if stamps else None
+
     def controls(self) -> list[Control]:
         return self._fetch(Control, "SELECT * FROM controls ORDER BY id")
 

@@ -1,0 +1,69 @@
+"""`selfalign status`: what each run is doing, for people and for monitoring scripts (no UI code).
+
+States: idle (nothing running; `done` when every configured round finished), running (a process
+holds the run's lock; its pid is shown), paused (running, last control was a pause), failed (the
+last stage failed; its error is shown), stale (a stage is marked running but no process holds
+the lock: the writer died, and `selfalign run` will resume it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from selfalign import config as config_mod
+from selfalign import runs
+from selfalign.store import open_store
+
+HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "pairs/count")
+
+
+def run_status(folder: runs.RunFolder) -> dict[str, Any]:
+    pid = runs.holder_pid(folder)
+    cfg = config_mod.load(folder.config_path)
+    with open_store(folder.db_path) as store:
+        rounds = store.rounds()
+        current = rounds[-1] if rounds else None
+        stages = store.stages(current.k) if current else []
+        active = next((s for s in stages if s.status in ("running", "failed", "stopped")), None)
+        done_rounds = [r.k for r in rounds if r.status == "done" and r.k > 0]
+        metrics = store.metrics(max(done_rounds)).get(max(done_rounds), {}) if done_rounds else {}
+        controls = [c for c in store.controls() if c.handled]
+        paused = bool(controls) and controls[-1].action == "pause"
+        status: dict[str, Any] = {
+            "run": folder.name, "recipe": cfg.run.recipe, "model": cfg.model.name, "pid": pid,
+            "round": current.k if current else None, "rounds": cfg.run.rounds,
+            "stage": active.name if active else None,
+            "progress": [active.done, active.total] if active else None,
+            "error": active.error if active and active.status == "failed" else None,
+            "last_activity": store.last_activity(),
+            "metrics": {name: metrics[name] for name in HEADLINE if name in metrics},
+            "metrics_round": max(done_rounds) if done_rounds else None,
+        }
+    if pid:
+        status["state"] = "paused" if paused else "running"
+    elif active and active.status == "failed":
+        status["state"] = "failed"
+    elif active and active.status == "running":
+        status["state"] = "stale"
+    else:
+        status["state"] = "done" if len(done_rounds) >= cfg.run.rounds else "idle"
+    return status
+
+
+def render(statuses: list[dict[str, Any]]) -> str:
+    lines = []
+    for s in statuses:
+        head = f"{s['run']}: {s['state']}"
+        if s["pid"]:
+            head += f" (pid {s['pid']})"
+        where = f"round {s['round']} of {s['rounds']}" if s["round"] is not None else "not started"
+        if s["stage"]:
+            done, total = s["progress"]
+            where += f", {s['stage']} {done}/{total if total is not None else '?'}"
+        lines.append(f"{head}; {where}; {s['recipe']} on {s['model']}; last activity {s['last_activity'] or 'never'}")
+        if s["error"]:
+            lines.append(f"  error: {s['error']}")
+        if s["metrics"]:
+            figures = ", ".join(f"{k} {v:.3g}" for k, v in s["metrics"].items() if v is not None)
+            lines.append(f"  round {s['metrics_round']}: {figures}")
+    return "\n".join(lines) if lines else "no runs"

@@ -1,0 +1,74 @@
+"""`selfalign status` on idle, running, paused, stale, failed and finished runs."""
+
+import json
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from selfalign import config, runs
+from selfalign.cli import cli
+from selfalign.status import render, run_status
+from selfalign.store import open_store
+
+HOLD = ("import sys, time; from selfalign import runs; runs.locate(sys.argv[1]).lock().acquire(); "
+        "print('locked', flush=True); time.sleep(60)")
+
+
+def make(name, rounds=2):
+    return runs.create(name, config.dumps(config.build(sets=[f"run.rounds={rounds}"])))
+
+
+def test_states(runs_root):
+    idle = make("idle")
+    assert run_status(idle)["state"] == "idle" and run_status(idle)["round"] is None
+
+    failed = make("failed")
+    with open_store(failed.db_path) as store:
+        store.start_round(1, None)
+        store.start_stage(1, "instruct")
+        store.finish_stage(1, "instruct", "failed", error="ConfigError: seeds missing")
+    s = run_status(failed)
+    assert (s["state"], s["stage"], s["error"]) == ("failed", "instruct", "ConfigError: seeds missing")
+
+    stale = make("stale")
+    with open_store(stale.db_path) as store:
+        store.start_round(1, None)
+        store.start_stage(1, "generate", total=10)
+        store.stage_progress(1, "generate", 4)
+        store.log_event("info", "started", round=1, stage="generate")
+    s = run_status(stale)
+    assert (s["state"], s["progress"], s["pid"]) == ("stale", [4, 10], None) and s["last_activity"]
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, "stale"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        s = run_status(stale)
+        assert (s["state"], s["pid"]) == ("running", proc.pid)
+        with open_store(stale.db_path) as store:
+            cid = store.request_control("pause")
+            store.mark_control_handled(cid)
+        assert run_status(stale)["state"] == "paused"
+    finally:
+        proc.kill()
+        proc.wait()
+
+    done = make("done", rounds=1)
+    with open_store(done.db_path) as store:
+        store.start_round(1, None)
+        store.finish_round(1)
+        store.set_metric(1, "eval/csr_prompt", 0.25)
+    s = run_status(done)
+    assert s["state"] == "done" and s["metrics"] == {"eval/csr_prompt": 0.25}
+    text = render([s])
+    assert "done: done; round 1 of 1" in text and "eval/csr_prompt 0.25" in text
+
+
+def test_status_command_lists_every_run_as_json(runs_root):
+    make("a")
+    make("b")
+    result = CliRunner().invoke(cli, ["status", "--format", "json"])
+    assert result.exit_code == 0
+    assert [s["run"] for s in json.loads(result.output)] == ["a", "b"]
+    missing = CliRunner().invoke(cli, ["status", "ghost"])
+    assert missing.exit_code == 1 and "no run named 'ghost'" in missing.output

@@ -257,8 +257,12 @@ def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | No
             if not store.round(k):
                 store.start_round(k, None)
             ctx = StageContext(cfg, store, engine, k, run_dir=folder.path,
-                               policy=str(Path("rounds") / str(k) / "adapter") if k else "base", adapter=adapter)
-            return evaluate.run(ctx, prompt_file), k
+                               policy=str(Path("rounds") / str(k) / "adapter") if k else "base", adapter=adapter,
+                               progress=lambda stage, done, total: print(f"\r{stage}: {done}/{total}", end="",
+                                                                         file=sys.stderr, flush=True))
+            metrics = evaluate.run(ctx, prompt_file)
+            print(file=sys.stderr)
+            return metrics, k
 
 
 def render_metrics(metrics: dict, k: int, name: str, fmt: str) -> str:

@@ -152,7 +152,7 @@ def serve(ctx, name, model_name, round_k, host, port):
         folder = runs.locate(name, ctx.obj["runs_dir"])
         cfg = config.load(folder.config_path)
         model_name = model_name or cfg.model.name
-        rounds = sorted(int(p.parent.name) for p in folder.path.glob("rounds/*/adapter") if p.is_dir())
+        rounds = folder.adapter_rounds()
         if round_k is not None and round_k not in rounds + [0]:
             raise UsageError(f"run {name} has no adapter for round {round_k}; rounds with adapters: {rounds or 'none'}")
         k = round_k if round_k is not None else (rounds[-1] if rounds else 0)

@@ -16,7 +16,7 @@ from selfalign.store import open_store
 
 def export_round(folder: RunFolder, round_k: int | None, out: str | None = None, merged: bool = False) -> Path:
     cfg = config_mod.load(folder.config_path)
-    adapters = sorted(int(p.parent.name) for p in folder.path.glob("rounds/*/adapter") if p.is_dir())
+    adapters = folder.adapter_rounds()
     with open_store(folder.db_path) as store:
         rounds_with_pairs = sorted({k for k in range(1, (store.rounds()[-1].k if store.rounds() else 0) + 1)
                                     if store.pairs(k)})

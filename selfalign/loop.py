@@ -130,8 +130,7 @@ def make_engine(cfg):
 
 def latest_adapter(folder: RunFolder, before: int) -> int | None:
     """The newest round < `before` that saved an adapter."""
-    rounds = [int(p.parent.name) for p in folder.path.glob("rounds/*/adapter") if p.is_dir()]
-    earlier = [k for k in rounds if k < before]
+    earlier = [k for k in folder.adapter_rounds() if k < before]
     return max(earlier) if earlier else None
 
 
@@ -244,7 +243,7 @@ def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | No
 
     with folder.lock():
         cfg = config_mod.load(folder.config_path)
-        adapters = sorted(int(p.parent.name) for p in folder.path.glob("rounds/*/adapter") if p.is_dir())
+        adapters = folder.adapter_rounds()
         k = round_k if round_k is not None else (adapters[-1] if adapters else 0)
         if k and k not in adapters:
             raise UsageError(f"round {k} of {folder.name} has no adapter; rounds with adapters: {adapters or 'none'}")

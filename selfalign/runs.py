@@ -60,6 +60,11 @@ class RunFolder:
     def adapter_dir(self, k: int) -> Path:
         return self.path / "rounds" / str(k) / "adapter"
 
+    def adapter_rounds(self) -> list[int]:
+        """Rounds that saved an adapter, oldest first."""
+        return sorted(int(p.parent.name) for p in self.path.glob("rounds/*/adapter")
+                      if p.is_dir() and p.parent.name.isdigit())
+
     def lock(self) -> RunLock:
         return RunLock(self)
 

@@ -38,8 +38,11 @@ lint: setup
 	$(BIN)/ruff check selfalign tests benchmarks
 
 bench: setup
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[bench]"
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/model_load.py
+	$(BIN)/python benchmarks/generate.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,35 @@
+"""CUDA paths on the tiny model; skipped where there is no GPU (CI has none)."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def test_engine_samples_on_cuda_in_bf16(tiny_model_dir):
+    from selfalign.engines.base import GenerationRequest
+    from selfalign.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine.load(str(tiny_model_dir), device="cuda", batch_size=8)
+    assert engine.device.type == "cuda" and engine.model.dtype == torch.bfloat16
+    requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": p}], n=3, max_new_tokens=8,
+                                  temperature=1.0) for i, p in enumerate(["Hi.", "Write a long poem about rain."])]
+    results = engine.generate(requests)
+    assert len(results) == 6 and all(r.mean_logprob is None or r.mean_logprob < 0 for r in results)
+    scores = engine.score([([{"role": "user", "content": "Hi."}], "hello there")])
+    assert scores[0] < 0
+
+
+def test_trainer_on_cuda_changes_only_lora(tiny_model_dir, tmp_path):
+    from test_trainer import examples, lora_state, train_cfg
+
+    from selfalign import models
+    from selfalign.training.trainer import train
+
+    model, tok = models.load(str(tiny_model_dir), device="cuda", dtype="float32")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    steps = []
+    adapter = train(model, examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id, on_step=steps.append)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora_state(adapter).items())
+    assert steps[-1].loss < steps[0].loss

@@ -211,7 +211,7 @@ def _not_built(command: str, what: str) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--headless", is_flag=True, help="No UI: plain progress lines (for cron and scripts).")
-@click.option("--rounds", type=int, default=None, help="Run at most this many more rounds, then exit.")
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Run at most this many more rounds.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr (the logs/ folder still gets everything).")
 @click.pass_context
 def run(ctx, name, headless, rounds, quiet):

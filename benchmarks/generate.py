@@ -23,6 +23,7 @@ PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "seed_tasks.jsonl
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--device", default="auto", help="auto picks cuda when there is one")
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=128)
@@ -36,10 +37,10 @@ def main() -> None:
     from selfalign.engines.transformers_engine import TransformersEngine
 
     tasks = [json.loads(line)["instruction"] for line in PROMPTS.read_text().splitlines()][: args.prompts]
-    engine = TransformersEngine.load(args.model, device="cpu", batch_size=args.batch_size)
+    engine = TransformersEngine.load(args.model, device=args.device, batch_size=args.batch_size)
     model, tok = engine.model, engine.tokenizer
     print(f"model {args.model}, {len(tasks)} prompts x {args.samples} samples x {args.max_new_tokens} new tokens, "
-          f"torch threads {torch.get_num_threads()}")
+          f"device {engine.device}, torch threads {torch.get_num_threads()}")
 
     requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": t}], n=args.samples,
                                   max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9, seed=0)
@@ -66,7 +67,8 @@ def main() -> None:
         start = time.perf_counter()
         with torch.inference_mode():
             for i in range(0, len(texts), per_call):
-                batch = tok(texts[i:i + per_call], return_tensors="pt", padding=True, add_special_tokens=False)
+                batch = tok(texts[i:i + per_call], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(engine.device)
                 out = model.generate(**batch, generation_config=config)
                 new = out[:, batch["input_ids"].shape[1]:]
                 for row in new.tolist():

@@ -165,18 +165,17 @@ class TransformersEngine:
 
         while True:
             tokens, logprobs = _sample(logits, temps, top_ps, generator)
-            finished_now = 0
+            # One device-to-host copy per step: per-row reads would stall a GPU once per row.
+            step_tokens, step_logprobs = tokens.tolist(), logprobs.tolist()
             for pos, row_index in enumerate(live):
                 row = rows[row_index]
                 if row.done:
                     continue
-                token = int(tokens[pos])
-                reason = self._advance(row, token)
+                reason = self._advance(row, step_tokens[pos])
                 if reason != "stop":  # the end-of-sequence token is not part of the response
-                    row.logprob_sum += float(logprobs[pos])
+                    row.logprob_sum += step_logprobs[pos]
                 if reason:
                     row.done = True
-                    finished_now += 1
                     emit(self._result(row, reason))
             alive = [pos for pos, row_index in enumerate(live) if not rows[row_index].done]
             if not alive:

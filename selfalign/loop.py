@@ -16,7 +16,6 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import datetime, timezone
-from pathlib import Path
 
 from selfalign import config as config_mod
 from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
@@ -170,7 +169,7 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
 
     def context(k: int, adapter_round: int | None) -> StageContext:
         adapter = str(folder.adapter_dir(adapter_round)) if adapter_round else None
-        label = str(Path("rounds") / str(adapter_round) / "adapter") if adapter_round else "base"
+        label = folder.adapter_label(adapter_round)
         engine.set_adapter(adapter)
         return StageContext(cfg, store, engine, k, run_dir=folder.path, policy=label, adapter=adapter,
                             should_stop=controls.should_stop,
@@ -213,7 +212,7 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
         log("info", f"all {cfg.run.rounds} rounds are done; raise run.rounds in config.toml to go on")
     for k in range(first, last + 1):
         previous = latest_adapter(folder, k)
-        store.start_round(k, str(Path("rounds") / str(previous) / "adapter") if previous else None)
+        store.start_round(k, folder.adapter_label(previous) if previous else None)
         ctx = context(k, previous)
         for name in STAGES:
             if name == "train":
@@ -256,7 +255,7 @@ def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | No
             if not store.round(k):
                 store.start_round(k, None)
             ctx = StageContext(cfg, store, engine, k, run_dir=folder.path,
-                               policy=str(Path("rounds") / str(k) / "adapter") if k else "base", adapter=adapter,
+                               policy=folder.adapter_label(k), adapter=adapter,
                                progress=lambda stage, done, total: print(f"\r{stage}: {done}/{total}", end="",
                                                                          file=sys.stderr, flush=True))
             metrics = evaluate.run(ctx, prompt_file)

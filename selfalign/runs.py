@@ -60,6 +60,10 @@ class RunFolder:
     def adapter_dir(self, k: int) -> Path:
         return self.path / "rounds" / str(k) / "adapter"
 
+    def adapter_label(self, k: int | None) -> str:
+        """How responses record the policy that sampled them: 'base' or the adapter's path in the run."""
+        return f"rounds/{k}/adapter" if k else "base"
+
     def adapter_rounds(self) -> list[int]:
         """Rounds that saved an adapter, oldest first."""
         return sorted(int(p.parent.name) for p in self.path.glob("rounds/*/adapter")

@@ -44,6 +44,23 @@ class StageContext:
             raise StageStopped()
 
 
+def round_responses(ctx: StageContext):
+    """The round's training prompts by id, and the responses the current policy sampled for them
+    (skipped ones left out): what judge, pairs and the health metrics all work on."""
+    train = {p.id: p for p in ctx.store.prompts(split="train", round=ctx.round)}
+    responses = [r for r in ctx.store.responses(round=ctx.round) if r.prompt_id in train
+                 and r.policy == ctx.policy and r.finish_reason != "skipped"]
+    return train, responses
+
+
+def by_prompt(responses) -> dict:
+    """prompt id -> its responses in sample order."""
+    groups: dict = {}
+    for r in sorted(responses, key=lambda r: (r.prompt_id, r.sample_index)):
+        groups.setdefault(r.prompt_id, []).append(r)
+    return groups
+
+
 def derive_seed(*parts) -> int:
     """A stable seed from the run seed and whatever identifies the work (round, prompt...)."""
     text = ":".join(str(p) for p in parts)

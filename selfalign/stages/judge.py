@@ -19,7 +19,7 @@ import re
 from collections import defaultdict
 
 from selfalign import prompts, scoring, verifiers
-from selfalign.stages import StageContext, derive_seed, policy_request
+from selfalign.stages import StageContext, by_prompt, derive_seed, policy_request, round_responses
 from selfalign.store.rows import NewJudgement, Response
 
 NAME = "judge"
@@ -29,9 +29,7 @@ COLLAPSE_SHARE = 0.8  # one score value given to this share of responses: the ju
 
 def run(ctx: StageContext) -> None:
     cfg, store, k = ctx.config, ctx.store, ctx.round
-    train = {p.id: p for p in store.prompts(split="train", round=k)}
-    responses = [r for r in store.responses(round=k) if r.policy == ctx.policy and r.prompt_id in train
-                 and r.finish_reason != "skipped"]
+    train, responses = round_responses(ctx)
     done_keys = store.judgement_keys(k)
     rubrics = RUBRICS[cfg.judge.rubric]
     total = len(responses) * (1 + len(rubrics) * cfg.judge.samples)
@@ -119,7 +117,7 @@ def _blackbox_judge(ctx, responses, train, done_keys) -> None:
                         timeout=cfg.judge.blackbox_timeout_s, retries=cfg.judge.blackbox_retries,
                         concurrency=cfg.judge.blackbox_concurrency)
     template = prompts.load_template("blackbox_rank.txt", ("instruction", "responses"), ctx.run_dir)
-    groups = _by_prompt(responses)
+    groups = by_prompt(responses)
     todo = [pid for pid, group in groups.items()
             if len(group) >= 2 and not all((r.id, "blackbox", "rank", 0) in done_keys for r in group)]
     # A batch of concurrent requests shares one set of demonstrations; agreed examples from it
@@ -199,19 +197,12 @@ def _demonstrations(ctx) -> str:
 # ---------------------------------------------------------------- health
 
 
-def _by_prompt(responses) -> dict[int, list[Response]]:
-    groups: dict[int, list[Response]] = defaultdict(list)
-    for r in responses:
-        groups[r.prompt_id].append(r)
-    return {pid: sorted(group, key=lambda r: r.sample_index) for pid, group in groups.items()}
-
-
 def _position_bias(ctx, responses, train, done_keys) -> None:
     """The same two responses asked in both orders; a fair judge names the same winner."""
     cfg = ctx.config
     template = prompts.load_template("judge_pairwise.txt", ("instruction", "response_a", "response_b"), ctx.run_dir)
     rng = random.Random(derive_seed(cfg.run.seed, ctx.round, "position-bias"))
-    groups = [g for g in _by_prompt(responses).values() if len(g) >= 2]
+    groups = [g for g in by_prompt(responses).values() if len(g) >= 2]
     rng.shuffle(groups)
     requests = []
     for group in groups[: cfg.judge.position_bias_pairs]:
@@ -244,8 +235,8 @@ def parse_verdict(text: str) -> str | None:
 def health(ctx) -> dict[str, float | None]:
     """Judge health metrics for the round, stored as metrics; warnings go to the events log."""
     store, k = ctx.store, ctx.round
-    train = {p.id: p for p in store.prompts(split="train", round=k)}
-    responses = {r.id: r for r in store.responses(round=k) if r.prompt_id in train and r.finish_reason != "skipped"}
+    _, selected = round_responses(ctx)
+    responses = {r.id: r for r in selected}
     judgements = [j for j in store.judgements(round=k) if j.response_id in responses]
     verified = store.round_verifications(k)
     metrics: dict[str, float | None] = {}
@@ -267,7 +258,7 @@ def health(ctx) -> dict[str, float | None]:
     rubric_mean = _mean_by_response(rubric_rows)
     csr = {rid: sum(res.values()) / len(res) for rid, res in verified.items()}
     rubric_pairs, likelihood_pairs = [], []
-    for group in _by_prompt(responses.values()).values():
+    for group in by_prompt(responses.values()).values():
         ids = [r.id for r in group if r.id in csr]
         for i, x in enumerate(ids):
             for y in ids[i + 1:]:

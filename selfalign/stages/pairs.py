@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 from selfalign import scoring
-from selfalign.stages import StageContext
-from selfalign.store.rows import NewPair, Response
+from selfalign.stages import StageContext, by_prompt, round_responses
+from selfalign.store.rows import NewPair
 
 NAME = "pairs"
 TIE = 1e-9
@@ -27,9 +27,7 @@ TIE = 1e-9
 def scores_for_round(ctx: StageContext) -> dict[int, dict]:
     """response id -> {'combined', 'components', 'tokens', ...} for the round's responses."""
     cfg, store, k = ctx.config, ctx.store, ctx.round
-    train = {p.id: p for p in store.prompts(split="train", round=k)}
-    responses = [r for r in store.responses(round=k) if r.prompt_id in train and r.policy == ctx.policy
-                 and r.finish_reason != "skipped"]
+    _, responses = round_responses(ctx)
     verified = store.round_verifications(k)
     rubric: dict[int, list[float]] = defaultdict(list)
     raw_rubric: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -43,10 +41,7 @@ def scores_for_round(ctx: StageContext) -> dict[int, dict]:
     weights = {"rubric": cfg.judge.weight_rubric, "verifiers": cfg.judge.weight_verifiers,
                "likelihood": cfg.judge.weight_likelihood, "blackbox": cfg.judge.weight_blackbox}
     out = {}
-    groups: dict[int, list[Response]] = defaultdict(list)
-    for r in responses:
-        groups[r.prompt_id].append(r)
-    for group in groups.values():
+    for group in by_prompt(responses).values():
         likelihood = scoring.rank_scores(scoring.order_by({r.id: r.mean_logprob for r in group}))
         for r in group:
             results = verified.get(r.id)

@@ -7,13 +7,12 @@ retrains from the base); the DPO reference is the base model or the previous pol
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from pathlib import Path
 
 from selfalign import verifiers
 from selfalign.stages import StageContext, StageStopped, policy_request
-from selfalign.training.trainer import Example, StopTraining, train
+from selfalign.training.trainer import Example, StopTraining, optimizer_steps, train
 
 NAME = "train"
 
@@ -61,7 +60,7 @@ def run(ctx: StageContext, run_dir: Path) -> str | None:
                         round=k, stage=NAME)
         return None
     previous = ctx.adapter
-    steps_total = math.ceil(math.ceil(len(examples) / cfg.train.batch_size) / cfg.train.grad_accum) * cfg.train.epochs
+    steps_total = optimizer_steps(len(examples), cfg.train)
     ctx.report(NAME, 0, steps_total)
 
     def on_step(step) -> None:

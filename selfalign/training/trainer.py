@@ -100,6 +100,11 @@ def _sums(token_logps, mask):
     return total, total / mask.sum(-1).clamp(min=1)
 
 
+def optimizer_steps(examples: int, cfg: TrainSection) -> int:
+    """Optimizer steps a round takes: batches per epoch, grouped by accumulation, times epochs."""
+    return math.ceil(math.ceil(examples / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
+
+
 def lr_at(step: int, total: int, cfg: TrainSection) -> float:
     warmup = int(cfg.warmup_ratio * total)
     if warmup and step < warmup:
@@ -153,8 +158,7 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-    steps_per_epoch = math.ceil(math.ceil(len(examples) / cfg.batch_size) / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = optimizer_steps(len(examples), cfg)
     step = 0
     if (checkpoint / "state.pt").is_file():
         step = _restore(model, optimizer, checkpoint)

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from selfalign.store import Store, open_store
 
 STAGES = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
 PAUSE_POLL_S = 1.0
+HEARTBEAT_S = 5.0
 
 
 class RunLog:
@@ -119,6 +121,38 @@ class Controls:
         return True
 
 
+class Heartbeat:
+    """A thread that writes (pid, now) to the heartbeat table every few seconds while the process lives.
+
+    It has its own connection, so it beats during a long model call that writes nothing else; a writer
+    that hung or died shows as a heartbeat that stopped.
+    """
+
+    def __init__(self, db_path, interval: float = HEARTBEAT_S):
+        self.db_path = db_path
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="selfalign-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        store = open_store(self.db_path)
+        try:
+            while True:
+                store.beat(os.getpid())
+                if self.stopped.wait(self.interval):
+                    return
+        finally:
+            store.close()
+
+    def __enter__(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=5)
+
+
 def make_engine(cfg):
     """The policy engine: transformers here; vLLM when asked for (or auto with CUDA and vLLM)."""
     from selfalign.engines.transformers_engine import TransformersEngine
@@ -143,7 +177,8 @@ def run(folder: RunFolder, *, rounds: int | None = None, quiet: bool = False,
         controls = Controls(store, log)
         controls.install()
         try:
-            return _run(folder, cfg, store, log, controls, rounds, engine_factory)
+            with Heartbeat(folder.db_path):
+                return _run(folder, cfg, store, log, controls, rounds, engine_factory)
         except StageStopped:
             log("info", "stopped by request; run the same command to resume")
             return EXIT_STOPPED

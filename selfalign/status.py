@@ -36,6 +36,7 @@ def run_status(folder: runs.RunFolder) -> dict[str, Any]:
             "progress": [active.done, active.total] if active else None,
             "error": active.error if active and active.status == "failed" else None,
             "last_activity": store.last_activity(),
+            "heartbeat": (store.heartbeat() or (None, None))[1],
             "metrics": {name: metrics[name] for name in HEADLINE if name in metrics},
             "metrics_round": max(done_rounds) if done_rounds else None,
         }
@@ -60,7 +61,8 @@ def render(statuses: list[dict[str, Any]]) -> str:
         if s["stage"]:
             done, total = s["progress"]
             where += f", {s['stage']} {done}/{total if total is not None else '?'}"
-        lines.append(f"{head}; {where}; {s['recipe']} on {s['model']}; last activity {s['last_activity'] or 'never'}")
+        lines.append(f"{head}; {where}; {s['recipe']} on {s['model']}; "
+                     f"last heartbeat {s['heartbeat'] or 'never'}; last activity {s['last_activity'] or 'never'}")
         if s["error"]:
             lines.append(f"  error: {s['error']}")
         if s["metrics"]:

@@ -1,6 +1,7 @@
 """The round loop on the tiny model: every recipe end to end, resume, controls, exit codes, eval, export."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -55,6 +56,7 @@ def test_self_reward_two_rounds_then_eval_and_export(tiny_model_dir, runs_root, 
         # round 2 sampled from round 1's adapter
         assert store.round(2).policy_adapter == "rounds/1/adapter"
         assert {r.policy for r in store.responses(round=2)} == {"rounds/2/adapter", "rounds/1/adapter"}
+        assert store.heartbeat()[0] == os.getpid()  # the loop's heartbeat thread wrote its pid
     assert loop.run(folder, quiet=True) == EXIT_OK  # all rounds done: nothing to do
 
     metrics, k = loop.evaluate_round(folder, None)

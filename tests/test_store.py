@@ -29,14 +29,14 @@ def test_pragmas_and_indexes(store):
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"responses_by_round", "judgements_by_response", "pairs_by_round"} <= indexes
-    assert store.schema_version() == "m002_judging"
+    assert store.schema_version() == "m003_search_heartbeat"
 
 
 def test_reopen_applies_nothing_twice(tmp_path, store):
     store.close()
     with open_store(tmp_path / "selfalign.db") as again:
         assert again.run_info().name == "demo"
-        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 2
+        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 3
 
 
 def test_prompts_are_deduplicated_by_normalised_text(store):
@@ -152,3 +152,22 @@ def test_newer_schema(tmp_path, store):
     store.close()
     with pytest.raises(StoreError, match="newer selfalign .*m999_future"):
         open_store(tmp_path / "selfalign.db")
+
+
+def test_full_text_search_finds_responses_and_survives_fts_syntax(store):
+    (pid,) = store.add_prompts([NewPrompt("Name a fruit.", "seed")])
+    apple = _response(store, pid, 0, text="An apple a day keeps the doctor away.")
+    _response(store, pid, 1, text="Bananas are yellow.")
+    assert [r.id for r in store.search_responses("apple")] == [apple]
+    assert [r.id for r in store.search_responses("APPLE doctor")] == [apple]
+    assert store.search_responses("apple bananas") == []  # every word must match
+    assert store.search_responses('"unbalanced AND (') == []  # no FTS syntax error reaches the user
+    assert store.search_responses("   ") == []
+
+
+def test_heartbeat_keeps_one_row(store):
+    assert store.heartbeat() is None
+    store.beat(123)
+    store.beat(456)
+    pid, ts = store.heartbeat()
+    assert pid == 456 and ts.startswith("20")

@@ -173,3 +173,33 @@ def m002_judging(db) -> None:
         );
         """
     )
+
+
+@migrations(name="m003_search_heartbeat")
+def m003_search_heartbeat(db) -> None:
+    # Full-text search over responses (the TUI's search box); triggers keep it in step with inserts,
+    # so the loop does nothing extra. External-content FTS5: the text is stored once.
+    _run_statements(
+        db,
+        """
+        CREATE VIRTUAL TABLE responses_fts USING fts5(text, content='responses', content_rowid='id');
+        INSERT INTO responses_fts (rowid, text) SELECT id, text FROM responses;
+        CREATE TRIGGER responses_fts_insert AFTER INSERT ON responses BEGIN
+            INSERT INTO responses_fts (rowid, text) VALUES (new.id, new.text);
+        END;
+        CREATE TRIGGER responses_fts_delete AFTER DELETE ON responses BEGIN
+            INSERT INTO responses_fts (responses_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END;
+        CREATE TRIGGER responses_fts_update AFTER UPDATE OF text ON responses BEGIN
+            INSERT INTO responses_fts (responses_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO responses_fts (rowid, text) VALUES (new.id, new.text);
+        END;
+        -- Written every few seconds by a thread of the loop process while it lives: a hung or dead
+        -- writer shows as a heartbeat that stopped, even during one long model call.
+        CREATE TABLE heartbeat (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            pid INTEGER NOT NULL,
+            ts TEXT NOT NULL
+        );
+        """
+    )

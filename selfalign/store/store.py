@@ -378,6 +378,26 @@ class Store:
     def controls(self) -> list[Control]:
         return self._fetch(Control, "SELECT * FROM controls ORDER BY id")
 
+    def beat(self, pid: int) -> None:
+        self._write("INSERT OR REPLACE INTO heartbeat (id, pid, ts) VALUES (1, ?, ?)", [pid, now()])
+
+    def heartbeat(self) -> tuple[int, str] | None:
+        """(pid, timestamp) of the loop process's last heartbeat, if any process ever beat."""
+        row = self.db.execute("SELECT pid, ts FROM heartbeat WHERE id = 1").fetchone()
+        return (row[0], row[1]) if row else None
+
+    # ------------------------------------------------------------ search
+
+    def search_responses(self, query: str, limit: int = 200) -> list[Response]:
+        """Full-text search over response texts, best match first; words are matched as given, so
+        FTS syntax characters in a user's query cannot make it fail."""
+        words = [w.replace('"', '""') for w in query.split()]
+        if not words:
+            return []
+        match = " ".join(f'"{w}"' for w in words)
+        return self._fetch(Response, "SELECT r.* FROM responses_fts f JOIN responses r ON r.id = f.rowid "
+                           "WHERE responses_fts MATCH ? ORDER BY f.rank LIMIT ?", [match, limit])
+
 
 def _where(filters: dict[str, Any], extra: tuple[str, Any] | None = None) -> tuple[str, list[Any]]:
     """WHERE clause from column=value filters, skipping None; column names come from code, not users."""

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from selfalign.errors import EXIT_ERROR, SelfalignError
+from selfalign.errors import EXIT_ERROR, SelfalignError, UsageError
 
 EXIT_CODES_HELP = "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 run busy, 4 stopped by request."
 
@@ -215,20 +215,33 @@ def _not_built(command: str, what: str) -> None:
 @click.option("--quiet", is_flag=True, help="No progress on stderr (the logs/ folder still gets everything).")
 @click.pass_context
 def run(ctx, name, headless, rounds, quiet):
-    """Run (or resume) rounds of a run; one JSON line per finished round on stdout."""
-    from selfalign import loop, runs
+    """Run (or resume) rounds of a run: the loop in the background with the UI on it, or --headless
+    (one JSON line per finished round on stdout). Without a terminal it runs headless."""
+    from selfalign import runs
 
     folder = runs.locate(name, ctx.obj["runs_dir"])
-    if not headless and sys.stdin.isatty():
-        click.echo("the terminal UI is not built yet; running headless", err=True)
+    if not headless and sys.stdin.isatty() and sys.stdout.isatty():
+        from selfalign.tui import launch
+
+        sys.exit(launch.run_with_ui(folder, rounds))
+    from selfalign import loop
+
     sys.exit(loop.run(folder, rounds=rounds, quiet=quiet))
 
 
-@cli.command(short_help="[not built yet] Attach the UI to a run", **NOT_BUILT)
+@cli.command()
 @click.argument("name")
-def watch(name):
-    """Attach the UI to a running or finished run."""
-    _not_built("watch", "the terminal UI")
+@click.pass_context
+def watch(ctx, name):
+    """Attach the UI to a running (for example cron-started) or finished run; the loop is not touched."""
+    from selfalign import runs
+
+    folder = runs.locate(name, ctx.obj["runs_dir"])
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(f"`selfalign watch` needs a terminal; use `selfalign status {name}` in scripts")
+    from selfalign.tui import launch
+
+    sys.exit(launch.watch(folder))
 
 
 @cli.command()

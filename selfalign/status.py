@@ -3,7 +3,8 @@
 States: idle (nothing running; `done` when every configured round finished), running (a process
 holds the run's lock; its pid is shown), paused (running, last control was a pause), failed (the
 last stage failed; its error is shown), stale (a stage is marked running but no process holds
-the lock: the writer died, and `selfalign run` will resume it).
+the lock: the writer died, and `selfalign run` will resume it), stopped (stopped by request; run
+again to resume).
 """
 
 from __future__ import annotations
@@ -12,40 +13,47 @@ from typing import Any
 
 from selfalign import config as config_mod
 from selfalign import runs
-from selfalign.store import open_store
+from selfalign.store import Store, open_store
 
 HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "pairs/count")
 
 
-def run_status(folder: runs.RunFolder) -> dict[str, Any]:
+def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: bool = True) -> dict[str, Any]:
+    """The run's state and headline figures. Pass an open `store` to reuse a connection (the TUI does);
+    `activity=False` skips the newest-row scan, which costs a table scan on large runs."""
+    if store is None:
+        with open_store(folder.db_path) as own:
+            return run_status(folder, own, activity=activity)
     pid = runs.holder_pid(folder)
     cfg = config_mod.load(folder.config_path)
-    with open_store(folder.db_path) as store:
-        rounds = store.rounds()
-        current = rounds[-1] if rounds else None
-        stages = store.stages(current.k) if current else []
-        active = next((s for s in stages if s.status in ("running", "failed", "stopped")), None)
-        done_rounds = [r.k for r in rounds if r.status == "done" and r.k > 0]
-        metrics = store.metrics(max(done_rounds)).get(max(done_rounds), {}) if done_rounds else {}
-        controls = [c for c in store.controls() if c.handled]
-        paused = bool(controls) and controls[-1].action == "pause"
-        status: dict[str, Any] = {
-            "run": folder.name, "recipe": cfg.run.recipe, "model": cfg.model.name, "pid": pid,
-            "round": current.k if current else None, "rounds": cfg.run.rounds,
-            "stage": active.name if active else None,
-            "progress": [active.done, active.total] if active else None,
-            "error": active.error if active and active.status == "failed" else None,
-            "last_activity": store.last_activity(),
-            "heartbeat": (store.heartbeat() or (None, None))[1],
-            "metrics": {name: metrics[name] for name in HEADLINE if name in metrics},
-            "metrics_round": max(done_rounds) if done_rounds else None,
-        }
+    rounds = store.rounds()
+    current = rounds[-1] if rounds else None
+    stages = store.stages(current.k) if current else []
+    active = next((s for s in stages if s.status in ("running", "failed", "stopped")), None)
+    done_rounds = [r.k for r in rounds if r.status == "done" and r.k > 0]
+    metrics = store.metrics(max(done_rounds)).get(max(done_rounds), {}) if done_rounds else {}
+    controls = [c for c in store.controls() if c.handled]
+    paused = bool(controls) and controls[-1].action == "pause"
+    status: dict[str, Any] = {
+        "run": folder.name, "recipe": cfg.run.recipe, "model": cfg.model.name, "pid": pid,
+        "round": current.k if current else None, "rounds": cfg.run.rounds,
+        "round_started_at": current.started_at if current else None,
+        "stage": active.name if active else None,
+        "progress": [active.done, active.total] if active else None,
+        "error": active.error if active and active.status == "failed" else None,
+        "last_activity": store.last_activity() if activity else None,
+        "heartbeat": (store.heartbeat() or (None, None))[1],
+        "metrics": {name: metrics[name] for name in HEADLINE if name in metrics},
+        "metrics_round": max(done_rounds) if done_rounds else None,
+    }
     if pid:
         status["state"] = "paused" if paused else "running"
     elif active and active.status == "failed":
         status["state"] = "failed"
     elif active and active.status == "running":
         status["state"] = "stale"
+    elif active and active.status == "stopped":
+        status["state"] = "stopped"
     else:
         status["state"] = "done" if len(done_rounds) >= cfg.run.rounds else "idle"
     return status

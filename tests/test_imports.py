@@ -6,7 +6,9 @@ import sys
 import pytest
 
 CORE = ["selfalign", "selfalign.cli", "selfalign.config", "selfalign.errors", "selfalign.models", "selfalign.runs",
-        "selfalign.store", "selfalign.store.rows", "selfalign.store.schema"]
+        "selfalign.store", "selfalign.store.rows", "selfalign.store.schema", "selfalign.loop", "selfalign.status",
+        "selfalign.stages", "selfalign.export", "selfalign.scoring", "selfalign.verifiers", "selfalign.prompts",
+        "selfalign.tui", "selfalign.tui.feed"]
 
 
 @pytest.mark.parametrize("module", CORE)

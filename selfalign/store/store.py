@@ -386,6 +386,51 @@ class Store:
         row = self.db.execute("SELECT pid, ts FROM heartbeat WHERE id = 1").fetchone()
         return (row[0], row[1]) if row else None
 
+    # ------------------------------------------------------------ incremental reads (the TUI polls these)
+
+    def max_id(self, table: str) -> int:
+        assert table in ("responses", "judgements", "verifications", "pairs", "events"), table
+        return self.db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+
+    def responses_since(self, after_id: int, limit: int) -> list[Response]:
+        return self._fetch(Response, "SELECT * FROM responses WHERE id > ? ORDER BY id LIMIT ?", [after_id, limit])
+
+    def judgements_since(self, after_id: int, min_response_id: int = 0, limit: int = 10_000) -> list[Judgement]:
+        return self._fetch(Judgement, "SELECT * FROM judgements WHERE id > ? AND response_id >= ? ORDER BY id "
+                           "LIMIT ?", [after_id, min_response_id, limit])
+
+    def verifications_since(self, after_id: int, min_response_id: int = 0,
+                            limit: int = 10_000) -> list[Verification]:
+        return self._fetch(Verification, "SELECT * FROM verifications WHERE id > ? AND response_id >= ? "
+                           "ORDER BY id LIMIT ?", [after_id, min_response_id, limit])
+
+    def pairs_since(self, after_id: int, limit: int) -> list[Pair]:
+        return self._fetch(Pair, "SELECT * FROM pairs WHERE id > ? ORDER BY id LIMIT ?", [after_id, limit])
+
+    def response(self, response_id: int) -> Response | None:
+        rows = self._fetch(Response, "SELECT * FROM responses WHERE id = ?", [response_id])
+        return rows[0] if rows else None
+
+    def prompts_by_id(self, ids: Iterable[int]) -> dict[int, Prompt]:
+        ids = sorted(set(ids))
+        out: dict[int, Prompt] = {}
+        for start in range(0, len(ids), 500):  # SQLite's parameter limit
+            chunk = ids[start:start + 500]
+            for p in self._fetch(Prompt, f"SELECT * FROM prompts WHERE id IN ({', '.join('?' for _ in chunk)})",
+                                 chunk):
+                out[p.id] = p
+        return out
+
+    def responses_by_id(self, ids: Iterable[int]) -> dict[int, Response]:
+        ids = sorted(set(ids))
+        out: dict[int, Response] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in self._fetch(Response, f"SELECT * FROM responses WHERE id IN "
+                                 f"({', '.join('?' for _ in chunk)})", chunk):
+                out[r.id] = r
+        return out
+
     # ------------------------------------------------------------ search
 
     def search_responses(self, query: str, limit: int = 200) -> list[Response]:

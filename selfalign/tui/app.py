@@ -1,0 +1,447 @@
+"""The run screen: header, stage pipeline, and tabs for live responses, judgements, pairs, training,
+rounds and the log. The loop is another process; this app only reads the database and writes control
+requests. Every database call runs in a thread worker that ends by posting a typed message, so the
+event loop never waits on SQLite (the loop may hold a write lock for a while).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane, Tabs
+from textual.worker import Worker, WorkerState
+
+from selfalign.runs import RunFolder
+from selfalign.tui.feed import Feed, PairView, ResponseView, Snapshot, matches, word_diff
+from selfalign.tui.screens import QuitScreen, ResponseScreen, SearchScreen
+from selfalign.tui.widgets import (
+    LinePlot,
+    diff_text,
+    fmt,
+    header_text,
+    health_lines,
+    pipeline_table,
+    preview,
+    rounds_table,
+)
+
+POLL_S = 0.5
+LIVE_ROWS = 300
+TABS = ["live", "judgements", "pairs", "training", "rounds", "log"]
+TAB_FOCUS = {"live": "#live-table", "judgements": "#judgement-table", "pairs": "#pair-table", "log": "#log-view"}
+ROUND_METRICS = [("eval/csr_prompt", "CSR (prompt)"), ("eval/csr_instruction", "CSR (instruction)"),
+                 ("eval/win_rate", "win rate vs r0"), ("eval/length_mean", "length (tokens)"),
+                 ("eval/distinct2", "distinct-2"), ("eval/truncated_rate", "truncated"),
+                 ("pairs/count", "pairs"), ("train/loss_last", "final loss"), ("judge/score_mean", "judge score"),
+                 ("judge/position_bias", "position bias"), ("judge/likelihood_verifier_agreement",
+                                                            "lik./verifier agree")]
+LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": ""}
+ACTION_WORDS = {"pause": "pause", "resume": "resume", "stop": "stop now", "stop_after_stage": "stop after stage"}
+
+
+class FeedUpdated(Message):
+    def __init__(self, snapshot: Snapshot):
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class DetailLoaded(Message):
+    def __init__(self, detail: dict):
+        super().__init__()
+        self.detail = detail
+
+
+class SearchDone(Message):
+    def __init__(self, hits: list[ResponseView]):
+        super().__init__()
+        self.hits = hits
+
+
+class ControlWritten(Message):
+    def __init__(self, action: str, control_id: int, then_exit: bool):
+        super().__init__()
+        self.action, self.control_id, self.then_exit = action, control_id, then_exit
+
+
+class RunApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "selfalign"
+    BINDINGS = [
+        Binding("p", "control('pause')", "Pause"),
+        Binding("r", "control('resume')", "Resume"),
+        Binding("s", "control('stop_after_stage')", "Stop after stage"),
+        Binding("x", "control('stop')", "Stop now"),
+        Binding("slash", "search", "Search"),
+        Binding("q", "quit_app", "Quit"),
+        *[Binding(str(i + 1), f"tab('{name}')", name.title(), show=False) for i, name in enumerate(TABS)],
+    ]
+
+    def __init__(self, folder: RunFolder, *, child: subprocess.Popen | None = None, child_output: str | None = None,
+                 poll_interval: float = POLL_S, clock: Callable[[], datetime] | None = None):
+        super().__init__()
+        self.folder = folder
+        self.feed = Feed(folder)
+        self.child = child  # the loop process `selfalign run` started, if it did
+        self.child_output = child_output
+        self.child_reported = False
+        self.poll_interval = poll_interval
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.views: dict[int, ResponseView] = {}
+        self.pairs: dict[int, PairView] = {}
+        self.steps: dict[int, list] = {}
+        self.state: dict | None = None
+        self.snapshot: Snapshot | None = None
+        self.polling = False
+        self.polls = 0
+        self.pending: dict | None = None  # the last control request: action, id, handled
+        self.sort: tuple[str, bool] | None = None
+        self.search_screen: SearchScreen | None = None
+        self.shown_errors: set[str] = set()
+
+    # ---------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        yield Static(id="controls")
+        yield Static(id="pipeline")
+        with TabbedContent(initial="live", id="tabs"):
+            with TabPane("Live", id="live"):
+                yield DataTable(id="live-table", cursor_type="row")
+            with TabPane("Judgements", id="judgements"):
+                yield Input(placeholder="filter: words, round:N, parse:ok|fail, unmet", id="filter")
+                yield DataTable(id="judgement-table", cursor_type="row")
+            with TabPane("Pairs", id="pairs"):
+                yield DataTable(id="pair-table", cursor_type="row")
+                yield Static(id="pair-info")
+                with Horizontal(id="pair-diff"):
+                    with VerticalScroll():
+                        yield Static(id="chosen")
+                    with VerticalScroll():
+                        yield Static(id="rejected")
+            with TabPane("Training", id="training"):
+                yield Static(id="train-info")
+                yield LinePlot("loss", id="loss-plot")
+                yield LinePlot("reward margin", id="margin-plot")
+            with TabPane("Rounds", id="rounds"), VerticalScroll():
+                yield Static(id="rounds-table")
+                yield Static(id="health")
+            with TabPane("Log", id="log"):
+                yield RichLog(id="log-view", wrap=True, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"selfalign · {self.folder.name}"
+        self.query_one("#live-table", DataTable).add_columns("id", "round", "prompt", "response", "score", "CSR")
+        jt = self.query_one("#judgement-table", DataTable)
+        for key, label in (("id", "id"), ("round", "rnd"), ("prompt", "prompt"), ("response", "response"),
+                           ("rubric", "rubric"), ("csr", "CSR"), ("likelihood", "lik.rank"),
+                           ("blackbox", "bb.score"), ("parse", "parse")):
+            jt.add_column(label, key=key)
+        self.query_one("#pair-table", DataTable).add_columns("id", "round", "margin", "rule", "prompt")
+        self.query_one("#header", Static).update(Text(f" {self.folder.name}  loading…"))
+        self.set_interval(self.poll_interval, self.poll)
+        self.poll()
+
+    # ---------------------------------------------------------------- data flow
+
+    def poll(self) -> None:
+        if not self.polling:  # one poll at a time: the feed is not thread-safe, and polls must not pile up
+            self.polling = True
+            self._poll()
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll(self) -> None:
+        self.post_message(FeedUpdated(self.feed.poll()))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker errors surface: a notification, once per distinct error."""
+        if event.worker.group == "poll" and event.state in (WorkerState.ERROR, WorkerState.CANCELLED):
+            self.polling = False
+        if event.state == WorkerState.ERROR:
+            message = f"{type(event.worker.error).__name__}: {event.worker.error}"
+            if message not in self.shown_errors:
+                self.shown_errors.add(message)
+                self.notify(message, title="could not read the run", severity="error", timeout=10)
+
+    def on_feed_updated(self, message: FeedUpdated) -> None:
+        self.polling = False
+        self.polls += 1
+        snap = message.snapshot
+        self.snapshot, self.state = snap, snap.state
+        now = self.clock()
+        self._show_controls(snap)
+        self._check_child()
+        self.query_one("#header", Static).update(header_text(snap.state, now, self._pending_action()))
+        self.query_one("#pipeline", Static).update(pipeline_table(snap.stages, now))
+        if snap.responses:
+            self._add_responses(snap.responses)
+        if snap.pairs:
+            self._add_pairs(snap.pairs)
+        if snap.train_steps or self.polls == 1:
+            self._show_training(snap.train_steps)
+        self.query_one("#rounds-table", Static).update(rounds_table(snap.metrics, ROUND_METRICS))
+        self.query_one("#health", Static).update(health_lines(snap.metrics))
+        log = self.query_one("#log-view", RichLog)
+        for e in snap.events:
+            where = f"r{e.round} {e.stage or ''}".strip() if e.round is not None else ""
+            log.write(Text.assemble((e.ts[11:19] + " ", "dim"), (f"{e.level:<7} ", LEVEL_STYLE.get(e.level, "")),
+                                    (f"[{where}] " if where else "", "cyan"), e.message))
+
+    def _check_child(self) -> None:
+        """Say once how the loop we started ended (its output file holds the details)."""
+        code = self.child.poll() if self.child else None
+        if code is None or self.child_reported:
+            return
+        self.child_reported = True
+        words = {0: "finished", 3: "found the run busy", 4: "stopped by request"}.get(code, f"failed (exit {code})")
+        self.notify(f"the loop {words}; its output is in {self.child_output}", title="loop exited",
+                    severity="information" if code in (0, 4) else "error", timeout=30)
+
+    # ---------------------------------------------------------------- responses: live and judgements
+
+    def _add_responses(self, views: list[ResponseView]) -> None:
+        live = self.query_one("#live-table", DataTable)
+        table = self.query_one("#judgement-table", DataTable)
+        query = self.query_one("#filter", Input).value
+        for v in views:
+            self.views[v.id] = v
+            key = str(v.id)
+            live_cells = (v.id, v.round, preview(v.prompt, 30), preview(v.text, 50), fmt(v.rubric_score),
+                          fmt(v.csr, 2))
+            if key in live.rows:
+                for column, value in zip(live.columns, live_cells, strict=True):
+                    live.update_cell(key, column, value)
+            else:
+                live.add_row(*live_cells, key=key)
+            if not matches(v, query):
+                continue
+            if key in table.rows:
+                for column, value in zip(table.columns, self._judgement_cells(v), strict=True):
+                    table.update_cell(key, column, value)
+            else:
+                table.add_row(*self._judgement_cells(v), key=key)
+        while live.row_count > LIVE_ROWS:
+            oldest = min(int(k.value) for k in live.rows)
+            live.remove_row(str(oldest))
+        live.sort(key=lambda row: -int(row[0]))  # newest first
+        if self.sort:
+            self._sort_judgements()
+
+    @staticmethod
+    def _judgement_cells(v: ResponseView) -> tuple:
+        return (v.id, v.round, preview(v.prompt, 28), preview(v.text, 40), fmt(v.rubric_score), fmt(v.csr, 2),
+                fmt(v.likelihood_rank), fmt(v.blackbox_score), v.parse_status)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self._rebuild_judgements()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":  # Enter: done filtering, back to the table (and its keys)
+            self.query_one("#judgement-table", DataTable).focus()
+
+    def _rebuild_judgements(self) -> None:
+        table = self.query_one("#judgement-table", DataTable)
+        query = self.query_one("#filter", Input).value
+        table.clear()
+        for v in self.views.values():
+            if matches(v, query):
+                table.add_row(*self._judgement_cells(v), key=str(v.id))
+        if self.sort:
+            self._sort_judgements()
+
+    SORT_KEYS = {"id": lambda v: v.id, "round": lambda v: v.round, "rubric": lambda v: v.rubric_score,
+                 "csr": lambda v: v.csr, "likelihood": lambda v: v.likelihood_rank,
+                 "blackbox": lambda v: v.blackbox_score, "parse": lambda v: v.parse_status,
+                 "prompt": lambda v: v.prompt, "response": lambda v: v.text}
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        if event.data_table.id != "judgement-table":
+            return
+        column = event.column_key.value
+        reverse = bool(self.sort and self.sort[0] == column and not self.sort[1])
+        self.sort = (column, reverse)
+        self._sort_judgements()
+
+    def _sort_judgements(self) -> None:
+        column, reverse = self.sort
+        get = self.SORT_KEYS[column]
+
+        def key(row):  # missing values last in either direction
+            view = self.views.get(int(row[0]))
+            value = get(view) if view else None
+            present = value is not None
+            return (present, value if present else 0) if reverse else (not present, value if present else 0)
+
+        table = self.query_one("#judgement-table", DataTable)
+        table.sort(key=key, reverse=reverse)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id in ("live-table", "judgement-table"):
+            self._load_detail(int(event.row_key.value))
+
+    @work(thread=True, group="detail", exit_on_error=False)
+    def _load_detail(self, response_id: int) -> None:
+        with Feed(self.folder) as feed:  # its own connection: this runs beside a poll
+            self.post_message(DetailLoaded(feed.detail(response_id)))
+
+    def on_detail_loaded(self, message: DetailLoaded) -> None:
+        if message.detail:
+            self.push_screen(ResponseScreen(message.detail))
+
+    # ---------------------------------------------------------------- pairs
+
+    def _add_pairs(self, pairs: list[PairView]) -> None:
+        table = self.query_one("#pair-table", DataTable)
+        for p in pairs:
+            self.pairs[p.id] = p
+            table.add_row(p.id, p.round, fmt(p.margin), p.rule, preview(p.prompt, 50), key=str(p.id))
+        if table.row_count == len(pairs):  # the first pairs: show one right away
+            self._show_pair(pairs[0].id)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "pair-table" and event.row_key is not None:
+            self._show_pair(int(event.row_key.value))
+
+    def _show_pair(self, pair_id: int) -> None:
+        p = self.pairs[pair_id]
+        scores = p.scores or {}
+        parts = [f"pair {p.id} · round {p.round} · rule {p.rule} · margin {fmt(p.margin)}"]
+        for side in ("chosen", "rejected"):
+            if isinstance(scores.get(side), dict):
+                parts.append(f"{side}: " + ", ".join(f"{k} {fmt(v)}" for k, v in scores[side].items()))
+        info = Text(" · ".join(parts[:1]) + "\n", style="bold")
+        info.append(preview(p.prompt, 400) + "\n", style="italic")
+        info.append("\n".join(parts[1:]), style="dim")
+        self.query_one("#pair-info", Static).update(info)
+        left, right = word_diff(p.chosen, p.rejected or "")
+        chosen = Text("CHOSEN\n", style="bold green") + diff_text(left, "black on green")
+        if p.rejected is None:
+            rejected = Text("SFT example: no rejected response", style="dim")
+        else:
+            rejected = Text("REJECTED\n", style="bold red") + diff_text(right, "black on red")
+        self.query_one("#chosen", Static).update(chosen)
+        self.query_one("#rejected", Static).update(rejected)
+
+    # ---------------------------------------------------------------- training
+
+    def _show_training(self, steps: list) -> None:
+        for s in steps:
+            self.steps.setdefault(s.round, []).append(s)
+        if not self.steps:
+            self.query_one("#train-info", Static).update(Text("no training steps yet", style="dim"))
+            return
+        k = max(self.steps)
+        rows = self.steps[k]
+        last = rows[-1]
+        self.query_one("#train-info", Static).update(Text.assemble(
+            (f"round {k}", "bold"), f" · step {last.step} · lr {fmt(last.lr)} · tokens/s {fmt(last.tokens_per_s)}"
+            f" · accuracy {fmt(last.accuracy, 2)} · grad norm {fmt(last.grad_norm)}"))
+        self.query_one("#loss-plot", LinePlot).set_values([s.loss for s in rows])
+        self.query_one("#margin-plot", LinePlot).set_values([s.reward_margin for s in rows
+                                                             if s.reward_margin is not None])
+
+    # ---------------------------------------------------------------- controls
+
+    def _loop_alive(self) -> bool:
+        return bool(self.state and self.state.get("pid"))
+
+    def _pending_action(self) -> str | None:
+        return self.pending["action"] if self.pending and not self.pending["handled"] else None
+
+    def action_control(self, action: str, then_exit: bool = False) -> None:
+        if not self._loop_alive():
+            self.notify("no loop is running on this run; nothing to " + ACTION_WORDS[action], severity="warning")
+            return
+        self._write_control(action, then_exit)
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _write_control(self, action: str, then_exit: bool) -> None:
+        with Feed(self.folder) as feed:
+            self.post_message(ControlWritten(action, feed.request(action), then_exit))
+
+    def on_control_written(self, message: ControlWritten) -> None:
+        if message.then_exit:
+            self.exit(message.action)
+            return
+        self.pending = {"action": message.action, "id": message.control_id, "handled": None,
+                        "at": self.clock().strftime("%H:%M:%S")}
+        self._show_controls(self.snapshot)
+        self.poll()
+
+    def _show_controls(self, snap: Snapshot | None) -> None:
+        widget = self.query_one("#controls", Static)
+        if not self.pending:
+            widget.update("")
+            return
+        if snap:
+            done = next((c for c in snap.controls if c.id == self.pending["id"] and c.handled), None)
+            if done:
+                self.pending["handled"] = done.handled_at[11:19]
+        words = ACTION_WORDS[self.pending["action"]]
+        if self.pending["handled"]:
+            widget.update(Text(f" {words} requested {self.pending['at']} · acknowledged by the loop "
+                               f"{self.pending['handled']}", style="green"))
+        else:
+            widget.update(Text(f" {words} requested {self.pending['at']} · waiting for the loop (it checks "
+                               "between batches)", style="yellow"))
+
+    def action_tab(self, name: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = name
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        """Focus the tab's main widget, so its keys work at once and focus never lands in the filter box
+        (where the number keys would type instead of switching tabs)."""
+        target = TAB_FOCUS.get(event.pane.id)
+        if target:
+            self.query_one(target).focus()
+        else:
+            event.tabbed_content.query_one(Tabs).focus()
+
+    # ---------------------------------------------------------------- search
+
+    def action_search(self) -> None:
+        self.search_screen = SearchScreen(self._search)
+
+        def opened(response_id: int | None) -> None:
+            self.search_screen = None
+            if response_id is not None:
+                self._load_detail(response_id)
+
+        self.push_screen(self.search_screen, opened)
+
+    @work(thread=True, group="search", exclusive=True, exit_on_error=False)
+    def _search(self, query: str) -> None:
+        with Feed(self.folder) as feed:
+            self.post_message(SearchDone(feed.search(query)))
+
+    def on_search_done(self, message: SearchDone) -> None:
+        if self.search_screen is not None:
+            self.search_screen.show(message.hits)
+
+    # ---------------------------------------------------------------- leaving
+
+    def action_quit_app(self) -> None:
+        if not self._loop_alive():
+            self.exit("closed")
+            return
+
+        def answered(choice: str | None) -> None:
+            if choice == "leave":
+                self.exit("left running")
+            elif choice == "stop":
+                self._write_control("stop", True)
+
+        self.push_screen(QuitScreen(), answered)
+
+    def on_unmount(self) -> None:
+        self.feed.close()
+

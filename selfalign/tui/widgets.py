@@ -1,0 +1,199 @@
+"""Renderables and small widgets: the header, the stage pipeline, line plots, sparklines, word diffs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from selfalign.tui.feed import smooth
+
+PIPELINE = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
+STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "stopping": "bold yellow", "done": "bold cyan",
+               "failed": "bold red", "stale": "bold red", "idle": "dim", "stopped": "yellow"}
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def parse_ts(ts: str | None) -> datetime | None:
+    return datetime.fromisoformat(ts) if ts else None
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def preview(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def header_text(state: dict[str, Any], now: datetime, pending: str | None) -> Text:
+    """One line: run, model, recipe, round k of N, state and time in the round."""
+    shown = "stopping" if pending in ("stop", "stop_after_stage") and state["state"] == "running" else state["state"]
+    started = parse_ts(state.get("round_started_at"))
+    text = Text()
+    text.append(f" {state['run']} ", style="bold reverse")
+    text.append(f"  {state['model']} · {state['recipe']} · ")
+    text.append(f"round {fmt(state['round'])} of {state['rounds']}", style="bold")
+    text.append("  ")
+    text.append(shown, style=STATE_STYLE.get(shown, ""))
+    if state.get("pid"):
+        text.append(f" (pid {state['pid']})", style="dim")
+    if started and state["state"] in ("running", "paused"):
+        text.append(f"  {clock((now - started).total_seconds())} in round", style="dim")
+    return text
+
+
+def pipeline_table(stages: list, now: datetime, width: int = 24) -> Table:
+    """One row per stage of the current round: bar, count, time and ETA."""
+    by_name = {s.name: s for s in stages}
+    table = Table.grid(padding=(0, 1))
+    for column in ("name", "bar", "count", "status", "time"):
+        table.add_column(column, no_wrap=True)
+    for name in PIPELINE:
+        s = by_name.get(name)
+        if s is None:
+            table.add_row(Text(name, style="dim"), ProgressBar(total=1, completed=0, width=width),
+                          Text("", style="dim"), Text("waiting", style="dim"), "")
+            continue
+        total = s.total if s.total else None
+        done_fraction = 1.0 if s.status == "done" else (s.done / total if total else 0.0)
+        bar = ProgressBar(total=1.0, completed=done_fraction, width=width,
+                          pulse=s.status == "running" and not total)
+        started = parse_ts(s.started_at)
+        if s.status == "running" and started:
+            elapsed = (now - started).total_seconds()
+            eta = elapsed * (total - s.done) / s.done if total and s.done else None
+            timing = f"{clock(elapsed)}  ETA {clock(eta)}"
+        else:
+            timing = clock(s.seconds) if s.seconds is not None else ""
+        style = {"done": "cyan", "running": "bold green", "failed": "bold red", "stopped": "yellow"}.get(s.status, "")
+        count = f"{s.done}/{total}" if total else (str(s.done) if s.done else "")
+        table.add_row(Text(name, style=style), bar, count, Text(s.status, style=style), timing)
+    return table
+
+
+def sparkline(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if not known:
+        return ""
+    lo, hi = min(known), max(known)
+    span = (hi - lo) or 1.0
+    return "".join(" " if v is None else SPARK[min(len(SPARK) - 1, int((v - lo) / span * (len(SPARK) - 1) + 0.5))]
+                   for v in values)
+
+
+def diff_text(runs: list[tuple[str, bool]], style: str) -> Text:
+    text = Text()
+    for chunk, differs in runs:
+        text.append(chunk, style=style if differs else "")
+    return text
+
+
+class LinePlot(Static):
+    """A line plot of one series in text cells: raw values as dots, the smoothed curve as a solid line."""
+
+    def __init__(self, title: str, **kwargs):
+        super().__init__(**kwargs)
+        self.title = title
+        self.values: list[float] = []
+
+    def set_values(self, values: list[float]) -> None:
+        self.values = values
+        self.refresh()
+
+    def render(self) -> Text:
+        width = max(10, self.size.width - 10)
+        height = max(3, self.size.height - 1)
+        values = self.values
+        head = Text(f"{self.title}  ", style="bold")
+        if not values:
+            return head + Text("no steps yet", style="dim")
+        smoothed = smooth(values)
+        head.append(f"last {values[-1]:.4g}  smoothed {smoothed[-1]:.4g}  steps {len(values)}", style="dim")
+        lo, hi = min(values), max(values)
+        span = (hi - lo) or 1.0
+        grid = [[" "] * width for _ in range(height)]
+        styles = [[""] * width for _ in range(height)]
+
+        def cell(series: list[float], mark: str, style: str) -> None:
+            for col in range(width):  # each column shows the mean of the steps that fall in it
+                a = col * len(series) // width
+                b = max(a + 1, (col + 1) * len(series) // width)
+                if a >= len(series):
+                    break
+                chunk = series[a:b]
+                row = height - 1 - int((sum(chunk) / len(chunk) - lo) / span * (height - 1) + 0.5)
+                grid[row][col], styles[row][col] = mark, style
+
+        cell(values, "·", "dim")
+        cell(smoothed, "━", "bold cyan")
+        body = Text()
+        for r in range(height):
+            label = hi - (hi - lo) * r / (height - 1)
+            body.append(f"{label:>8.3g} │", style="dim")
+            for c in range(width):
+                body.append(grid[r][c], style=styles[r][c])
+            body.append("\n")
+        body.rstrip()
+        return Text("\n").join([head, body])
+
+
+def rounds_table(metrics: dict[int, dict[str, float | None]], names: list[tuple[str, str]]) -> Table:
+    """Metrics per round as a table, each row with its sparkline across rounds."""
+    rounds = sorted(metrics)
+    table = Table(expand=False, box=None, padding=(0, 1), header_style="bold")
+    table.add_column("metric")
+    table.add_column("trend")
+    for k in rounds:
+        table.add_column(f"r{k}", justify="right")
+    for key, label in names:
+        values = [metrics[k].get(key) for k in rounds]
+        if all(v is None for v in values):
+            continue
+        table.add_row(label, Text(sparkline(values), style="cyan"), *[fmt(v) for v in values])
+    return table
+
+
+def health_lines(metrics: dict[int, dict[str, float | None]]) -> Group:
+    """Judge health per round with warnings in colour (the thresholds the judge stage warns at)."""
+    lines = []
+    for k in sorted(metrics):
+        m = metrics[k]
+        if not any(name.startswith("judge/") for name in m):
+            continue
+        warnings = []
+        if m.get("judge/collapse"):
+            warnings.append(("score collapse", "bold red"))
+        if (m.get("judge/position_bias") or 0) > 0.5:
+            warnings.append((f"position bias {m['judge/position_bias']:.2f}", "bold red"))
+        if (m.get("judge/parse_fail_rate") or 0) > 0.3:
+            warnings.append((f"parse failures {m['judge/parse_fail_rate']:.0%}", "bold yellow"))
+        if m.get("judge/hacking_rate"):
+            warnings.append((f"hacking flags {m['judge/hacking_rate']:.0%}", "bold magenta"))
+        agreement = m.get("judge/likelihood_verifier_agreement")
+        if agreement is not None and agreement < 0.5:
+            warnings.append((f"likelihood/verifier agreement {agreement:.2f}", "yellow"))
+        line = Text(f"round {k}: ")
+        if not warnings:
+            line.append("healthy", style="green")
+        for i, (message, style) in enumerate(warnings):
+            line.append(("; " if i else "") + message, style=style)
+        lines.append(line)
+    return Group(*lines) if lines else Group(Text("no judge health yet", style="dim"))

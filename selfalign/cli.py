@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from selfalign.errors import EXIT_ERROR, SelfalignError, UsageError
+from selfalign.errors import SelfalignError, UsageError
 
 EXIT_CODES_HELP = "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 run busy, 4 stopped by request."
 
@@ -22,7 +22,7 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
 
     def list_commands(self, ctx):  # in the order a user meets them, not alphabetical
-        order = ["init", "run", "watch", "status", "eval", "compare", "export", "serve", "models", "config"]
+        order = ["init", "run", "watch", "status", "eval", "compare", "note", "export", "serve", "models", "config"]
         return sorted(self.commands, key=lambda name: order.index(name) if name in order else len(order))
 
 
@@ -199,15 +199,6 @@ class ProgressLine:
             sys.stderr.write("\n")
 
 
-# Commands planned but not built accept any arguments and refuse, rather than pretend.
-NOT_BUILT = {"context_settings": {"ignore_unknown_options": True, "allow_extra_args": True}}
-
-
-def _not_built(command: str, what: str) -> None:
-    click.echo(f"error: `selfalign {command}` is not built yet ({what}); nothing was done", err=True)
-    sys.exit(EXIT_ERROR)
-
-
 @cli.command()
 @click.argument("name")
 @click.option("--headless", is_flag=True, help="No UI: plain progress lines (for cron and scripts).")
@@ -275,11 +266,48 @@ def eval_cmd(ctx, name, round_k, prompt_file, fmt):
     click.echo(loop.render_metrics(metrics, k, name, fmt))
 
 
-@cli.command(short_help="[not built yet] Compare runs side by side", **NOT_BUILT)
-@click.argument("names", nargs=-1)
-def compare(names):
-    """Compare runs side by side (UI, or --format md|json)."""
-    _not_built("compare", "run comparison")
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["screen", "md", "json"]), default=None,
+              help="md or json print without a terminal (CI reports, notebooks); default: the screen in a terminal.")
+@click.option("--round", "round_k", type=int, default=None,
+              help="Round whose held-out answers are joined (default: each run's latest evaluated round).")
+@click.option("--all-settings", is_flag=True, help="List every setting, not only those that differ.")
+@click.option("--answers", "answers_limit", type=click.IntRange(min=0), default=20, show_default=True,
+              help="How many held-out prompts to show (most disagreement first; 0 = all).")
+@click.pass_context
+def compare(ctx, names, fmt, round_k, all_settings, answers_limit):
+    """Compare runs side by side: notes, settings, metrics per round, held-out answers by prompt."""
+    from selfalign import compare as comparing
+    from selfalign import runs
+
+    folders = [runs.locate(n, ctx.obj["runs_dir"]) for n in names]
+    screen = fmt == "screen" or (fmt is None and sys.stdin.isatty() and sys.stdout.isatty())
+    result = comparing.compare(folders, answers_round=round_k, all_settings=all_settings or screen,
+                               answers_limit=0 if screen else answers_limit)
+    if screen:
+        from selfalign.tui.compare_app import CompareApp
+
+        CompareApp(result).run()
+        return
+    click.echo(comparing.to_json(result) if fmt == "json" else comparing.to_markdown(result), nl=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("text", required=False)
+@click.pass_context
+def note(ctx, name, text):
+    """Show a run's note (why it exists), or replace it with TEXT."""
+    from selfalign import runs
+    from selfalign.store import open_store
+
+    folder = runs.locate(name, ctx.obj["runs_dir"])
+    with open_store(folder.db_path) as store:
+        if text is None:
+            click.echo(store.run_info().note or f"{name} has no note; set one with `selfalign note {name} TEXT`")
+        else:
+            store.set_note(text)
 
 
 @cli.command()

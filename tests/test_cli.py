@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from selfalign.cli import cli
 
-COMMANDS = ["init", "run", "watch", "status", "eval", "compare", "export", "serve", "models", "config"]
+COMMANDS = ["init", "run", "watch", "status", "eval", "compare", "note", "export", "serve", "models", "config"]
 
 
 def invoke(*args):
@@ -39,11 +39,12 @@ def test_help_imports_nothing_heavy():
     assert "HEAVY []" in out
 
 
-@pytest.mark.parametrize("command", [["watch", "demo"], ["compare", "a", "b"]])
-def test_unbuilt_commands_refuse(command):
-    result = invoke(*command)
-    assert result.exit_code == 1
-    assert "is not built yet" in result.output and "nothing was done" in result.output
+def test_watch_needs_a_terminal_and_a_run(runs_root):
+    missing = invoke("watch", "nope")
+    assert missing.exit_code == 1 and "no run named 'nope'" in missing.output
+    assert invoke("init", "demo").exit_code == 0
+    result = invoke("watch", "demo")  # CliRunner's stdin is not a terminal
+    assert result.exit_code == 2 and "needs a terminal" in result.output and "selfalign status demo" in result.output
 
 
 def test_init_writes_a_loadable_run(runs_root):

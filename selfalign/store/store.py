@@ -431,6 +431,19 @@ class Store:
                 out[r.id] = r
         return out
 
+    def heldout_answers(self, round: int) -> list[tuple[Prompt, Response]]:
+        """Round k's answers to the run's held-out prompts (the evaluate stage's), in prompt order."""
+        rows = self._fetch(Response, "SELECT r.* FROM responses r JOIN prompts p ON p.id = r.prompt_id "
+                           "WHERE p.split = 'heldout' AND p.source = 'heldout' AND r.round = ? "
+                           "ORDER BY r.prompt_id, r.sample_index", [round])
+        prompts = self.prompts_by_id(r.prompt_id for r in rows)
+        seen, out = set(), []
+        for r in rows:  # one answer per prompt (the evaluate stage samples one)
+            if r.prompt_id not in seen:
+                seen.add(r.prompt_id)
+                out.append((prompts[r.prompt_id], r))
+        return out
+
     # ------------------------------------------------------------ search
 
     def search_responses(self, query: str, limit: int = 200) -> list[Response]:

@@ -20,7 +20,7 @@ from textual.widgets import DataTable, Footer, Input, RichLog, Static, TabbedCon
 from textual.worker import Worker, WorkerState
 
 from selfalign.runs import RunFolder
-from selfalign.tui.feed import Feed, PairView, ResponseView, Snapshot, matches, word_diff
+from selfalign.tui.feed import KEEP_RESPONSES, Feed, PairView, ResponseView, Snapshot, matches, word_diff
 from selfalign.tui.screens import QuitScreen, ResponseScreen, SearchScreen
 from selfalign.tui.widgets import (
     LinePlot,
@@ -95,6 +95,8 @@ class RunApp(App):
         self.poll_interval = poll_interval
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.views: dict[int, ResponseView] = {}
+        self.cells: dict[tuple[str, int], tuple] = {}  # (table, row id) -> the cells it shows
+        self.shown: dict[str, object] = {}  # widget -> the data it was last rendered from
         self.pairs: dict[int, PairView] = {}
         self.steps: dict[int, list] = {}
         self.state: dict | None = None
@@ -179,21 +181,31 @@ class RunApp(App):
         now = self.clock()
         self._show_controls(snap)
         self._check_child()
-        self.query_one("#header", Static).update(header_text(snap.state, now, self._pending_action()))
-        self.query_one("#pipeline", Static).update(pipeline_table(snap.stages, now))
+        second = int(now.timestamp())  # the header and pipeline show clocks: redraw at most once a second
+        pending = self._pending_action()
+        self._update("#header", (snap.state, pending, second), lambda: header_text(snap.state, now, pending))
+        live = snap.state["state"] in ("running", "paused")
+        self._update("#pipeline", (snap.stages, live, second), lambda: pipeline_table(snap.stages, now, live=live))
         if snap.responses:
             self._add_responses(snap.responses)
         if snap.pairs:
             self._add_pairs(snap.pairs)
         if snap.train_steps or self.polls == 1:
             self._show_training(snap.train_steps)
-        self.query_one("#rounds-table", Static).update(rounds_table(snap.metrics, ROUND_METRICS))
-        self.query_one("#health", Static).update(health_lines(snap.metrics))
+        self._update("#rounds-table", snap.metrics, lambda: rounds_table(snap.metrics, ROUND_METRICS))
+        self._update("#health", snap.metrics, lambda: health_lines(snap.metrics))
         log = self.query_one("#log-view", RichLog)
         for e in snap.events:
             where = f"r{e.round} {e.stage or ''}".strip() if e.round is not None else ""
             log.write(Text.assemble((e.ts[11:19] + " ", "dim"), (f"{e.level:<7} ", LEVEL_STYLE.get(e.level, "")),
                                     (f"[{where}] " if where else "", "cyan"), e.message))
+
+    def _update(self, selector: str, key, build: Callable) -> None:
+        """Re-render a Static only when what it shows changed: every update costs a layout and a repaint,
+        and most polls change nothing but the tables."""
+        if self.shown.get(selector) != key:
+            self.shown[selector] = key
+            self.query_one(selector, Static).update(build())
 
     def _check_child(self) -> None:
         """Say once how the loop we started ended (its output file holds the details)."""
@@ -211,34 +223,51 @@ class RunApp(App):
         live = self.query_one("#live-table", DataTable)
         table = self.query_one("#judgement-table", DataTable)
         query = self.query_one("#filter", Input).value
+        prompt_w, text_w = self._widths(34)
         for v in views:
             self.views[v.id] = v
-            key = str(v.id)
-            live_cells = (v.id, v.round, preview(v.prompt, 30), preview(v.text, 50), fmt(v.rubric_score),
+            live_cells = (v.id, v.round, preview(v.prompt, prompt_w), preview(v.text, text_w), fmt(v.rubric_score),
                           fmt(v.csr, 2))
-            if key in live.rows:
-                for column, value in zip(live.columns, live_cells, strict=True):
-                    live.update_cell(key, column, value)
-            else:
-                live.add_row(*live_cells, key=key)
-            if not matches(v, query):
-                continue
-            if key in table.rows:
-                for column, value in zip(table.columns, self._judgement_cells(v), strict=True):
-                    table.update_cell(key, column, value)
-            else:
-                table.add_row(*self._judgement_cells(v), key=key)
-        while live.row_count > LIVE_ROWS:
-            oldest = min(int(k.value) for k in live.rows)
-            live.remove_row(str(oldest))
-        live.sort(key=lambda row: -int(row[0]))  # newest first
+            self._put_row(live, v.id, live_cells)
+            if matches(v, query):
+                self._put_row(table, v.id, self._judgement_cells(v))
+        while len(self.views) > KEEP_RESPONSES:  # the oldest leave (dicts keep insertion order)
+            oldest = next(iter(self.views))
+            del self.views[oldest]
+            if str(oldest) in table.rows:
+                table.remove_row(str(oldest))
+                self.cells.pop(("judgement-table", oldest), None)
+        extra = live.row_count - LIVE_ROWS
+        if extra > 0:
+            for key in sorted(int(k.value) for k in live.rows)[:extra]:
+                live.remove_row(str(key))
+                self.cells.pop(("live-table", key), None)
+        if views:
+            live.sort(key=lambda row: -int(row[0]))  # newest first
         if self.sort:
             self._sort_judgements()
 
-    @staticmethod
-    def _judgement_cells(v: ResponseView) -> tuple:
-        return (v.id, v.round, preview(v.prompt, 28), preview(v.text, 40), fmt(v.rubric_score), fmt(v.csr, 2),
-                fmt(v.likelihood_rank), fmt(v.blackbox_score), v.parse_status)
+    def _put_row(self, table: DataTable, row_id: int, cells: tuple) -> None:
+        """Add the row, or update only the cells that changed (each update costs a refresh)."""
+        key = (table.id, row_id)
+        old = self.cells.get(key)
+        if old is None:
+            table.add_row(*cells, key=str(row_id))
+        else:
+            for column, before, after in zip(table.columns, old, cells, strict=True):
+                if before != after:
+                    table.update_cell(str(row_id), column, after)
+        self.cells[key] = cells
+
+    def _widths(self, fixed: int) -> tuple[int, int]:
+        """Preview widths for the prompt and response columns, so a row fits the terminal's width."""
+        room = max(24, self.size.width - fixed)
+        return room * 2 // 5, room - room * 2 // 5
+
+    def _judgement_cells(self, v: ResponseView) -> tuple:
+        prompt_w, text_w = self._widths(66)
+        return (v.id, v.round, preview(v.prompt, prompt_w), preview(v.text, text_w), fmt(v.rubric_score),
+                fmt(v.csr, 2), fmt(v.likelihood_rank), fmt(v.blackbox_score), v.parse_status)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "filter":
@@ -252,9 +281,10 @@ class RunApp(App):
         table = self.query_one("#judgement-table", DataTable)
         query = self.query_one("#filter", Input).value
         table.clear()
+        self.cells = {key: cells for key, cells in self.cells.items() if key[0] != "judgement-table"}
         for v in self.views.values():
             if matches(v, query):
-                table.add_row(*self._judgement_cells(v), key=str(v.id))
+                self._put_row(table, v.id, self._judgement_cells(v))
         if self.sort:
             self._sort_judgements()
 
@@ -323,11 +353,11 @@ class RunApp(App):
         info.append("\n".join(parts[1:]), style="dim")
         self.query_one("#pair-info", Static).update(info)
         left, right = word_diff(p.chosen, p.rejected or "")
-        chosen = Text("CHOSEN\n", style="bold green") + diff_text(left, "black on green")
+        chosen = Text.assemble(("CHOSEN\n", "bold green"), diff_text(left, "black on green"))
         if p.rejected is None:
             rejected = Text("SFT example: no rejected response", style="dim")
         else:
-            rejected = Text("REJECTED\n", style="bold red") + diff_text(right, "black on red")
+            rejected = Text.assemble(("REJECTED\n", "bold red"), diff_text(right, "black on red"))
         self.query_one("#chosen", Static).update(chosen)
         self.query_one("#rejected", Static).update(rejected)
 
@@ -379,8 +409,8 @@ class RunApp(App):
 
     def _show_controls(self, snap: Snapshot | None) -> None:
         widget = self.query_one("#controls", Static)
+        widget.display = bool(self.pending)
         if not self.pending:
-            widget.update("")
             return
         if snap:
             done = next((c for c in snap.controls if c.id == self.pending["id"] and c.handled), None)

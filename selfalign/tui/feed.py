@@ -181,8 +181,9 @@ class Feed:
             members = [v for v in self.views.values() if (v.round, v.prompt_id, v.policy) == group]
             ranked = sorted(members, key=lambda v: -(v.mean_logprob if v.mean_logprob is not None else -1e9))
             for rank, v in enumerate(ranked, 1):
-                v.likelihood_rank = rank
-                changed[v.id] = v
+                if v.likelihood_rank != rank:
+                    v.likelihood_rank = rank
+                    changed[v.id] = v
 
     def _read_verifications(self, store: Store, changed: dict[int, ResponseView]) -> None:
         rows = store.verifications_since(self.cursor["verifications"], self.cursor["min_response"], BATCH)

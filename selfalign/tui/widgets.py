@@ -60,8 +60,9 @@ def header_text(state: dict[str, Any], now: datetime, pending: str | None) -> Te
     return text
 
 
-def pipeline_table(stages: list, now: datetime, width: int = 24) -> Table:
-    """One row per stage of the current round: bar, count, time and ETA."""
+def pipeline_table(stages: list, now: datetime, width: int = 24, live: bool = True) -> Table:
+    """One row per stage of the current round: bar, count, time and ETA (elapsed and ETA only while a loop
+    is `live`: a stage left running by a dead process has no meaningful ETA)."""
     by_name = {s.name: s for s in stages}
     table = Table.grid(padding=(0, 1))
     for column in ("name", "bar", "count", "status", "time"):
@@ -77,15 +78,17 @@ def pipeline_table(stages: list, now: datetime, width: int = 24) -> Table:
         bar = ProgressBar(total=1.0, completed=done_fraction, width=width,
                           pulse=s.status == "running" and not total)
         started = parse_ts(s.started_at)
-        if s.status == "running" and started:
+        if s.status == "running" and started and live:
             elapsed = (now - started).total_seconds()
             eta = elapsed * (total - s.done) / s.done if total and s.done else None
             timing = f"{clock(elapsed)}  ETA {clock(eta)}"
         else:
             timing = clock(s.seconds) if s.seconds is not None else ""
-        style = {"done": "cyan", "running": "bold green", "failed": "bold red", "stopped": "yellow"}.get(s.status, "")
+        status = s.status if s.status != "running" or live else "interrupted"  # its process is gone
+        style = {"done": "cyan", "running": "bold green", "failed": "bold red", "stopped": "yellow",
+                 "interrupted": "bold red"}.get(status, "")
         count = f"{s.done}/{total}" if total else (str(s.done) if s.done else "")
-        table.add_row(Text(name, style=style), bar, count, Text(s.status, style=style), timing)
+        table.add_row(Text(name, style=style), bar, count, Text(status, style=style), timing)
     return table
 
 
@@ -197,3 +200,61 @@ def health_lines(metrics: dict[int, dict[str, float | None]]) -> Group:
             line.append(("; " if i else "") + message, style=style)
         lines.append(line)
     return Group(*lines) if lines else Group(Text("no judge health yet", style="dim"))
+
+
+SERIES_STYLES = ["bold cyan", "bold magenta", "bold yellow", "bold green", "bold red", "bold blue"]
+SERIES_MARKS = "●◆▲■✚★"
+
+
+class RoundsPlot(Static):
+    """Several runs' values of one metric over a shared round axis, overlaid; a legend names the runs."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.title = ""
+        self.rounds: list[int] = []
+        self.series: dict[str, dict[int, float | None]] = {}
+
+    def set_data(self, title: str, rounds: list[int], series: dict[str, dict[int, float | None]]) -> None:
+        self.title, self.rounds, self.series = title, rounds, series
+        self.refresh()
+
+    def render(self) -> Text:
+        head = Text(f"{self.title}  ", style="bold")
+        for i, name in enumerate(self.series):
+            head.append(f"{SERIES_MARKS[i % 6]} {name}  ", style=SERIES_STYLES[i % 6])
+        values = [v for s in self.series.values() for v in s.values() if v is not None]
+        if not values or not self.rounds:
+            return head + Text("\nno values", style="dim")
+        width = max(10, self.size.width - 12)
+        height = max(3, self.size.height - 2)
+        lo, hi = min(values), max(values)
+        span = (hi - lo) or 1.0
+        step = width / max(1, len(self.rounds) - 1) if len(self.rounds) > 1 else 0
+        grid = [[(" ", "")] * width for _ in range(height)]
+        for i, series in enumerate(self.series.values()):
+            points = [(int(j * step), series.get(k)) for j, k in enumerate(self.rounds)]
+            known = [(x, v) for x, v in points if v is not None]
+            for (x0, v0), (x1, v1) in zip(known, known[1:], strict=False):  # joining lines, dotted
+                for x in range(x0 + 1, x1):
+                    v = v0 + (v1 - v0) * (x - x0) / (x1 - x0)
+                    row = height - 1 - int((v - lo) / span * (height - 1) + 0.5)
+                    if grid[row][min(x, width - 1)][0] == " ":
+                        grid[row][min(x, width - 1)] = ("·", SERIES_STYLES[i % 6])
+            for x, v in known:
+                row = height - 1 - int((v - lo) / span * (height - 1) + 0.5)
+                grid[row][min(x, width - 1)] = (SERIES_MARKS[i % 6], SERIES_STYLES[i % 6])
+        body = Text()
+        for r in range(height):
+            label = hi - (hi - lo) * r / (height - 1)
+            body.append(f"{label:>9.3g} │", style="dim")
+            for char, style in grid[r]:
+                body.append(char, style=style)
+            body.append("\n")
+        axis = [" "] * width
+        for j, k in enumerate(self.rounds):
+            for n, ch in enumerate(f"r{k}"):
+                if int(j * step) + n < width:
+                    axis[int(j * step) + n] = ch
+        body.append(" " * 10 + "└" + "".join(axis), style="dim")
+        return Text("\n").join([head, body])

@@ -1,0 +1,167 @@
+"""Run comparison data (no UI): config differences, metrics per round, held-out answers joined by
+prompt, and each run's note. The TUI's comparison screen and `compare --format md|json` both render
+what `compare()` returns.
+
+Runs with different numbers of rounds, recipes or held-out files compare cleanly: a missing cell is
+None (shown as "-"), and a warning says when the held-out prompt sets differ (answers are joined on
+the prompts the runs share).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any
+
+from selfalign import config as config_mod
+from selfalign import runs, verifiers
+from selfalign.store import open_store
+
+METRICS = [
+    ("eval/csr_prompt", "held-out CSR (prompt)"), ("eval/csr_instruction", "held-out CSR (instruction)"),
+    ("eval/win_rate", "win rate over round 0"), ("eval/length_mean", "mean length (tokens)"),
+    ("eval/distinct2", "distinct-2"), ("judge/score_mean", "judge score mean"),
+    ("judge/position_bias", "judge position bias"), ("judge/collapse", "judge score collapse"),
+    ("judge/likelihood_verifier_agreement", "likelihood/verifier agreement"), ("pairs/count", "pairs built"),
+    ("train/loss_last", "final training loss"),
+]
+STAGES = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
+
+
+def _flatten(cfg: config_mod.Config) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
+
+
+def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, Any]:
+    cfg = config_mod.load(folder.config_path)
+    with open_store(folder.db_path) as store:
+        info = store.run_info()
+        rounds = [r for r in store.rounds() if r.status == "done"]
+        metrics = store.metrics()
+        for stage in store.stages():
+            if stage.seconds is not None:
+                metrics.setdefault(stage.round, {})[f"time/{stage.name}"] = stage.seconds
+        evaluated = sorted(k for k, m in metrics.items() if "eval/length_mean" in m)
+        k = answers_round if answers_round is not None else (evaluated[-1] if evaluated else None)
+        answers = {}
+        if k is not None:
+            for prompt, response in store.heldout_answers(k):
+                answers[prompt.hash] = {"prompt": prompt.text, "constraints": prompt.constraints,
+                                        "text": response.text, "tokens": response.tokens,
+                                        "finish_reason": response.finish_reason,
+                                        "checks": verifiers.check_all(prompt.constraints, response.text)}
+        return {"name": folder.name, "note": info.note if info else "", "recipe": cfg.run.recipe,
+                "model": cfg.model.name, "config": _flatten(cfg), "rounds_done": [r.k for r in rounds],
+                "metrics": metrics, "answers_round": k, "answers": answers}
+
+
+def compare(folders: list[runs.RunFolder], *, answers_round: int | None = None, all_settings: bool = False,
+            answers_limit: int = 20) -> dict[str, Any]:
+    """Everything the comparison shows, as plain data (JSON-serialisable)."""
+    if len(folders) < 2:
+        from selfalign.errors import UsageError
+
+        raise UsageError("compare needs at least two runs: selfalign compare RUN_A RUN_B [RUN_C ...]")
+    data = [_run_data(f, answers_round) for f in folders]
+    names = [d["name"] for d in data]
+    warnings = []
+    if len({frozenset(d["answers"]) for d in data}) > 1:  # the held-out prompts each run was evaluated on
+        warnings.append("the runs' held-out prompt sets differ; answers are compared on the prompts they share")
+    if len({d["recipe"] for d in data}) > 1:
+        warnings.append("the runs use different recipes (" + ", ".join(f"{d['name']}: {d['recipe']}" for d in data)
+                        + ")")
+
+    keys = sorted(set().union(*(d["config"] for d in data)))
+    settings = []
+    for key in keys:
+        values = [d["config"].get(key) for d in data]
+        differs = any(v != values[0] for v in values[1:])
+        if differs or all_settings:
+            settings.append({"key": key, "values": values, "differs": differs})
+
+    rounds = sorted(set().union(*(d["metrics"] for d in data)))
+    metric_names = METRICS + [(f"time/{s}", f"{s} seconds") for s in STAGES]
+    metrics = []
+    for name, label in metric_names:
+        series = {d["name"]: {k: d["metrics"].get(k, {}).get(name) for k in rounds} for d in data}
+        if any(v is not None for s in series.values() for v in s.values()):
+            metrics.append({"name": name, "label": label, "rounds": rounds, "series": series})
+
+    shared = set.intersection(*(set(d["answers"]) for d in data))
+    joined = []
+    for h in shared:
+        cells = [d["answers"][h] for d in data]
+        joined.append({"prompt": cells[0]["prompt"], "constraints": [c["id"] for c in cells[0]["constraints"]],
+                       "answers": [{k: c[k] for k in ("text", "tokens", "finish_reason", "checks")} | {"run": n}
+                                   for n, c in zip(names, cells, strict=True)],
+                       "disagreement": _disagreement(cells)})
+    joined.sort(key=lambda j: (-j["disagreement"], j["prompt"]))
+    return {"runs": [{k: d[k] for k in ("name", "note", "recipe", "model", "rounds_done", "answers_round")}
+                     for d in data],
+            "warnings": warnings, "settings": settings, "metrics": metrics,
+            "answers": joined[:answers_limit] if answers_limit else joined, "answers_total": len(joined)}
+
+
+def _disagreement(cells: list[dict[str, Any]]) -> float:
+    """How much the runs' answers to one prompt differ: the spread of their constraint satisfaction
+    (what a user compares runs on) plus, weighted less, how different the texts are."""
+    rates = [sum(c["checks"].values()) / len(c["checks"]) for c in cells if c["checks"]]
+    spread = (max(rates) - min(rates)) if rates else 0.0
+    texts = [c["text"].split() for c in cells]
+    similarity = min(difflib.SequenceMatcher(a=texts[0], b=t, autojunk=False).ratio() for t in texts[1:])
+    return round(spread + 0.5 * (1 - similarity), 4)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    names = [r["name"] for r in result["runs"]]
+    head = "| " + " | ".join(names) + " |"
+    rule = "|" + "---|" * (len(names) + 1)
+    out = ["# Comparison: " + " vs ".join(names), ""]
+    for r in result["runs"]:
+        rounds = ", ".join(map(str, r["rounds_done"])) or "none"
+        out.append(f"- **{r['name']}** ({r['recipe']} on {r['model']}; rounds done: {rounds}): "
+                   f"{r['note'] or '(no note)'}")
+    out.append("")
+    for w in result["warnings"]:
+        out.append(f"> warning: {w}")
+    if result["warnings"]:
+        out.append("")
+    out += ["## Settings that differ" if not any(not s["differs"] for s in result["settings"]) else "## Settings",
+            "", "| setting " + head, rule]
+    out += [f"| {s['key']} | " + " | ".join(_cell(v) for v in s["values"]) + " |" for s in result["settings"]]
+    if not result["settings"]:
+        out.append("| (none) |" + " |" * len(names))
+    out += ["", "## Metrics per round", ""]
+    for m in result["metrics"]:
+        out += [f"**{m['label']}** (`{m['name']}`)", "", "| round " + head, rule]
+        for k in m["rounds"]:
+            row = [m["series"][n].get(k) for n in names]
+            if any(v is not None for v in row):
+                out.append(f"| {k} | " + " | ".join(_cell(v) for v in row) + " |")
+        out.append("")
+    rounds = ", ".join(f"{r['name']} round {r['answers_round']}" for r in result["runs"])
+    out += [f"## Held-out answers where the runs disagree most ({len(result['answers'])} of "
+            f"{result['answers_total']} shared prompts; {rounds})", ""]
+    for j in result["answers"]:
+        constraints = f" _(constraints: {', '.join(j['constraints'])})_" if j["constraints"] else ""
+        out.append(f"### {_cell(j['prompt'])[:200]}{constraints}")
+        out.append("")
+        for a in j["answers"]:
+            checks = " ".join(("✔ " if ok else "✘ ") + cid for cid, ok in a["checks"].items())
+            text = _cell(a["text"])
+            text = text if len(text) <= 400 else text[:399] + "…"
+            out.append(f"- **{a['run']}** ({a['tokens']} tokens{', ' + checks if checks else ''}): {text}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def to_json(result: dict[str, Any]) -> str:
+    return json.dumps(result, indent=1)

@@ -169,10 +169,34 @@ class EvalSection:
     win_rate: bool = opt(True, "judge round k against round 0 in both orders")
 
 
+@dataclass
+class ControllerSection:
+    enabled: bool = opt(True, "after each round, decide what the next round does (all switches below)")
+    score_weight_csr: float = opt(1.0, "held-out score = this x instruction-level CSR + ...", min=0.0)
+    score_weight_win_rate: float = opt(0.5, "... + this x win rate over round 0 (0.5 for round 0 itself)", min=0.0)
+    gate: bool = opt(True, "reject a round whose held-out score drops below the best by more than the tolerance; "
+                     "the next round starts from the best adapter")
+    tolerance: float = opt(0.02, "how far below the best held-out score a round may fall and still be kept",
+                           min=0.0)
+    lr_backoff: float = opt(0.5, "after a rejected round, multiply the learning rate by this", min=0.0,
+                            min_exclusive=True, max=1.0)
+    beta_boost: float = opt(2.0, "after a rejected round, multiply DPO beta by this", min=1.0)
+    curriculum: bool = opt(True, "constraint types the policy satisfies least get more of the next round's "
+                           "prompts")
+    curriculum_floor: float = opt(0.5, "least weight a constraint type keeps (1.0 = uniform); none disappears",
+                                  min=0.05, max=1.0)
+    curriculum_ceiling: float = opt(3.0, "most weight a constraint type gets", min=1.0)
+    repair_judge: bool = opt(True, "when the rubric self-judge is unhealthy (collapse, position bias, low "
+                             "verifier agreement), switch it off and lean on verifiers and likelihood")
+    patience: int = opt(2, "stop when the best held-out score has not improved for this many rounds (0: never)",
+                        min=0)
+    max_hours: float = opt(0.0, "stop once the run has spent this many hours in rounds (0: no budget)", min=0.0)
+
+
 SECTIONS: dict[str, type] = {
     "run": RunSection, "model": ModelSection, "instruct": InstructSection,
     "generate": GenerateSection, "judge": JudgeSection, "pairs": PairsSection,
-    "train": TrainSection, "eval": EvalSection,
+    "train": TrainSection, "eval": EvalSection, "controller": ControllerSection,
 }
 
 # What each recipe changes from the field defaults (the user's file and --set still win).
@@ -195,6 +219,7 @@ class Config:
     pairs: PairsSection = field(default_factory=PairsSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
+    controller: ControllerSection = field(default_factory=ControllerSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from selfalign import config as config_mod
+from selfalign import controller
 from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
 from selfalign.runs import RunFolder
 from selfalign.stages import StageContext, StageStopped
@@ -202,12 +203,12 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
     stage_fns = {"instruct": instruct.run, "generate": generate.run, "judge": judge.run, "pairs": pairs.run,
                  "evaluate": evaluate.run}
 
-    def context(k: int, adapter_round: int | None) -> StageContext:
+    def context(k: int, adapter_round: int | None, round_cfg=cfg, weights=None) -> StageContext:
         adapter = str(folder.adapter_dir(adapter_round)) if adapter_round else None
         label = folder.adapter_label(adapter_round)
         engine.set_adapter(adapter)
-        return StageContext(cfg, store, engine, k, run_dir=folder.path, policy=label, adapter=adapter,
-                            should_stop=controls.should_stop,
+        return StageContext(round_cfg, store, engine, k, run_dir=folder.path, policy=label, adapter=adapter,
+                            should_stop=controls.should_stop, constraint_weights=weights,
                             progress=lambda stage, done, total: (store.stage_progress(k, stage, done, total),
                                                                  log.progress(k, stage, done, total)))
 
@@ -240,25 +241,72 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
         store.finish_round(0, "done")
         _summary(store, 0)
 
-    finished = [r.k for r in store.rounds() if r.status == "done" and r.k > 0]
+    finished = [r.k for r in store.rounds() if r.status in FINISHED and r.k > 0]
     first = (max(finished) + 1) if finished else 1
     last = cfg.run.rounds if rounds is None else min(cfg.run.rounds, first + rounds - 1)
     if first > cfg.run.rounds:
         log("info", f"all {cfg.run.rounds} rounds are done; raise run.rounds in config.toml to go on")
     for k in range(first, last + 1):
-        previous = latest_adapter(folder, k)
+        plan = _plan(folder, cfg, store) if cfg.controller.enabled else None
+        if plan and plan.stop_reason:
+            log("info", f"the controller stopped the run: {plan.stop_reason}; raise controller.patience or "
+                "controller.max_hours in config.toml to go on", round=k - 1)
+            break
+        previous = plan.adapter_round if plan else latest_adapter(folder, k)
+        round_cfg = controller.effective_config(cfg, plan.overrides) if plan else cfg
+        if plan and plan.overrides:
+            log("info", "settings changed by the controller: " + ", ".join(f"{key}={value:.4g}" if isinstance(
+                value, float) else f"{key}={value}" for key, value in plan.overrides.items()), round=k)
         store.start_round(k, folder.adapter_label(previous) if previous else None)
-        ctx = context(k, previous)
+        ctx = context(k, previous, round_cfg, plan.constraint_weights if plan else None)
         for name in STAGES:
             if name == "train":
                 trained = run_stage(ctx, name, lambda c: train.run(c, folder.path))
                 if trained is not None or folder.adapter_dir(k).is_dir():
-                    ctx = context(k, k)  # evaluate the new policy
+                    ctx = context(k, k, round_cfg)  # evaluate the new policy
                 continue
             run_stage(ctx, name, stage_fns[name])
-        store.finish_round(k, "done")
+        status = "done"
+        if cfg.controller.enabled:
+            status = _decide(folder, cfg, round_cfg, store, log, k)
+        store.finish_round(k, status)
         _summary(store, k)
     return EXIT_OK
+
+
+FINISHED = ("done", "rejected")
+
+
+def _scores(cfg, store: Store) -> dict[int, float | None]:
+    return {k: controller.heldout_score(m, cfg) for k, m in store.metrics().items()}
+
+
+def _plan(folder: RunFolder, cfg, store: Store) -> controller.Plan:
+    finished = [r.k for r in store.rounds() if r.status in FINISHED]
+    return controller.plan(cfg, store.decisions(), store.overrides(), finished, _scores(cfg, store),
+                           folder.adapter_rounds())
+
+
+def _decide(folder: RunFolder, cfg, round_cfg, store: Store, log: RunLog, k: int) -> str:
+    """Round k's decisions, stored and logged with their reasons; the round's final status."""
+    finished = [r.k for r in store.rounds() if r.status in FINISHED and r.k < k]
+    kept_before, _ = controller.kept_rounds(store.decisions(), store.overrides(), finished)
+    counts: dict[str, list[int]] = {}
+    for results in store.round_verifications(k).values():
+        for cid, passed in results.items():
+            counts.setdefault(cid, [0, 0])
+            counts[cid][0] += passed
+            counts[cid][1] += 1
+    hours = sum(r.seconds or 0 for r in store.rounds()) / 3600
+    decisions = controller.decide(cfg, round_cfg, k, store.metrics(), kept_before,
+                                  {cid: (p, n) for cid, (p, n) in counts.items()}, hours)
+    store.set_decisions(k, decisions)
+    for d in decisions:
+        log("warning" if d.kind in ("reject", "stop") else "info", f"controller: {d.kind}: {d.reason}", round=k,
+            stage="controller", kind=d.kind)
+    user = store.overrides().get(k)
+    rejected = any(d.kind == "reject" for d in decisions)
+    return "rejected" if (rejected and user != "promote") or user == "reject" else "done"
 
 
 def _summary(store: Store, k: int) -> None:

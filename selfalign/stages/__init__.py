@@ -32,6 +32,7 @@ class StageContext:
     adapter: str | None = None  # absolute path of that adapter (None: the base model)
     should_stop: Callable[[], bool] = field(default=lambda: False)
     progress: Callable[[str, int, int], None] | None = None  # (stage, done, total); default: the stages table
+    constraint_weights: dict[str, float] | None = None  # the controller's curriculum for attaching constraints
 
     def report(self, stage: str, done: int, total: int) -> None:
         if self.progress:

@@ -73,7 +73,8 @@ def run(ctx: StageContext) -> None:
             if reason:
                 rejected[reason] += 1
                 continue
-            store.add_prompts([NewPrompt(instruction, "self", "train", attach_constraints(rng, cfg), round=k)])
+            constraints = attach_constraints(rng, cfg, ctx.constraint_weights)
+            store.add_prompts([NewPrompt(instruction, "self", "train", constraints, round=k)])
             index.add(instruction)
             have += 1
             ctx.report(NAME, have, target)
@@ -94,15 +95,17 @@ def _add_seed_prompts(ctx: StageContext, seeds: list[dict]) -> None:
     random.Random(cfg.run.seed).shuffle(order)
     fresh = [s for s in order if s["instruction"] not in used][: cfg.instruct.seed_prompts_per_round]
     rng = random.Random(derive_seed(cfg.run.seed, k, "seed-constraints"))
-    store.add_prompts([NewPrompt(s["instruction"], "seed", "train", attach_constraints(rng, cfg), round=k)
+    weights = ctx.constraint_weights
+    store.add_prompts([NewPrompt(s["instruction"], "seed", "train", attach_constraints(rng, cfg, weights), round=k)
                        for s in fresh])
 
 
-def attach_constraints(rng: random.Random, cfg) -> list[dict]:
-    """ACT: a share of prompts carries 1..max_constraints compatible verifiable constraints."""
+def attach_constraints(rng: random.Random, cfg, weights: dict[str, float] | None = None) -> list[dict]:
+    """ACT: a share of prompts carries 1..max_constraints compatible verifiable constraints, drawn by the
+    controller's curriculum weights when it set some."""
     if cfg.instruct.max_constraints == 0 or rng.random() >= cfg.instruct.constraint_share:
         return []
-    return verifiers.sample(rng, rng.randint(1, cfg.instruct.max_constraints))
+    return verifiers.sample(rng, rng.randint(1, cfg.instruct.max_constraints), weights)
 
 
 def extract_instruction(text: str) -> str:

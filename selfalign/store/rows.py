@@ -169,3 +169,25 @@ class Control:
     action: str
     handled: bool
     handled_at: str | None
+
+
+@dataclass
+class NewDecision:
+    round: int
+    kind: str
+    reason: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Decision(NewDecision):
+    id: int = 0
+    created_at: str = ""
+
+
+@dataclass
+class Override:
+    id: int
+    round: int
+    action: str
+    created_at: str

@@ -203,3 +203,30 @@ def m003_search_heartbeat(db) -> None:
         );
         """
     )
+
+
+@migrations(name="m004_controller")
+def m004_controller(db) -> None:
+    _run_statements(
+        db,
+        """
+        -- What the round controller decided after a round, with its reason and the figures behind it.
+        CREATE TABLE decisions (
+            id INTEGER PRIMARY KEY,
+            round INTEGER NOT NULL,                     -- the round whose results were judged
+            kind TEXT NOT NULL,                         -- promote, reject, curriculum, judge, stop
+            reason TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}',            -- JSON: figures, overrides for the next round
+            created_at TEXT NOT NULL,
+            UNIQUE (round, kind)
+        );
+        -- A user's word that wins over the controller's (for example: promote a rejected round).
+        CREATE TABLE overrides (
+            id INTEGER PRIMARY KEY,
+            round INTEGER NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('promote', 'reject')),
+            created_at TEXT NOT NULL,
+            UNIQUE (round)
+        );
+        """
+    )

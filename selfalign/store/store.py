@@ -23,13 +23,16 @@ from selfalign.store.rows import (
     BOOL_COLUMNS,
     JSON_COLUMNS,
     Control,
+    Decision,
     Demonstration,
     Event,
     Judgement,
+    NewDecision,
     NewJudgement,
     NewPair,
     NewPrompt,
     NewResponse,
+    Override,
     Pair,
     Prompt,
     Response,
@@ -385,6 +388,26 @@ class Store:
         """(pid, timestamp) of the loop process's last heartbeat, if any process ever beat."""
         row = self.db.execute("SELECT pid, ts FROM heartbeat WHERE id = 1").fetchone()
         return (row[0], row[1]) if row else None
+
+    # ------------------------------------------------------------ the round controller
+
+    def set_decisions(self, round: int, decisions: list[NewDecision]) -> None:
+        """Replace a round's decisions at once (a resumed round decides again, the same way)."""
+        with self.transaction():
+            self._write("DELETE FROM decisions WHERE round = ?", [round])
+            for d in decisions:
+                self._insert("decisions", dataclasses.asdict(d) | {"created_at": now()})
+
+    def decisions(self, round: int | None = None) -> list[Decision]:
+        where, params = _where({"round": round})
+        return self._fetch(Decision, f"SELECT * FROM decisions {where} ORDER BY round, id", params)
+
+    def set_override(self, round: int, action: str) -> None:
+        self._write("INSERT OR REPLACE INTO overrides (round, action, created_at) VALUES (?, ?, ?)",
+                    [round, action, now()])
+
+    def overrides(self) -> dict[int, str]:
+        return {o.round: o.action for o in self._fetch(Override, "SELECT * FROM overrides ORDER BY id")}
 
     # ------------------------------------------------------------ incremental reads (the TUI polls these)
 

@@ -14,13 +14,27 @@ from selfalign.runs import RunFolder
 from selfalign.store import open_store
 
 
+def _best_kept(cfg, store, adapters: list[int]) -> int | None:
+    """With the controller's decisions: the kept round with an adapter and the best held-out score."""
+    from selfalign import controller
+
+    decisions = store.decisions()
+    if not decisions:
+        return None
+    kept, _ = controller.kept_rounds(decisions, store.overrides(), [r.k for r in store.rounds()])
+    scores = {k: controller.heldout_score(m, cfg) for k, m in store.metrics().items()}
+    return controller.best_round(scores, [k for k in kept if k in adapters])
+
+
 def export_round(folder: RunFolder, round_k: int | None, out: str | None = None, merged: bool = False) -> Path:
     cfg = config_mod.load(folder.config_path)
     adapters = folder.adapter_rounds()
     with open_store(folder.db_path) as store:
         rounds_with_pairs = sorted({k for k in range(1, (store.rounds()[-1].k if store.rounds() else 0) + 1)
                                     if store.pairs(k)})
-        k = round_k if round_k is not None else (adapters[-1] if adapters else (rounds_with_pairs or [None])[-1])
+        k = round_k if round_k is not None else _best_kept(cfg, store, adapters)
+        if k is None:
+            k = adapters[-1] if adapters else (rounds_with_pairs or [None])[-1]
         if k is None:
             raise UsageError(f"run {folder.name} has no trained round yet; run `selfalign run {folder.name}` first")
         pairs = store.pairs(k)

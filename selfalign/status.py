@@ -30,7 +30,8 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
     current = rounds[-1] if rounds else None
     stages = store.stages(current.k) if current else []
     active = next((s for s in stages if s.status in ("running", "failed", "stopped")), None)
-    done_rounds = [r.k for r in rounds if r.status == "done" and r.k > 0]
+    done_rounds = [r.k for r in rounds if r.status in ("done", "rejected") and r.k > 0]
+    stops = [d for d in store.decisions() if d.kind == "stop"] if cfg.controller.enabled else []
     metrics = store.metrics(max(done_rounds)).get(max(done_rounds), {}) if done_rounds else {}
     controls = [c for c in store.controls() if c.handled]
     paused = bool(controls) and controls[-1].action == "pause"
@@ -45,6 +46,8 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
         "heartbeat": (store.heartbeat() or (None, None))[1],
         "metrics": {name: metrics[name] for name in HEADLINE if name in metrics},
         "metrics_round": max(done_rounds) if done_rounds else None,
+        "rejected_rounds": [r.k for r in rounds if r.status == "rejected"],
+        "stop_reason": stops[-1].reason if stops else None,
     }
     if pid:
         status["state"] = "paused" if paused else "running"
@@ -55,7 +58,7 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
     elif active and active.status == "stopped":
         status["state"] = "stopped"
     else:
-        status["state"] = "done" if len(done_rounds) >= cfg.run.rounds else "idle"
+        status["state"] = "done" if len(done_rounds) >= cfg.run.rounds or stops else "idle"
     return status
 
 
@@ -73,6 +76,10 @@ def render(statuses: list[dict[str, Any]]) -> str:
                      f"last heartbeat {s['heartbeat'] or 'never'}; last activity {s['last_activity'] or 'never'}")
         if s["error"]:
             lines.append(f"  error: {s['error']}")
+        if s.get("stop_reason"):
+            lines.append(f"  stopped by the controller: {s['stop_reason']}")
+        if s.get("rejected_rounds"):
+            lines.append(f"  rejected rounds: {', '.join(map(str, s['rejected_rounds']))}")
         if s["metrics"]:
             figures = ", ".join(f"{k} {v:.3g}" for k, v in s["metrics"].items() if v is not None)
             lines.append(f"  round {s['metrics_round']}: {figures}")

@@ -6,7 +6,7 @@ import sqlite3
 
 from selfalign import config, runs
 from selfalign.store import open_store
-from selfalign.store.rows import NewJudgement, NewPair, NewPrompt, NewResponse, TrainStep
+from selfalign.store.rows import NewDecision, NewJudgement, NewPair, NewPrompt, NewResponse, TrainStep
 
 FIXED_TS = "2026-01-01T12:00:00.000+00:00"
 
@@ -67,6 +67,9 @@ def build(root) -> runs.RunFolder:
         store.set_metric(1, "judge/position_bias", 0.8)
         store.set_metric(1, "judge/collapse", 0.0)
         store.set_metric(1, "pairs/count", 3.0)
+        store.set_decisions(0, [NewDecision(0, "promote", "held-out score 0.700: kept", {"score": 0.7})])
+        store.set_decisions(1, [NewDecision(1, "judge", "rubric self-judge unhealthy (position bias 0.80): switched "
+                                            "off from the next round", {"overrides": {"judge.rubric": "none"}})])
         store.log_event("info", "started", round=1, stage="train")
         store.log_event("warning", "judge health: position bias 0.80", round=1, stage="judge")
     _pin_clocks(folder)
@@ -79,6 +82,7 @@ def _pin_clocks(folder) -> None:
         for table, columns in {"rounds": ("started_at", "finished_at"), "stages": ("started_at", "finished_at"),
                                "responses": ("created_at",), "judgements": ("created_at",),
                                "train_steps": ("created_at",), "metrics": ("created_at",), "events": ("ts",),
+                               "decisions": ("created_at",),
                                "prompts": ("created_at",)}.items():
             for column in columns:
                 conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} IS NOT NULL", [FIXED_TS])

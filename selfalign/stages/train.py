@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from selfalign import config as config_mod
 from selfalign import verifiers
 from selfalign.stages import StageContext, StageStopped, policy_request
 from selfalign.training.trainer import Example, StopTraining, optimizer_steps, train
@@ -75,8 +76,8 @@ def run(ctx: StageContext, run_dir: Path) -> str | None:
                         on_step=on_step, should_stop=ctx.should_stop, round_k=k)
     except StopTraining:
         raise StageStopped() from None
-    (adapter / "selfalign_config.toml").write_text((run_dir / "config.toml").read_text(encoding="utf-8"),
-                                                   encoding="utf-8")
+    # the configuration this round trained with: config.toml plus the controller's overrides
+    (adapter / "selfalign_config.toml").write_text(config_mod.dumps(cfg), encoding="utf-8")
     steps = store.train_steps(k)
     if steps:
         store.set_metric(k, "train/loss_first", steps[0].loss)

@@ -6,6 +6,7 @@ event loop never waits on SQLite (the loop may hold a write lock for a while).
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -20,10 +21,11 @@ from textual.widgets import DataTable, Footer, Input, RichLog, Static, TabbedCon
 from textual.worker import Worker, WorkerState
 
 from selfalign.runs import RunFolder
-from selfalign.tui.feed import KEEP_RESPONSES, Feed, PairView, ResponseView, Snapshot, matches, word_diff
+from selfalign.tui.feed import KEEP_RESPONSES, Feed, FeedClosed, PairView, ResponseView, Snapshot, matches, word_diff
 from selfalign.tui.screens import QuitScreen, ResponseScreen, SearchScreen
 from selfalign.tui.widgets import (
     LinePlot,
+    decisions_text,
     diff_text,
     fmt,
     header_text,
@@ -80,6 +82,7 @@ class RunApp(App):
         Binding("s", "control('stop_after_stage')", "Stop after stage"),
         Binding("x", "control('stop')", "Stop now"),
         Binding("slash", "search", "Search"),
+        Binding("a", "promote", "Promote rejected round"),
         Binding("q", "quit_app", "Quit"),
         *[Binding(str(i + 1), f"tab('{name}')", name.title(), show=False) for i, name in enumerate(TABS)],
     ]
@@ -107,6 +110,7 @@ class RunApp(App):
         self.sort: tuple[str, bool] | None = None
         self.search_screen: SearchScreen | None = None
         self.shown_errors: set[str] = set()
+        self.overrides_written = False
 
     # ---------------------------------------------------------------- layout
 
@@ -135,6 +139,7 @@ class RunApp(App):
             with TabPane("Rounds", id="rounds"), VerticalScroll():
                 yield Static(id="rounds-table")
                 yield Static(id="health")
+                yield Static(id="decisions")
             with TabPane("Log", id="log"):
                 yield RichLog(id="log-view", wrap=True, markup=False)
         yield Footer()
@@ -161,7 +166,8 @@ class RunApp(App):
 
     @work(thread=True, group="poll", exit_on_error=False)
     def _poll(self) -> None:
-        self.post_message(FeedUpdated(self.feed.poll()))
+        with contextlib.suppress(FeedClosed):  # the app is closing
+            self.post_message(FeedUpdated(self.feed.poll()))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker errors surface: a notification, once per distinct error."""
@@ -194,6 +200,8 @@ class RunApp(App):
             self._show_training(snap.train_steps)
         self._update("#rounds-table", snap.metrics, lambda: rounds_table(snap.metrics, ROUND_METRICS))
         self._update("#health", snap.metrics, lambda: health_lines(snap.metrics))
+        self._update("#decisions", (snap.decisions, snap.overrides),
+                     lambda: decisions_text(snap.decisions, snap.overrides))
         log = self.query_one("#log-view", RichLog)
         for e in snap.events:
             where = f"r{e.round} {e.stage or ''}".strip() if e.round is not None else ""
@@ -435,6 +443,27 @@ class RunApp(App):
             self.query_one(target).focus()
         else:
             event.tabbed_content.query_one(Tabs).focus()
+
+    def action_promote(self) -> None:
+        """Keep the newest rejected round after all: the next round the loop starts builds on it."""
+        snap = self.snapshot
+        rejected = [d.round for d in (snap.decisions if snap else []) if d.kind == "reject"
+                    and snap.overrides.get(d.round) != "promote"]
+        if not rejected:
+            self.notify("no rejected round to promote", severity="warning")
+            return
+        self._promote(max(rejected))
+
+    @work(thread=True, group="control", exit_on_error=False)
+    def _promote(self, round_k: int) -> None:
+        with Feed(self.folder) as feed:
+            feed.promote(round_k)
+        self.call_from_thread(self._promoted, round_k)
+
+    def _promoted(self, round_k: int) -> None:
+        self.overrides_written = True
+        self.notify(f"round {round_k} promoted: the next round the loop starts builds on it")
+        self.poll()
 
     # ---------------------------------------------------------------- search
 

@@ -9,6 +9,7 @@ controls). Each table is read by id cursor, so a poll costs the same on a run wi
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from selfalign import runs
 from selfalign import status as run_status
 from selfalign.store import Store, open_store
-from selfalign.store.rows import Control, Event, Stage, TrainStep
+from selfalign.store.rows import Control, Decision, Event, Stage, TrainStep
 
 KEEP_RESPONSES = 2000  # responses the UI holds (newest); older ones are reachable through search
 KEEP_PAIRS = 1000
@@ -80,20 +81,32 @@ class Snapshot:
     metrics: dict[int, dict[str, float | None]]
     events: list[Event]
     controls: list[Control]
+    decisions: list[Decision] = field(default_factory=list)
+    overrides: dict[int, str] = field(default_factory=dict)
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
+class FeedClosed(Exception):
+    """The UI is going away; a poll that was already queued has nothing to do."""
+
+
 class Feed:
-    """Incremental reader of one run. Not thread-safe: one poll at a time (the app makes sure)."""
+    """Incremental reader of one run. Its calls run in worker threads; a lock keeps them one at a time
+    and keeps `close()` (on the UI thread, at exit) from closing the connection under a running query,
+    which crashes SQLite's C code rather than raising."""
 
     def __init__(self, folder: runs.RunFolder):
         self.folder = folder
         self.store: Store | None = None
+        self.lock = threading.Lock()
+        self.closed = False
         self.views: dict[int, ResponseView] = {}
         self.cursor: dict[str, int] = {}
         self.train_cursor: dict[int, int] = {}
 
     def _open(self) -> Store:
+        if self.closed:
+            raise FeedClosed()
         if self.store is None:
             self.store = open_store(self.folder.db_path)
             s = self.store
@@ -111,11 +124,17 @@ class Feed:
         self.close()
 
     def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        with self.lock:
+            self.closed = True
+            if self.store is not None:
+                self.store.close()
+                self.store = None
 
     def poll(self) -> Snapshot:
+        with self.lock:
+            return self._poll()
+
+    def _poll(self) -> Snapshot:
         store = self._open()
         changed: dict[int, ResponseView] = {}
         self._read_responses(store, changed)
@@ -137,7 +156,8 @@ class Feed:
         views = [replace(v, checks=dict(v.checks)) for v in sorted(changed.values(), key=lambda v: v.id)]
         return Snapshot(state=state, stages=stages, responses=views,
                         pairs=self._read_pairs(store), train_steps=steps, metrics=store.metrics(),
-                        events=events, controls=store.controls()[-20:])
+                        events=events, controls=store.controls()[-20:], decisions=store.decisions(),
+                        overrides=store.overrides())
 
     # ---------------------------------------------------------------- the response tables
 
@@ -210,7 +230,7 @@ class Feed:
     # ---------------------------------------------------------------- on demand
 
     def detail(self, response_id: int) -> dict[str, Any]:
-        """Everything about one response, for the detail screen."""
+        """Everything about one response, for the detail screen (a Feed of its own: no lock needed)."""
         store = self._open()
         r = store.response(response_id)
         if r is None:
@@ -226,6 +246,10 @@ class Feed:
                                                      prompts[r.prompt_id].constraints, r.policy, r.sample_index,
                                                      r.text, r.tokens, r.finish_reason, r.mean_logprob)
                 for r in rows]
+
+    def promote(self, round_k: int) -> None:
+        """The user's word over the controller's: keep a rejected round (the next round builds on it)."""
+        self._open().set_override(round_k, "promote")
 
     def request(self, action: str) -> int:
         """Write a control request (pause, resume, stop, stop_after_stage) for the loop to pick up."""

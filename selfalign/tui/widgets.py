@@ -258,3 +258,23 @@ class RoundsPlot(Static):
                     axis[int(j * step) + n] = ch
         body.append(" " * 10 + "└" + "".join(axis), style="dim")
         return Text("\n").join([head, body])
+
+
+DECISION_STYLE = {"reject": "bold red", "promote": "green", "curriculum": "cyan", "judge": "yellow",
+                  "stop": "bold magenta"}
+
+
+def decisions_text(decisions: list, overrides: dict[int, str]) -> Text:
+    """The controller's decisions per round with their reasons; the user's overrides beside them."""
+    text = Text()
+    if not decisions:
+        return Text("no controller decisions yet (they come after each round's evaluation)", style="dim")
+    text.append("Controller decisions\n", style="bold underline")
+    for d in decisions:
+        label = "REJECTED" if d.kind == "reject" else d.kind
+        text.append(f"round {d.round}: {label}", style=DECISION_STYLE.get(d.kind, ""))
+        if d.kind == "reject" and overrides.get(d.round) == "promote":
+            text.append(" (promoted by you)", style="bold green")
+        text.append(f"  {d.reason}\n")
+    text.rstrip()
+    return text

@@ -85,6 +85,14 @@ class InstructSection:
 class GenerateSection:
     engine: str = opt("auto", "auto: vllm when importable with CUDA, else transformers; http: an "
                       "OpenAI-compatible server", choices=("auto", "transformers", "vllm", "http"))
+    tensor_parallel_size: int = opt(1, "vllm: GPUs one model is split over", min=1)
+    gpu_memory_utilization: float = opt(0.6, "vllm: share of GPU memory it may take (the trainer needs the rest "
+                                        "while vLLM sleeps)", min=0.05, max=0.99)
+    http_url: str = opt("", "http: base URL of the server that serves the policy, e.g. http://127.0.0.1:8000/v1")
+    http_model: str = opt("", "http: the model name the server knows the base policy by")
+    http_key_env: str = opt("OPENAI_API_KEY", "http: environment variable holding the API key (never stored)")
+    http_load_adapters: bool = opt(True, "http: load each round's adapter into the server at runtime (vLLM "
+                                   "with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)")
     samples_per_prompt: int = opt(4, "responses sampled per prompt (K)", min=1, max=64)
     temperature: float = opt(0.7, "sampling temperature", min=0.0)
     top_p: float = opt(0.9, "nucleus sampling", min=0.0, max=1.0, min_exclusive=True)
@@ -158,6 +166,8 @@ class TrainSection:
                          choices=("base", "previous"))
     init_from: str = opt("previous", "each round trains from the previous adapter or from the base",
                          choices=("previous", "base"))
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass: less memory, about "
+                                       "a third slower")
 
 
 @dataclass
@@ -408,6 +418,9 @@ def _check_relations(config: Config) -> None:
         raise ConfigError(
             f"judge.weight_blackbox = {config.judge.weight_blackbox} but judge.blackbox_url is empty; "
             "set --set judge.blackbox_url=http://HOST:PORT/v1 (any OpenAI-compatible server)")
+    if config.generate.engine == "http" and not config.generate.http_url:
+        raise ConfigError("generate.engine = \"http\" but generate.http_url is empty; set --set "
+                          "generate.http_url=http://HOST:PORT/v1 (for example `vllm serve MODEL --enable-lora`)")
     weights = [config.judge.weight_rubric, config.judge.weight_verifiers,
                config.judge.weight_likelihood, config.judge.weight_blackbox]
     if config.train.loss != "sft" and sum(weights) == 0:

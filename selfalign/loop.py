@@ -155,11 +155,12 @@ class Heartbeat:
 
 
 def make_engine(cfg):
-    """The policy engine: transformers here; vLLM when asked for (or auto with CUDA and vLLM)."""
-    from selfalign.engines.transformers_engine import TransformersEngine
+    """The policy engine that generate.engine names (auto: vLLM with CUDA, else transformers)."""
+    from selfalign.engines import select
 
-    return TransformersEngine.load(cfg.model.name, device=cfg.run.device, dtype=cfg.model.dtype,
-                                   batch_size=cfg.generate.batch_size, max_context=cfg.model.max_context)
+    engine, why = select.make(cfg)
+    engine.chosen_because = why
+    return engine
 
 
 def latest_adapter(folder: RunFolder, before: int) -> int | None:
@@ -199,7 +200,9 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
 
     log("info", f"loading {cfg.model.name}")
     engine = engine_factory(cfg)
-    log("info", f"engine {engine.name} on {getattr(engine, 'device', 'a server')}", engine=engine.name)
+    why = getattr(engine, "chosen_because", "")
+    log("info", f"engine {engine.name} on {getattr(engine, 'device', 'a server')}" + (f" ({why})" if why else ""),
+        engine=engine.name, reason=why)
     stage_fns = {"instruct": instruct.run, "generate": generate.run, "judge": judge.run, "pairs": pairs.run,
                  "evaluate": evaluate.run}
 
@@ -261,6 +264,8 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
         ctx = context(k, previous, round_cfg, plan.constraint_weights if plan else None)
         for name in STAGES:
             if name == "train":
+                if hasattr(engine, "release_memory"):  # vLLM: hand the GPU to the trainer until the next call
+                    engine.release_memory()
                 trained = run_stage(ctx, name, lambda c: train.run(c, folder.path))
                 if trained is not None or folder.adapter_dir(k).is_dir():
                     ctx = context(k, k, round_cfg)  # evaluate the new policy

@@ -33,3 +33,42 @@ def test_trainer_on_cuda_changes_only_lora(tiny_model_dir, tmp_path):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora_state(adapter).items())
     assert steps[-1].loss < steps[0].loss
+
+
+needs_vllm = pytest.mark.skipif(pytest.importorskip("importlib").util.find_spec("vllm") is None,
+                                reason="needs vllm (pip install 'selfalign[gpu]')")
+
+
+@needs_vllm
+def test_vllm_engine_samples_scores_switches_adapters_and_sleeps(tiny_model_dir, tmp_path):
+    from test_trainer import examples, train_cfg
+
+    from selfalign import models
+    from selfalign.engines.base import GenerationRequest
+    from selfalign.engines.vllm_engine import VLLMEngine
+    from selfalign.training.trainer import train
+
+    engine = VLLMEngine.load(str(tiny_model_dir), max_context=512, gpu_memory_utilization=0.3)
+    requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": p}], n=3, max_new_tokens=8,
+                                  temperature=1.0, seed=i) for i, p in enumerate(["Hi.", "Write about rain."])]
+    first = engine.generate(requests)
+    assert len(first) == 6 and all(r.mean_logprob is None or r.mean_logprob <= 0 for r in first)
+    again = engine.generate(requests)
+    assert [r.text for r in again] == [r.text for r in first]  # seeds reproduce
+    assert engine.score([([{"role": "user", "content": "Hi."}], "hello there")])[0] < 0
+
+    model, tok = models.load(str(tiny_model_dir), device="cuda", dtype="float32")
+    engine.release_memory()  # the trainer gets the GPU
+    adapter = train(model, examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id)
+    engine.set_adapter(str(adapter))
+    tuned = engine.generate(requests)  # wakes up and samples through the LoRARequest
+    assert len(tuned) == 6 and engine.lora is not None and not engine.asleep
+
+
+def test_auto_engine_picks_vllm_with_cuda_and_vllm():
+    from selfalign import config
+    from selfalign.engines import select
+
+    name, why = select.choose(config.build())
+    has_vllm = pytest.importorskip("importlib").util.find_spec("vllm") is not None
+    assert name == ("vllm" if has_vllm else "transformers") and why.startswith("auto:")

@@ -74,6 +74,25 @@ class HttpClient:
         raise EndpointUnavailable(f"{url} gave no usable answer after {self.retries + 1} tries (last: {last}); "
                                   "check that the server is up, or raise judge.blackbox_timeout_s")
 
+    def post_text(self, path: str, body: dict[str, Any]) -> str:
+        """POST for endpoints that answer in plain text (vLLM's load_lora_adapter); no retries: it is not
+        idempotent on every server, and a failure here must be seen at once."""
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.key_env, "") if self.key_env else ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        url = f"{self.base_url}{path}"
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:200].decode(errors="replace")
+            raise EndpointError(_explain(exc.code, url, self.model, self.key_env, detail)) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            raise EndpointUnavailable(f"{url} did not answer ({getattr(exc, 'reason', None) or exc}); check that "
+                                      "the server is up") from None
+
     def chat(self, messages: list[dict[str, str]], **sampling) -> list[dict]:
         """Choices of one chat completion: each {'text', 'finish_reason', 'tokens'}."""
         return _choices(self._post("/chat/completions", self._body({"messages": messages}, **sampling)), "message")
@@ -82,9 +101,12 @@ class HttpClient:
         return _choices(self._post("/completions", self._body({"prompt": prompt}, **sampling)), "text")
 
     def _body(self, payload: dict[str, Any], *, max_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-              n: int = 1, stop: Sequence[str] = (), seed: int | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, **payload, "max_tokens": max_tokens, "temperature": temperature,
-                                "top_p": top_p, "n": n}
+              n: int = 1, stop: Sequence[str] = (), seed: int | None = None, logprobs: bool = False,
+              model: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model or self.model, **payload, "max_tokens": max_tokens,
+                                "temperature": temperature, "top_p": top_p, "n": n}
+        if logprobs:  # the sampled tokens' log-probabilities: chat takes a flag, completions a count
+            body["logprobs"] = True if "messages" in payload else 1
         if stop:
             body["stop"] = list(stop)
         if seed is not None:
@@ -110,7 +132,7 @@ def _choices(reply: dict[str, Any], kind: str) -> list[dict]:
         for choice in choices:
             text = choice["message"]["content"] if kind == "message" else choice["text"]
             out.append({"text": text or "", "finish_reason": choice.get("finish_reason") or "stop",
-                        "tokens": None})
+                        "tokens": None, "mean_logprob": _mean_logprob(choice.get("logprobs"))})
         usage = reply.get("usage") or {}
         if len(out) == 1 and "completion_tokens" in usage:
             out[0]["tokens"] = usage["completion_tokens"]
@@ -118,6 +140,19 @@ def _choices(reply: dict[str, Any], kind: str) -> list[dict]:
     except (KeyError, TypeError, IndexError):
         raise EndpointUnavailable(f"the server's reply has no usable choices ({str(reply)[:120]}); is it an "
                                   "OpenAI-compatible endpoint?") from None
+
+
+def _mean_logprob(logprobs: Any) -> float | None:
+    """Mean of the sampled tokens' log-probabilities, from a chat reply (`content`) or a completion
+    reply (`token_logprobs`); None when the server sent none."""
+    if not isinstance(logprobs, dict):
+        return None
+    if isinstance(logprobs.get("content"), list):
+        values = [t.get("logprob") for t in logprobs["content"] if isinstance(t, dict)]
+    else:
+        values = logprobs.get("token_logprobs") or []
+    values = [v for v in values if isinstance(v, int | float)]
+    return sum(values) / len(values) if values else None
 
 
 def _explain(code: int, url: str, model: str, key_env: str, detail: str) -> str:
@@ -133,23 +168,26 @@ class HttpEngine:
 
     name = "http"
 
-    def __init__(self, client: HttpClient):
+    def __init__(self, client: HttpClient, *, load_adapters: bool = True):
         self.client = client
         self.adapter: str | None = None
+        self.served_as: str | None = None  # the name the server knows the current adapter by
+        self.load_adapters = load_adapters
 
     def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None,
                  progress: Progress | None = None) -> list[GenerationResult]:
         def one(request: GenerationRequest) -> list[GenerationResult]:
             started = time.perf_counter()
             kwargs = dict(max_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p,
-                          n=request.n, stop=request.stop, seed=request.seed)
+                          n=request.n, stop=request.stop, seed=request.seed, logprobs=True, model=self.served_as)
             if request.messages is not None:
                 choices = self.client.chat(request.messages, **kwargs)
             else:
                 choices = self.client.complete(request.prompt, **kwargs)
             seconds = time.perf_counter() - started
             return [GenerationResult(request.key, i, c["text"].strip(), c["tokens"] or len(c["text"].split()),
-                                     "length" if c["finish_reason"] == "length" else "stop", None, seconds)
+                                     "length" if c["finish_reason"] == "length" else "stop", c["mean_logprob"],
+                                     seconds)
                     for i, c in enumerate(choices[: request.n])]
 
         results: list[GenerationResult] = []
@@ -170,7 +208,20 @@ class HttpEngine:
                              "or set judge.weight_likelihood = 0")
 
     def set_adapter(self, path: str | None) -> None:
-        self.adapter = path  # the server decides which adapter it serves
+        """Serve this round's adapter: vLLM's server loads it at runtime (started with --enable-lora and
+        VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), and requests then name it as their model. The server must
+        see the same path (same machine or a shared disk)."""
+        if path == self.adapter:
+            return
+        self.adapter = path
+        if path is None or not self.load_adapters:
+            self.served_as = None
+            return
+        import hashlib
+
+        name = "selfalign-" + hashlib.sha256(path.encode()).hexdigest()[:12]
+        self.client.post_text("/load_lora_adapter", {"lora_name": name, "lora_path": path})
+        self.served_as = name
 
     def close(self) -> None:
         pass

@@ -18,9 +18,28 @@ from selfalign.training.trainer import Example, StopTraining, optimizer_steps, t
 NAME = "train"
 
 
+_TRAINING_ENGINES: dict[str, object] = {}
+
+
+def training_engine(ctx: StageContext):
+    """What training needs from the policy: the base model, its tokenizer and pad id. The transformers
+    engine has them; with vLLM or an http server, the same model is loaded once per process with
+    transformers (on CUDA while vLLM sleeps; for http the model must also be loadable here)."""
+    if hasattr(ctx.engine, "base"):
+        return ctx.engine
+    cfg = ctx.config
+    if cfg.model.name not in _TRAINING_ENGINES:
+        from selfalign.engines.transformers_engine import TransformersEngine
+
+        _TRAINING_ENGINES[cfg.model.name] = TransformersEngine.load(cfg.model.name, device=cfg.run.device,
+                                                                    dtype=cfg.model.dtype,
+                                                                    max_context=cfg.model.max_context)
+    return _TRAINING_ENGINES[cfg.model.name]
+
+
 def build_examples(ctx: StageContext) -> list[Example]:
     """Token ids for the round's pairs, formatted exactly as the policy saw the prompts."""
-    store, engine, cfg = ctx.store, ctx.engine, ctx.config
+    store, engine, cfg = ctx.store, training_engine(ctx), ctx.config
     tokenizer = engine.tokenizer
     responses = {r.id: r for r in store.responses(round=ctx.round)}
     prompts: dict[int, list[int]] = {}
@@ -70,7 +89,8 @@ def run(ctx: StageContext, run_dir: Path) -> str | None:
 
     out_dir = run_dir / "rounds" / str(k)
     try:
-        adapter = train(ctx.engine.base, examples, cfg.train, out_dir, pad_id=ctx.engine.pad_id, seed=cfg.run.seed + k,
+        engine = training_engine(ctx)
+        adapter = train(engine.base, examples, cfg.train, out_dir, pad_id=engine.pad_id, seed=cfg.run.seed + k,
                         init_adapter=previous if cfg.train.init_from == "previous" else None,
                         reference_adapter=previous if cfg.train.reference == "previous" else None,
                         on_step=on_step, should_stop=ctx.should_stop, round_k=k)

@@ -149,6 +149,9 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
     else:
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
+    if cfg.gradient_checkpointing:  # less activation memory for a slower backward pass
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
     if cfg.loss != "sft" and cfg.loss != "rrhf":
         reference = _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter)
     else:

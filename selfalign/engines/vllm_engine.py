@@ -1,0 +1,163 @@
+"""The vLLM engine (CUDA): one `vllm.LLM` per process, LoRA per round through `LoRARequest`.
+
+- K samples per prompt in one request (`SamplingParams(n=K)`), stop strings, per-request seeds, and
+  the sampled tokens' log-probabilities (`logprobs=0` returns the sampled token's own), from which
+  the mean token log-probability the judges need is computed.
+- `set_adapter(path)` makes a new `LoRARequest` for a new adapter folder; vLLM loads it on first use
+  and keeps at most `max_loras` in GPU memory.
+- Memory before training: the engine is created with vLLM's sleep mode, and `release_memory()`
+  (called by the loop before the train stage) puts it to sleep at level 1: weights are offloaded to
+  CPU memory and the KV cache is discarded, so the trainer in the same process gets the GPU; the
+  next `generate` wakes it. Chosen over a separate generation process because it keeps one process
+  per run (one lock, one log, one place that resumes), which is the loop's contract.
+- `score()` teacher-forces prompt + response with `prompt_logprobs=0` and averages the response's
+  tokens.
+
+Nothing here imports vllm or torch until an engine is built.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress
+from selfalign.errors import ModelError
+
+
+def available() -> tuple[bool, str]:
+    """(usable, why): vLLM importable and a CUDA device present."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False, "vllm is not installed (pip install 'selfalign[gpu]')"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "no CUDA device"
+    return True, f"vllm with {torch.cuda.device_count()} CUDA device(s)"
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, llm, *, max_context: int = 2048):
+        self.llm = llm
+        self.tokenizer = llm.get_tokenizer()
+        self.max_context = max_context
+        self.lora = None
+        self.lora_ids: dict[str, int] = {}
+        self.asleep = False
+
+    @classmethod
+    def load(cls, model_name: str, *, dtype: str = "auto", max_context: int = 2048, tensor_parallel_size: int = 1,
+             gpu_memory_utilization: float = 0.6, max_lora_rank: int = 16, seed: int = 0) -> VLLMEngine:
+        from vllm import LLM
+
+        from selfalign import models
+
+        spec = models.resolve(model_name)
+        if spec.kind == "embedded" and not models.is_pulled(model_name):
+            models.pull(model_name)
+        if spec.gguf_file:
+            raise ModelError(f"vLLM cannot load the LoRA-able model from the GGUF file in {spec.location}; "
+                             "save it with save_pretrained() first, or use generate.engine = transformers")
+        llm = LLM(model=spec.location, dtype="bfloat16" if dtype == "auto" else dtype, max_model_len=max_context,
+                  tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+                  enable_lora=True, max_lora_rank=max(8, max_lora_rank), max_loras=2, seed=seed,
+                  enable_sleep_mode=True)
+        return cls(llm, max_context=max_context)
+
+    # ------------------------------------------------------------ memory and adapters
+
+    def release_memory(self) -> None:
+        """Hand the GPU to the trainer: offload weights, drop the KV cache (woken by the next call)."""
+        if not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def _awake(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
+    def set_adapter(self, path: str | None) -> None:
+        from vllm.lora.request import LoRARequest
+
+        if path is None:
+            self.lora = None
+            return
+        if path not in self.lora_ids:
+            self.lora_ids[path] = len(self.lora_ids) + 1  # vLLM wants a distinct positive int per adapter
+        self.lora = LoRARequest(f"adapter-{self.lora_ids[path]}", self.lora_ids[path], path)
+
+    def close(self) -> None:
+        self.llm = None
+
+    # ------------------------------------------------------------ generation
+
+    def _prompt(self, request: GenerationRequest) -> str:
+        if request.messages is not None:
+            return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+        return request.prompt or ""
+
+    def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None,
+                 progress: Progress | None = None) -> list[GenerationResult]:
+        from vllm import SamplingParams
+
+        self._awake()
+        started = time.perf_counter()
+        prompts, params, kept = [], [], []
+        results: list[GenerationResult] = []
+        for r in requests:
+            text = self._prompt(r)
+            if len(self.tokenizer(text).input_ids) >= self.max_context:
+                for i in range(r.n):
+                    results.append(GenerationResult(r.key, i, "", 0, "skipped", None, 0.0,
+                                                    detail=f"prompt longer than model.max_context {self.max_context}"))
+                continue
+            prompts.append(text)
+            kept.append(r)
+            params.append(SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p if r.temperature else 1.0,
+                                         max_tokens=r.max_new_tokens, stop=list(r.stop) or None, seed=r.seed,
+                                         logprobs=0))
+        outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False) if prompts else []
+        seconds = time.perf_counter() - started
+        for request, output in zip(kept, outputs, strict=True):
+            for sample in output.outputs:
+                tokens = len(sample.token_ids)
+                mean = (sample.cumulative_logprob / tokens) if tokens and sample.cumulative_logprob is not None \
+                    else None
+                reason = {"length": "length"}.get(sample.finish_reason, "stop")
+                if sample.finish_reason == "stop" and isinstance(sample.stop_reason, str):
+                    reason = "stop_string"
+                results.append(GenerationResult(request.key, sample.index, sample.text.strip(), tokens, reason, mean,
+                                                seconds / max(1, len(outputs))))
+        total = sum(r.n for r in requests)
+        for n, result in enumerate(results, 1):
+            if on_result:
+                on_result(result)
+            if progress:
+                progress(n, total)
+        return results
+
+    def score(self, items) -> list[float | None]:
+        """Mean log-probability of each response given its prompt, from vLLM's prompt log-probabilities."""
+        from vllm import SamplingParams
+
+        self._awake()
+        texts, starts = [], []
+        for prompt, response in items:
+            head = self._prompt(GenerationRequest(key=0, messages=prompt) if isinstance(prompt, list)
+                                else GenerationRequest(key=0, prompt=prompt))
+            starts.append(len(self.tokenizer(head).input_ids))
+            texts.append(head + response)
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0)
+        outputs = self.llm.generate(texts, params, lora_request=self.lora, use_tqdm=False)
+        scores: list[float | None] = []
+        for start, output in zip(starts, outputs, strict=True):
+            ids = output.prompt_token_ids[start:]
+            logprobs = output.prompt_logprobs[start:]
+            values = [lp[token].logprob for token, lp in zip(ids, logprobs, strict=True) if lp and token in lp]
+            scores.append(sum(values) / len(values) if values else None)
+        return scores

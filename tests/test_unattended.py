@@ -11,8 +11,8 @@ from test_loop import LOOP_SETS
 from selfalign import config, runs
 from selfalign.store import open_store
 
-SETS = [*LOOP_SETS, "run.rounds=1", "instruct.prompts_per_round=6", "generate.max_new_tokens=24",
-        "generate.batch_size=4"]
+SETS = [*LOOP_SETS, "run.rounds=1", "instruct.prompts_per_round=8", "generate.max_new_tokens=200",
+        "generate.batch_size=1", "model.max_context=1024"]  # many long single-row batches: a window to kill in
 
 
 def headless(name, **kwargs):
@@ -56,7 +56,7 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tiny_model_d
             if stage and stage.status == "running" and stage.done > 0:
                 break
         assert proc.poll() is None and time.monotonic() < deadline, "generate never got under way"
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with open_store(killed.db_path) as store:

@@ -45,7 +45,6 @@ from selfalign.store.rows import (
 from selfalign.store.schema import MIGRATION_SET, migrations
 
 BUSY_TIMEOUT_MS = 30_000
-SQLITE_HEADER = b"SQLite format 3\x00"
 T = TypeVar("T")
 
 
@@ -67,10 +66,11 @@ def open_store(path: str | Path, *, create: bool = False) -> Store:
     path = Path(path)
     if not path.exists() and not create:
         raise StoreError(f"no database at {path}; create the run with `selfalign init NAME`")
-    if path.exists() and path.stat().st_size > 0:
-        with open(path, "rb") as fh:
-            if fh.read(16) != SQLITE_HEADER:
-                raise StoreError(f"{path} is not a SQLite database; move it away or pick another run folder")
+    # No Python open() of the file to check its header: closing any descriptor of a database file drops
+    # every POSIX lock this process holds on it, including the WAL lock of a connection already open here
+    # (the loop's, while its heartbeat thread opens a second one); another process closing its connection
+    # then believes it is the last one and deletes the WAL under the writer, which hides every later write
+    # from readers until the writer exits. SQLite itself reports a non-database file below.
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -79,10 +79,12 @@ def open_store(path: str | Path, *, create: bool = False) -> Store:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         db = sqlite_utils.Database(conn, execute_plugins=False)
-        _check_ours(db, path)
-        migrations.apply(db)
+        if _check_ours(db, path):  # only a database that lacks a migration takes the write lock here:
+            migrations.apply(db)   # readers polling a busy run (the UI, status, scripts) must not starve its writer
     except sqlite3.DatabaseError as exc:
         conn.close()
+        if "not a database" in str(exc):
+            raise StoreError(f"{path} is not a SQLite database; move it away or pick another run folder") from None
         raise StoreError(f"{path} cannot be read as a SQLite database ({exc}); "
                          "restore it from a copy or pick another run folder") from None
     except BaseException:
@@ -91,7 +93,8 @@ def open_store(path: str | Path, *, create: bool = False) -> Store:
     return Store(db, path)
 
 
-def _check_ours(db: sqlite_utils.Database, path: Path) -> None:
+def _check_ours(db: sqlite_utils.Database, path: Path) -> bool:
+    """Refuse foreign and newer databases; True when some of our migrations are still to apply."""
     tables = set(db.table_names())
     known = {m.name for m in migrations._migrations}
     applied = {m.name for m in migrations.applied(db)}
@@ -102,6 +105,7 @@ def _check_ours(db: sqlite_utils.Database, path: Path) -> None:
     if newer:
         raise StoreError(f"{path} was written by a newer selfalign (schema {max(newer)}); "
                          "upgrade selfalign with `pip install -U selfalign`")
+    return bool(known - applied)
 
 
 class Store:

@@ -239,6 +239,8 @@ class RunApp(App):
             self._put_row(live, v.id, live_cells)
             if matches(v, query):
                 self._put_row(table, v.id, self._judgement_cells(v))
+            elif self.cells.pop(("judgement-table", v.id), None) is not None:  # no longer matches the filter
+                table.remove_row(str(v.id))
         while len(self.views) > KEEP_RESPONSES:  # the oldest leave (dicts keep insertion order)
             oldest = next(iter(self.views))
             del self.views[oldest]

@@ -36,7 +36,8 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
     cfg = config_mod.load(folder.config_path)
     with open_store(folder.db_path) as store:
         info = store.run_info()
-        rounds = [r for r in store.rounds() if r.status == "done"]
+        rounds = [r for r in store.rounds() if r.status in ("done", "rejected")]
+        decisions = [{"round": d.round, "kind": d.kind, "reason": d.reason} for d in store.decisions()]
         metrics = store.metrics()
         for stage in store.stages():
             if stage.seconds is not None:
@@ -52,6 +53,7 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
                                         "checks": verifiers.check_all(prompt.constraints, response.text)}
         return {"name": folder.name, "note": info.note if info else "", "recipe": cfg.run.recipe,
                 "model": cfg.model.name, "config": _flatten(cfg), "rounds_done": [r.k for r in rounds],
+                "rejected": [r.k for r in rounds if r.status == "rejected"], "decisions": decisions,
                 "metrics": metrics, "answers_round": k, "answers": answers}
 
 
@@ -96,8 +98,8 @@ def compare(folders: list[runs.RunFolder], *, answers_round: int | None = None, 
                                    for n, c in zip(names, cells, strict=True)],
                        "disagreement": _disagreement(cells)})
     joined.sort(key=lambda j: (-j["disagreement"], j["prompt"]))
-    return {"runs": [{k: d[k] for k in ("name", "note", "recipe", "model", "rounds_done", "answers_round")}
-                     for d in data],
+    return {"runs": [{k: d[k] for k in ("name", "note", "recipe", "model", "rounds_done", "rejected", "decisions",
+                                        "answers_round")} for d in data],
             "warnings": warnings, "settings": settings, "metrics": metrics,
             "answers": joined[:answers_limit] if answers_limit else joined, "answers_total": len(joined)}
 
@@ -127,7 +129,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     out = ["# Comparison: " + " vs ".join(names), ""]
     for r in result["runs"]:
         rounds = ", ".join(map(str, r["rounds_done"])) or "none"
-        out.append(f"- **{r['name']}** ({r['recipe']} on {r['model']}; rounds done: {rounds}): "
+        rejected = f", rejected: {', '.join(map(str, r['rejected']))}" if r["rejected"] else ""
+        out.append(f"- **{r['name']}** ({r['recipe']} on {r['model']}; rounds done: {rounds}{rejected}): "
                    f"{r['note'] or '(no note)'}")
     out.append("")
     for w in result["warnings"]:
@@ -147,6 +150,12 @@ def to_markdown(result: dict[str, Any]) -> str:
             if any(v is not None for v in row):
                 out.append(f"| {k} | " + " | ".join(_cell(v) for v in row) + " |")
         out.append("")
+    if any(r["decisions"] for r in result["runs"]):
+        out += ["## Controller decisions", ""]
+        for r in result["runs"]:
+            out.append(f"**{r['name']}**" + ("" if r["decisions"] else ": none (controller off or no round yet)"))
+            out += [f"- round {d['round']} {d['kind']}: {_cell(d['reason'])}" for d in r["decisions"]]
+            out.append("")
     rounds = ", ".join(f"{r['name']} round {r['answers_round']}" for r in result["runs"])
     out += [f"## Held-out answers where the runs disagree most ({len(result['answers'])} of "
             f"{result['answers_total']} shared prompts; {rounds})", ""]

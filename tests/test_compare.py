@@ -38,6 +38,7 @@ def test_compare_json_on_two_real_runs(two_runs):
     assert [r["name"] for r in data["runs"]] == ["sr", "ish"]
     assert [r["note"] for r in data["runs"]] == ["why sr exists", "why ish exists"]
     assert [r["rounds_done"] for r in data["runs"]] == [[0, 1, 2], [0, 1]]
+    assert [d["kind"] for d in data["runs"][1]["decisions"] if d["round"] == 1][0] == "promote"
     differing = {s["key"]: s["values"] for s in data["settings"]}
     assert differing["run.recipe"] == ["self-reward", "isheep"] and differing["run.rounds"] == [2, 1]
     assert differing["train.learning_rate"] == [0.00005, 0.0002] and "model.name" not in differing
@@ -74,6 +75,7 @@ def test_compare_markdown_and_round_choice(two_runs):
     assert "why sr exists" in md and "| train.learning_rate | 5e-05 | 0.0002 |" in md
     assert "**held-out CSR (instruction)** (`eval/csr_instruction`)" in md and "| 2 | " in md
     assert "(2 of 4 shared prompts; sr round 1, ish round 1)" in md
+    assert "## Controller decisions" in md and "- round 1 promote: held-out score" in md
 
 
 def test_compare_warns_when_heldout_sets_differ(two_runs, tiny_model_dir, runs_root):

@@ -107,7 +107,7 @@ def compare(folders: list[runs.RunFolder], *, answers_round: int | None = None, 
 def _disagreement(cells: list[dict[str, Any]]) -> float:
     """How much the runs' answers to one prompt differ: the spread of their constraint satisfaction
     (what a user compares runs on) plus, weighted less, how different the texts are."""
-    rates = [sum(c["checks"].values()) / len(c["checks"]) for c in cells if c["checks"]]
+    rates = [verifiers.share_met(c["checks"]) for c in cells if c["checks"]]
     spread = (max(rates) - min(rates)) if rates else 0.0
     texts = [c["text"].split() for c in cells]
     similarity = min(difflib.SequenceMatcher(a=texts[0], b=t, autojunk=False).ratio() for t in texts[1:])

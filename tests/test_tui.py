@@ -139,12 +139,18 @@ def test_search_finds_a_response_and_opens_it(finished_run):
     asyncio.run(scenario())
 
 
+def start_watched_loop(tiny_model_dir, name):
+    """A run long enough to watch (six rounds) and its loop started the way `selfalign run` starts it."""
+    cfg = config.build(sets=[f"model.name={tiny_model_dir}", *LOOP_SETS, "run.rounds=6"])
+    folder = runs.create(name, config.dumps(cfg))
+    child, output = launch.start_loop(folder, None)
+    return folder, child, output
+
+
 def test_watching_a_growing_run_pause_resume_and_stop(tiny_model_dir, runs_root):
     """A loop process writes while the UI watches: rows appear, the pipeline moves, a pause is written,
     acknowledged and shown; resume; leaving with 'stop' ends the loop with its stopped exit code."""
-    cfg = config.build(sets=[f"model.name={tiny_model_dir}", *LOOP_SETS, "run.rounds=6"])
-    folder = runs.create("growing", config.dumps(cfg))
-    child, output = launch.start_loop(folder, None)
+    folder, child, output = start_watched_loop(tiny_model_dir, "growing")
     try:
         async def scenario():
             app = RunApp(folder, child=child, child_output=output, poll_interval=0.1)
@@ -187,9 +193,7 @@ def test_watching_a_growing_run_pause_resume_and_stop(tiny_model_dir, runs_root)
 
 
 def test_leaving_a_running_loop_leaves_it_running(tiny_model_dir, runs_root):
-    cfg = config.build(sets=[f"model.name={tiny_model_dir}", *LOOP_SETS, "run.rounds=6"])
-    folder = runs.create("leave", config.dumps(cfg))
-    child, output = launch.start_loop(folder, None)
+    folder, child, output = start_watched_loop(tiny_model_dir, "leave")
     try:
         async def scenario():
             app = RunApp(folder, child=child, child_output=output, poll_interval=0.1)

@@ -42,11 +42,15 @@ class HttpClient:
         self.backoff = backoff
         self.concurrency = concurrency
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.key_env, "") if self.key_env else ""
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        headers = self._headers()
         data = json.dumps(body).encode()
         url = f"{self.base_url}{path}"
         last = ""
@@ -77,12 +81,8 @@ class HttpClient:
     def post_text(self, path: str, body: dict[str, Any]) -> str:
         """POST for endpoints that answer in plain text (vLLM's load_lora_adapter); no retries: it is not
         idempotent on every server, and a failure here must be seen at once."""
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.key_env, "") if self.key_env else ""
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         url = f"{self.base_url}{path}"
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=self._headers(), method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return response.read().decode(errors="replace")

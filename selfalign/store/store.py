@@ -439,23 +439,19 @@ class Store:
         return rows[0] if rows else None
 
     def prompts_by_id(self, ids: Iterable[int]) -> dict[int, Prompt]:
-        ids = sorted(set(ids))
-        out: dict[int, Prompt] = {}
-        for start in range(0, len(ids), 500):  # SQLite's parameter limit
-            chunk = ids[start:start + 500]
-            for p in self._fetch(Prompt, f"SELECT * FROM prompts WHERE id IN ({', '.join('?' for _ in chunk)})",
-                                 chunk):
-                out[p.id] = p
-        return out
+        return self._by_id(Prompt, "prompts", ids)
 
     def responses_by_id(self, ids: Iterable[int]) -> dict[int, Response]:
+        return self._by_id(Response, "responses", ids)
+
+    def _by_id(self, cls: type[T], table: str, ids: Iterable[int]) -> dict[int, T]:
         ids = sorted(set(ids))
-        out: dict[int, Response] = {}
-        for start in range(0, len(ids), 500):
+        out: dict[int, T] = {}
+        for start in range(0, len(ids), 500):  # SQLite's parameter limit
             chunk = ids[start:start + 500]
-            for r in self._fetch(Response, f"SELECT * FROM responses WHERE id IN "
-                                 f"({', '.join('?' for _ in chunk)})", chunk):
-                out[r.id] = r
+            for row in self._fetch(cls, f"SELECT * FROM {table} WHERE id IN ({', '.join('?' for _ in chunk)})",
+                                   chunk):
+                out[row.id] = row
         return out
 
     def heldout_answers(self, round: int) -> list[tuple[Prompt, Response]]:

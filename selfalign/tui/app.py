@@ -33,6 +33,7 @@ from selfalign.tui.widgets import (
     pipeline_table,
     preview,
     rounds_table,
+    tab_bindings,
 )
 
 POLL_S = 0.5
@@ -84,7 +85,7 @@ class RunApp(App):
         Binding("slash", "search", "Search"),
         Binding("a", "promote", "Promote rejected round"),
         Binding("q", "quit_app", "Quit"),
-        *[Binding(str(i + 1), f"tab('{name}')", name.title(), show=False) for i, name in enumerate(TABS)],
+        *tab_bindings(TABS),
     ]
 
     def __init__(self, folder: RunFolder, *, child: subprocess.Popen | None = None, child_output: str | None = None,

@@ -12,8 +12,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
+from selfalign import verifiers
 from selfalign.tui.feed import word_diff
-from selfalign.tui.widgets import SERIES_STYLES, RoundsPlot, diff_text, fmt, preview
+from selfalign.tui.widgets import SERIES_STYLES, RoundsPlot, diff_text, fmt, preview, tab_bindings
 
 
 class CompareApp(App):
@@ -22,8 +23,7 @@ class CompareApp(App):
     BINDINGS = [
         Binding("d", "toggle_differences", "Differences only / all settings"),
         Binding("q", "quit", "Quit"),
-        *[Binding(str(i + 1), f"tab('{name}')", name.title(), show=False)
-          for i, name in enumerate(["settings", "metrics", "answers"])],
+        *tab_bindings(["settings", "metrics", "answers"]),
     ]
 
     def __init__(self, result: dict[str, Any]):
@@ -74,7 +74,7 @@ class CompareApp(App):
         answers = self.query_one("#answers-table", DataTable)
         answers.add_columns("disagreement", "prompt", *[f"{n} CSR" for n in self.names])
         for i, j in enumerate(self.result["answers"]):
-            rates = [_rate(a["checks"]) for a in j["answers"]]
+            rates = [verifiers.share_met(a["checks"]) for a in j["answers"]]
             answers.add_row(fmt(j["disagreement"]), preview(j["prompt"], 60), *[fmt(r, 2) for r in rates], key=str(i))
         if self.result["answers"]:
             self._show_answers(0)
@@ -122,7 +122,3 @@ class CompareApp(App):
                 text.append("\n")
             text.append_text(diff_text(runs, "black on yellow"))
             self.query_one(f"#answer-{i}", Static).update(text)
-
-
-def _rate(checks: dict[str, bool]) -> float | None:
-    return sum(checks.values()) / len(checks) if checks else None

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from selfalign import runs
+from selfalign import runs, verifiers
 from selfalign import status as run_status
 from selfalign.store import Store, open_store
-from selfalign.store.rows import Control, Decision, Event, Stage, TrainStep
+from selfalign.store.rows import Control, Decision, Event, Prompt, Response, Stage, TrainStep
 
 KEEP_RESPONSES = 2000  # responses the UI holds (newest); older ones are reachable through search
 KEEP_PAIRS = 1000
@@ -48,9 +48,15 @@ class ResponseView:
     _rubric_scores: list[float] = field(default_factory=list, repr=False)
     _rubric_count: int = field(default=0, repr=False)
 
+    @classmethod
+    def of(cls, r: Response, p: Prompt) -> ResponseView:
+        """A response and its prompt, not judged yet (judgements and checks are folded in as they come)."""
+        return cls(r.id, r.round, r.prompt_id, p.text, p.constraints, r.policy, r.sample_index, r.text, r.tokens,
+                   r.finish_reason, r.mean_logprob)
+
     @property
     def csr(self) -> float | None:
-        return sum(self.checks.values()) / len(self.checks) if self.checks else None
+        return verifiers.share_met(self.checks)
 
     @property
     def parse_status(self) -> str:
@@ -168,10 +174,7 @@ class Feed:
         self.cursor["responses"] = rows[-1].id
         prompts = store.prompts_by_id(r.prompt_id for r in rows)
         for r in rows:
-            p = prompts[r.prompt_id]
-            view = ResponseView(r.id, r.round, r.prompt_id, p.text, p.constraints, r.policy, r.sample_index,
-                                r.text, r.tokens, r.finish_reason, r.mean_logprob)
-            self.views[r.id] = changed[r.id] = view
+            self.views[r.id] = changed[r.id] = ResponseView.of(r, prompts[r.prompt_id])
         while len(self.views) > KEEP_RESPONSES:  # dicts keep insertion order: the oldest go first
             del self.views[next(iter(self.views))]
         self.cursor["min_response"] = next(iter(self.views))
@@ -242,10 +245,7 @@ class Feed:
         store = self._open()
         rows = store.search_responses(query, limit)
         prompts = store.prompts_by_id(r.prompt_id for r in rows)
-        return [self.views.get(r.id) or ResponseView(r.id, r.round, r.prompt_id, prompts[r.prompt_id].text,
-                                                     prompts[r.prompt_id].constraints, r.policy, r.sample_index,
-                                                     r.text, r.tokens, r.finish_reason, r.mean_logprob)
-                for r in rows]
+        return [self.views.get(r.id) or ResponseView.of(r, prompts[r.prompt_id]) for r in rows]
 
     def promote(self, round_k: int) -> None:
         """The user's word over the controller's: keep a rejected round (the next round builds on it)."""

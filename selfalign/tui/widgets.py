@@ -9,6 +9,7 @@ from rich.console import Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import Static
 
 from selfalign.tui.feed import smooth
@@ -17,6 +18,11 @@ PIPELINE = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
 STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "stopping": "bold yellow", "done": "bold cyan",
                "failed": "bold red", "stale": "bold red", "idle": "dim", "stopped": "yellow"}
 SPARK = "▁▂▃▄▅▆▇█"
+
+
+def tab_bindings(names: list[str]) -> list[Binding]:
+    """Keys 1..n switch to the named tabs (hidden from the footer; the tab bar shows them)."""
+    return [Binding(str(i + 1), f"tab('{name}')", name.title(), show=False) for i, name in enumerate(names)]
 
 
 def parse_ts(ts: str | None) -> datetime | None:

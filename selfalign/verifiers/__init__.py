@@ -50,12 +50,16 @@ def check_all(constraints: list[dict[str, Any]], text: str) -> dict[str, bool]:
     return {c["id"]: check(c, text) for c in constraints}
 
 
+def share_met(results: dict[str, bool]) -> float | None:
+    """Share of checked constraints that passed; None when nothing was checked."""
+    return sum(results.values()) / len(results) if results else None
+
+
 def csr(constraints: list[dict[str, Any]], text: str) -> float | None:
     """Share of constraints satisfied; None for a prompt without constraints."""
     if not constraints:
         return None
-    results = check_all(constraints, text)
-    return sum(results.values()) / len(results)
+    return share_met(check_all(constraints, text))
 
 
 def _conflict(a: ConstraintType, b: ConstraintType) -> bool:

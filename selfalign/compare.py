@@ -16,6 +16,7 @@ from typing import Any
 from selfalign import config as config_mod
 from selfalign import runs, verifiers
 from selfalign.store import open_store
+from selfalign.store.rows import ROUND_FINISHED
 
 METRICS = [
     ("eval/csr_prompt", "held-out CSR (prompt)"), ("eval/csr_instruction", "held-out CSR (instruction)"),
@@ -36,7 +37,7 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
     cfg = config_mod.load(folder.config_path)
     with open_store(folder.db_path) as store:
         info = store.run_info()
-        rounds = [r for r in store.rounds() if r.status in ("done", "rejected")]
+        rounds = [r for r in store.rounds() if r.status in ROUND_FINISHED]
         decisions = [{"round": d.round, "kind": d.kind, "reason": d.reason} for d in store.decisions()]
         metrics = store.metrics()
         for stage in store.stages():

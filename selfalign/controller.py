@@ -18,6 +18,7 @@ into what the next round does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,10 @@ def heldout_score(metrics: dict[str, float | None], cfg: config_mod.Config) -> f
     return c.score_weight_csr * csr + c.score_weight_win_rate * (0.5 if win is None else win)
 
 
+def heldout_scores(metrics: dict[int, dict[str, float | None]], cfg: config_mod.Config) -> dict[int, float | None]:
+    return {k: heldout_score(m, cfg) for k, m in metrics.items()}
+
+
 @dataclass
 class Plan:
     """What the next round does, from every decision so far."""
@@ -49,7 +54,8 @@ class Plan:
     best_round: int | None = None
 
 
-def kept_rounds(decisions: list[Decision], user: dict[int, str], rounds: list[int]) -> tuple[list[int], list[int]]:
+def kept_rounds(decisions: Sequence[NewDecision], user: dict[int, str],
+                rounds: list[int]) -> tuple[list[int], list[int]]:
     """Rounds kept and rejected, the user's overrides winning over the controller's verdicts."""
     verdict = {d.round: d.kind for d in decisions if d.kind in ("promote", "reject")}
     verdict.update({k: "promote" if action == "promote" else "reject" for k, action in user.items()})
@@ -115,7 +121,7 @@ def decide(cfg: config_mod.Config, round_cfg: config_mod.Config, k: int, metrics
     (passed, checked) on round k's training responses."""
     c = cfg.controller
     out: list[NewDecision] = []
-    scores = {r: heldout_score(m, cfg) for r, m in metrics.items()}
+    scores = heldout_scores(metrics, cfg)
     score = scores.get(k)
     best = best_round(scores, kept_before)
     kept_now = list(kept_before)

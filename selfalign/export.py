@@ -22,8 +22,7 @@ def _best_kept(cfg, store, adapters: list[int]) -> int | None:
     if not decisions:
         return None
     kept, _ = controller.kept_rounds(decisions, store.overrides(), [r.k for r in store.rounds()])
-    scores = {k: controller.heldout_score(m, cfg) for k, m in store.metrics().items()}
-    return controller.best_round(scores, [k for k in kept if k in adapters])
+    return controller.best_round(controller.heldout_scores(store.metrics(), cfg), [k for k in kept if k in adapters])
 
 
 def export_round(folder: RunFolder, round_k: int | None, out: str | None = None, merged: bool = False) -> Path:

@@ -24,6 +24,7 @@ from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
 from selfalign.runs import RunFolder
 from selfalign.stages import StageContext, StageStopped
 from selfalign.store import Store, open_store
+from selfalign.store.rows import ROUND_FINISHED
 
 STAGES = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
 PAUSE_POLL_S = 1.0
@@ -244,7 +245,7 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
         store.finish_round(0, "done")
         _summary(store, 0)
 
-    finished = [r.k for r in store.rounds() if r.status in FINISHED and r.k > 0]
+    finished = [r.k for r in store.rounds() if r.status in ROUND_FINISHED and r.k > 0]
     first = (max(finished) + 1) if finished else 1
     last = cfg.run.rounds if rounds is None else min(cfg.run.rounds, first + rounds - 1)
     if first > cfg.run.rounds:
@@ -279,39 +280,29 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
     return EXIT_OK
 
 
-FINISHED = ("done", "rejected")
-
-
-def _scores(cfg, store: Store) -> dict[int, float | None]:
-    return {k: controller.heldout_score(m, cfg) for k, m in store.metrics().items()}
-
-
 def _plan(folder: RunFolder, cfg, store: Store) -> controller.Plan:
-    finished = [r.k for r in store.rounds() if r.status in FINISHED]
-    return controller.plan(cfg, store.decisions(), store.overrides(), finished, _scores(cfg, store),
-                           folder.adapter_rounds())
+    finished = [r.k for r in store.rounds() if r.status in ROUND_FINISHED]
+    scores = controller.heldout_scores(store.metrics(), cfg)
+    return controller.plan(cfg, store.decisions(), store.overrides(), finished, scores, folder.adapter_rounds())
 
 
 def _decide(folder: RunFolder, cfg, round_cfg, store: Store, log: RunLog, k: int) -> str:
     """Round k's decisions, stored and logged with their reasons; the round's final status."""
-    finished = [r.k for r in store.rounds() if r.status in FINISHED and r.k < k]
+    finished = [r.k for r in store.rounds() if r.status in ROUND_FINISHED and r.k < k]
     kept_before, _ = controller.kept_rounds(store.decisions(), store.overrides(), finished)
-    counts: dict[str, list[int]] = {}
+    counts: dict[str, tuple[int, int]] = {}  # constraint type -> (passed, checked)
     for results in store.round_verifications(k).values():
         for cid, passed in results.items():
-            counts.setdefault(cid, [0, 0])
-            counts[cid][0] += passed
-            counts[cid][1] += 1
+            met, checked = counts.get(cid, (0, 0))
+            counts[cid] = (met + passed, checked + 1)
     hours = sum(r.seconds or 0 for r in store.rounds()) / 3600
-    decisions = controller.decide(cfg, round_cfg, k, store.metrics(), kept_before,
-                                  {cid: (p, n) for cid, (p, n) in counts.items()}, hours)
+    decisions = controller.decide(cfg, round_cfg, k, store.metrics(), kept_before, counts, hours)
     store.set_decisions(k, decisions)
     for d in decisions:
         log("warning" if d.kind in ("reject", "stop") else "info", f"controller: {d.kind}: {d.reason}", round=k,
             stage="controller", kind=d.kind)
-    user = store.overrides().get(k)
-    rejected = any(d.kind == "reject" for d in decisions)
-    return "rejected" if (rejected and user != "promote") or user == "reject" else "done"
+    _, rejected = controller.kept_rounds(decisions, store.overrides(), [k])  # the user's word wins here too
+    return "rejected" if rejected else "done"
 
 
 def _summary(store: Store, k: int) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from selfalign import config as config_mod
 from selfalign import runs
 from selfalign.store import Store, open_store
+from selfalign.store.rows import ROUND_FINISHED
 
 HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "pairs/count")
 
@@ -30,7 +31,7 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
     current = rounds[-1] if rounds else None
     stages = store.stages(current.k) if current else []
     active = next((s for s in stages if s.status in ("running", "failed", "stopped")), None)
-    done_rounds = [r.k for r in rounds if r.status in ("done", "rejected") and r.k > 0]
+    done_rounds = [r.k for r in rounds if r.status in ROUND_FINISHED and r.k > 0]
     stops = [d for d in store.decisions() if d.kind == "stop"] if cfg.controller.enabled else []
     metrics = store.metrics(max(done_rounds)).get(max(done_rounds), {}) if done_rounds else {}
     controls = [c for c in store.controls() if c.handled]

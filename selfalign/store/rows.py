@@ -21,6 +21,9 @@ class RunInfo:
     note: str
 
 
+ROUND_FINISHED = ("done", "rejected")  # a rejected round ran to the end; the controller did not keep it
+
+
 @dataclass
 class Round:
     k: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -210,6 +211,10 @@ def run(ctx, name, headless, rounds, quiet):
     (one JSON line per finished round on stdout). Without a terminal it runs headless."""
     from selfalign import runs
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by accelerate launch or torchrun
+        raise UsageError("`selfalign run` is one process (it owns the run and the generation engine); start it "
+                         "plainly and set train.processes=N in config.toml: the train stage then runs under "
+                         "`accelerate launch` with N processes")
     folder = runs.locate(name, ctx.obj["runs_dir"])
     if not headless and sys.stdin.isatty() and sys.stdout.isatty():
         from selfalign.tui import launch

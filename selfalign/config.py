@@ -168,6 +168,12 @@ class TrainSection:
                          choices=("previous", "base"))
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass: less memory, about "
                                        "a third slower")
+    processes: int = opt(1, "data-parallel processes for the train stage, one per GPU; above 1 the stage runs "
+                         "under the launcher below (batch_size is then per process)", min=1)
+    launcher: str = opt("accelerate", "what starts those processes: accelerate (accelerate launch) or torchrun",
+                        choices=("accelerate", "torchrun"))
+    accelerate_config: str = opt("", "an accelerate config file for `accelerate launch --config_file` "
+                                 "(empty: one machine, processes = train.processes)")
 
 
 @dataclass

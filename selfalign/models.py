@@ -218,7 +218,7 @@ def pick_dtype(preference: str, device: str):
 
     if preference != "auto":
         return getattr(torch, preference)
-    if device == "cuda":
+    if device.startswith("cuda"):  # "cuda" or one process's "cuda:N"
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
 

@@ -71,6 +71,21 @@ def build_examples(ctx: StageContext) -> list[Example]:
             for p in pairs if cfg.train.loss == "sft" or p.rejected_id is not None]
 
 
+def _train_distributed(ctx: StageContext, examples: list[Example], out_dir: Path, run_dir: Path,
+                       init_adapter: str | None, reference_adapter: str | None, on_step) -> Path:
+    """train.processes > 1: the same training in that many processes (training/distributed.py)."""
+    from selfalign.training import distributed
+
+    cfg, k = ctx.config, ctx.round
+    folder = distributed.write_job(out_dir / "distributed", examples, cfg, seed=cfg.run.seed + k, round_k=k,
+                                   out_dir=out_dir, init_adapter=init_adapter, reference_adapter=reference_adapter)
+    log_path = run_dir / "logs" / f"round-{k}-train-processes.txt"
+    ctx.store.log_event("info", f"train: {cfg.train.processes} processes under {cfg.train.launcher} "
+                        f"(output in {log_path.relative_to(run_dir)})", round=k, stage=NAME)
+    distributed.launch(folder, cfg, on_step=on_step, should_stop=ctx.should_stop, log_path=log_path)
+    return out_dir / "adapter"
+
+
 def run(ctx: StageContext, run_dir: Path) -> str | None:
     """Train and return the new adapter's path; None when there was nothing to train on."""
     cfg, store, k = ctx.config, ctx.store, ctx.round
@@ -80,7 +95,7 @@ def run(ctx: StageContext, run_dir: Path) -> str | None:
                         round=k, stage=NAME)
         return None
     previous = ctx.adapter
-    steps_total = optimizer_steps(len(examples), cfg.train)
+    steps_total = optimizer_steps(len(examples), cfg.train, cfg.train.processes)
     ctx.report(NAME, 0, steps_total)
 
     def on_step(step) -> None:
@@ -88,12 +103,16 @@ def run(ctx: StageContext, run_dir: Path) -> str | None:
         ctx.report(NAME, step.step + 1, steps_total)
 
     out_dir = run_dir / "rounds" / str(k)
+    init_adapter = previous if cfg.train.init_from == "previous" else None
+    reference_adapter = previous if cfg.train.reference == "previous" else None
     try:
-        engine = training_engine(ctx)
-        adapter = train(engine.base, examples, cfg.train, out_dir, pad_id=engine.pad_id, seed=cfg.run.seed + k,
-                        init_adapter=previous if cfg.train.init_from == "previous" else None,
-                        reference_adapter=previous if cfg.train.reference == "previous" else None,
-                        on_step=on_step, should_stop=ctx.should_stop, round_k=k)
+        if cfg.train.processes > 1:
+            adapter = _train_distributed(ctx, examples, out_dir, run_dir, init_adapter, reference_adapter, on_step)
+        else:
+            engine = training_engine(ctx)
+            adapter = train(engine.base, examples, cfg.train, out_dir, pad_id=engine.pad_id, seed=cfg.run.seed + k,
+                            init_adapter=init_adapter, reference_adapter=reference_adapter,
+                            on_step=on_step, should_stop=ctx.should_stop, round_k=k)
     except StopTraining:
         raise StageStopped() from None
     # the configuration this round trained with: config.toml plus the controller's overrides

@@ -9,6 +9,12 @@ What makes it fast on a CPU, compared with a general trainer:
   - fp32 on CPU (bf16 is emulated there), bf16 autocast on CUDA.
 It checkpoints every `checkpoint_every` optimizer steps (adapter, optimizer, scheduler, RNG), so a
 killed round resumes and reaches the same adapter as an uninterrupted one.
+
+Data parallel (`train.processes` > 1, see training/distributed.py): every process holds the whole
+model, takes its share of each optimizer step's micro-batches, and the LoRA gradients (a few MB) are
+summed with one all-reduce per step. Every process then takes the same optimizer step, so the copies
+stay identical without DDP's hooks (which would also need the model's own forward, not the
+response-position shortcut above).
 """
 
 from __future__ import annotations
@@ -49,6 +55,37 @@ class Example:
 
 class StopTraining(Exception):
     """A stop was requested; the last checkpoint lets the next run resume."""
+
+
+class SingleProcess:
+    """The process group of a one-process run: every collective is the identity."""
+
+    rank, world = 0, 1
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def barrier(self) -> None:
+        pass
+
+
+class TorchDistributed(SingleProcess):
+    """The default torch.distributed group (gloo on CPU, nccl on CUDA), already initialised; `device` is
+    where its collectives run (nccl reduces CUDA tensors only)."""
+
+    def __init__(self, device: torch.device) -> None:
+        import torch.distributed as dist
+
+        self._dist, self.device = dist, device
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        moved = tensor.to(self.device)
+        self._dist.all_reduce(moved, op=self._dist.ReduceOp.SUM)
+        return moved.to(tensor.device)
+
+    def barrier(self) -> None:
+        self._dist.barrier()
 
 
 def response_logps(model, prompt_and_responses: list[tuple[list[int], list[int]]], pad_id: int, max_length: int):
@@ -100,9 +137,9 @@ def _sums(token_logps, mask):
     return total, total / mask.sum(-1).clamp(min=1)
 
 
-def optimizer_steps(examples: int, cfg: TrainSection) -> int:
-    """Optimizer steps a round takes: batches per epoch, grouped by accumulation, times epochs."""
-    return math.ceil(math.ceil(examples / cfg.batch_size) / cfg.grad_accum) * cfg.epochs
+def optimizer_steps(examples: int, cfg: TrainSection, processes: int = 1) -> int:
+    """Optimizer steps a round takes: batches per epoch, grouped by accumulation and processes, times epochs."""
+    return math.ceil(math.ceil(examples / cfg.batch_size) / (cfg.grad_accum * processes)) * cfg.epochs
 
 
 def lr_at(step: int, total: int, cfg: TrainSection) -> float:
@@ -130,18 +167,22 @@ def _batches(examples: list[Example], size: int, seed: int, epoch: int) -> list[
 def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str | Path, *, pad_id: int, seed: int = 0,
           init_adapter: str | None = None, reference_adapter: str | None = None,
           on_step: Callable[[TrainStep], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
-          round_k: int = 0, checkpoint_every: int = CHECKPOINT_EVERY) -> Path:
+          round_k: int = 0, checkpoint_every: int = CHECKPOINT_EVERY, group: SingleProcess | None = None) -> Path:
     """Train a LoRA adapter on `examples` and save it to out_dir/adapter (peft format); return that path.
 
     `init_adapter`: continue from this adapter (else a fresh LoRA). `reference_adapter`: the DPO
-    reference is base + this adapter (None: the base model with adapters off).
+    reference is base + this adapter (None: the base model with adapters off). `group`: the process
+    group of a data-parallel round; every process calls train() with the same examples, and only
+    rank 0 writes files and calls on_step; should_stop is asked on rank 0 and its answer shared.
     """
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    group = group or SingleProcess()
+    main = group.rank == 0
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / "checkpoint"
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the same fresh LoRA weights in every process
     random.seed(seed)
     model = copy.deepcopy(base_model)  # LoRA layers are injected in place; the engine keeps its own base
     if init_adapter:
@@ -153,7 +194,8 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
     if cfg.loss != "sft" and cfg.loss != "rrhf":
-        reference = _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter)
+        reference = _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter,
+                               group)
     else:
         reference = None
 
@@ -161,59 +203,77 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
-    total_steps = optimizer_steps(len(examples), cfg)
+    total_steps = optimizer_steps(len(examples), cfg, group.world)
+    per_step = cfg.grad_accum * group.world  # micro-batches in one optimizer step, over all processes
     step = 0
     if (checkpoint / "state.pt").is_file():
         step = _restore(model, optimizer, checkpoint)
 
     model.train()
-    done_micro = step * cfg.grad_accum
-    micro = 0
     for epoch in range(cfg.epochs):
         batches = _batches(examples, cfg.batch_size, seed, epoch)
-        for start in range(0, len(batches), cfg.grad_accum):
-            group = batches[start:start + cfg.grad_accum]
-            if micro < done_micro:  # finished before the checkpoint we resumed from
-                micro += len(group)
-                continue
-            if should_stop():
+        for epoch_step, start in enumerate(range(0, len(batches), per_step)):
+            if epoch * math.ceil(len(batches) / per_step) + epoch_step < step:
+                continue  # finished before the checkpoint we resumed from
+            if group.sum(torch.tensor([float(main and should_stop())]))[0] > 0:
                 raise StopTraining()
+            # dropout draws depend only on (seed, step, process), so a resumed round repeats them
+            torch.manual_seed(seed * 1_000_003 + step * 101 + group.rank)
             started = time.perf_counter()
-            stats: dict[str, float] = {"loss": 0.0, "chosen": 0.0, "rejected": 0.0, "accuracy": 0.0}
-            tokens = 0
-            pairs = sum(len(b) for b in group)
-            for batch in group:
+            step_batches = batches[start:start + per_step]
+            pairs = sum(len(b) for b in step_batches)
+            # stats: loss, chosen, rejected, accuracy (weighted by pairs), tokens
+            stats = torch.zeros(5, dtype=torch.float64)
+            for batch in step_batches[group.rank::group.world]:
                 with autocast:
                     loss, info, n_tokens = _loss(model, [examples[i] for i in batch],
                                                  None if reference is None else reference[batch], cfg, pad_id)
                 (loss * len(batch) / pairs).backward()
-                tokens += n_tokens
-                for name, value in info.items():
-                    stats[name] += value * len(batch) / pairs
+                stats += torch.tensor([info["loss"], info["chosen"], info["rejected"], info["accuracy"], 0.0],
+                                      dtype=torch.float64) * len(batch) / pairs
+                stats[4] += n_tokens
+            if group.world > 1:
+                _sum_gradients(params, group)
+                stats = group.sum(stats)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             lr = lr_at(step, total_steps, cfg)
             for param_group in optimizer.param_groups:
                 param_group["lr"] = lr
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            micro += len(group)
             seconds = time.perf_counter() - started
-            if on_step:
-                on_step(TrainStep(round=round_k, step=step, loss=stats["loss"], rewards_chosen=stats["chosen"],
-                                  rewards_rejected=stats["rejected"], reward_margin=stats["chosen"] - stats["rejected"],
-                                  accuracy=stats["accuracy"], lr=lr, grad_norm=float(grad_norm),
+            loss_v, chosen_v, rejected_v, accuracy_v, tokens = stats.tolist()
+            if on_step and main:
+                on_step(TrainStep(round=round_k, step=step, loss=loss_v, rewards_chosen=chosen_v,
+                                  rewards_rejected=rejected_v, reward_margin=chosen_v - rejected_v,
+                                  accuracy=accuracy_v, lr=lr, grad_norm=float(grad_norm),
                                   tokens_per_s=tokens / seconds if seconds else None))
             step += 1
             if checkpoint_every and step % checkpoint_every == 0 and step < total_steps:
-                _save_checkpoint(model, optimizer, step, checkpoint)
+                if main:
+                    _save_checkpoint(model, optimizer, step, checkpoint)
+                group.barrier()
     adapter = out_dir / "adapter"
-    tmp = out_dir / "adapter.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    shutil.rmtree(adapter, ignore_errors=True)
-    tmp.rename(adapter)
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    if main:
+        tmp = out_dir / "adapter.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp)
+        shutil.rmtree(adapter, ignore_errors=True)
+        tmp.rename(adapter)
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    group.barrier()
     return adapter
+
+
+def _sum_gradients(params: list[torch.nn.Parameter], group: SingleProcess) -> None:
+    """One all-reduce for every LoRA gradient; a process that had no micro-batch this step adds zeros."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = group.sum(torch.cat([g.reshape(-1) for g in grads]))
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
 
 
 class _null:
@@ -256,15 +316,17 @@ def _loss(model, batch: list[Example], reference, cfg: TrainSection, pad_id: int
 
 
 @torch.no_grad()
-def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter):
+def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter, group):
     """[n, 4] tensor: summed chosen, summed rejected, mean chosen, mean rejected reference log-probs.
 
-    Computed once per round and saved beside the adapter, so a resumed round does not redo it."""
+    Computed once per round and saved beside the adapter, so a resumed round does not redo it. With
+    several processes each scores every world-th batch and the rows are summed into place."""
     path = Path(out_dir) / "reference.pt"
     if path.is_file():
         saved = torch.load(path)
         if saved.shape[0] == len(examples):
             return saved
+    group.barrier()  # no process may still be reading a stale file when rank 0 replaces it
     if reference_adapter and reference_adapter == init_adapter:
         scorer, context = model, _null()  # the adapter we start from, before any step
     elif reference_adapter:
@@ -275,17 +337,20 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
         scorer, context = model, model.disable_adapter()
     was_training = scorer.training
     scorer.eval()
-    rows = []
+    reference = torch.zeros((len(examples), 4), dtype=torch.float32)
+    starts = range(0, len(examples), cfg.batch_size)
     with context:
-        for start in range(0, len(examples), cfg.batch_size):
+        for start in list(starts)[group.rank::group.world]:
             batch = examples[start:start + cfg.batch_size]
             items = [(ex.prompt, seq) for ex in batch for seq in ex.sequences()]
             token_logps, mask = response_logps(scorer, items, pad_id, cfg.max_length)
             total, mean = _sums(token_logps, mask)
-            rows.append(torch.stack([total[0::2], total[1::2], mean[0::2], mean[1::2]], dim=1).float().cpu())
+            reference[start:start + len(batch)] = torch.stack([total[0::2], total[1::2], mean[0::2], mean[1::2]],
+                                                              dim=1).float().cpu()
     scorer.train(was_training)
-    reference = torch.cat(rows)
-    torch.save(reference, path)
+    reference = group.sum(reference)
+    if group.rank == 0:
+        torch.save(reference, path)
     return reference
 
 

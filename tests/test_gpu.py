@@ -72,3 +72,28 @@ def test_auto_engine_picks_vllm_with_cuda_and_vllm():
     name, why = select.choose(config.build())
     has_vllm = pytest.importorskip("importlib").util.find_spec("vllm") is not None
     assert name == ("vllm" if has_vllm else "transformers") and why.startswith("auto:")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_train_what_one_gpu_with_accumulation_trains(tiny_model_dir, tmp_path):
+    """nccl across two GPUs, started by accelerate launch; both sides under the same bf16 autocast, so
+    agreement is to bf16 precision, not bit for bit."""
+    from test_distributed import job
+    from test_trainer import examples, lora_state, train_cfg
+
+    from selfalign import models
+    from selfalign.training import distributed
+    from selfalign.training.trainer import train
+
+    data = examples(n=14)
+    cfg, folder, out = job(tmp_path, tiny_model_dir, data)
+    cfg.run.device, cfg.model.dtype = "cuda", "float32"
+    from selfalign import config
+
+    config.save(cfg, folder / "config.toml")
+    steps = []
+    distributed.launch(folder, cfg, on_step=steps.append, should_stop=lambda: False, log_path=tmp_path / "log.txt")
+    model, tok = models.load(str(tiny_model_dir), device="cuda", dtype="float32")
+    single = train(model, data, train_cfg(grad_accum=2), tmp_path / "single", pad_id=tok.pad_token_id, seed=7)
+    a, b = lora_state(out / "adapter"), lora_state(single)
+    assert all(torch.allclose(a[k], b[k], atol=2e-3) for k in a)

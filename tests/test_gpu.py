@@ -81,15 +81,13 @@ def test_two_gpus_train_what_one_gpu_with_accumulation_trains(tiny_model_dir, tm
     from test_distributed import job
     from test_trainer import examples, lora_state, train_cfg
 
-    from selfalign import models
+    from selfalign import config, models
     from selfalign.training import distributed
     from selfalign.training.trainer import train
 
     data = examples(n=14)
     cfg, folder, out = job(tmp_path, tiny_model_dir, data)
     cfg.run.device, cfg.model.dtype = "cuda", "float32"
-    from selfalign import config
-
     config.save(cfg, folder / "config.toml")
     steps = []
     distributed.launch(folder, cfg, on_step=steps.append, should_stop=lambda: False, log_path=tmp_path / "log.txt")

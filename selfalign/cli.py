@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from selfalign.errors import SelfalignError, UsageError
+from selfalign.errors import SelfalignError, UsageError, quiet_library_warnings
 
 EXIT_CODES_HELP = "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 run busy, 4 stopped by request."
 
@@ -16,6 +16,7 @@ class Group(click.Group):
     """Turns a SelfalignError into one line on stderr and its exit code."""
 
     def invoke(self, ctx: click.Context):
+        quiet_library_warnings()
         try:
             return super().invoke(ctx)
         except SelfalignError as exc:

@@ -41,3 +41,11 @@ class ModelError(SelfalignError):
 
 class ModelFetchError(SelfalignError):
     """Downloading or converting a model failed (network, index settings, disk)."""
+
+
+def quiet_library_warnings() -> None:
+    """Hide a deprecation that peft triggers inside transformers on every adapter load: it names
+    neither the user's code nor ours, and would repeat in every round's output."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)

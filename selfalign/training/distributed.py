@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from selfalign import config as config_mod
-from selfalign.errors import EXIT_STOPPED, SelfalignError
+from selfalign.errors import EXIT_STOPPED, SelfalignError, quiet_library_warnings
 from selfalign.store.rows import TrainStep
 
 PARENT_ENV = "SELFALIGN_LOOP_PID"  # set by launch(): the processes stop when that process is gone
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     from selfalign import models
     from selfalign.training.trainer import Example, StopTraining, TorchDistributed, train
 
+    quiet_library_warnings()
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not (Path(args[0]) / "job.json").is_file():
         print("error: give the job folder the train stage wrote (rounds/<k>/distributed, with job.json)",

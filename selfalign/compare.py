@@ -20,7 +20,9 @@ from selfalign.store.rows import ROUND_FINISHED
 
 METRICS = [
     ("eval/csr_prompt", "held-out CSR (prompt)"), ("eval/csr_instruction", "held-out CSR (instruction)"),
-    ("eval/win_rate", "win rate over round 0"), ("eval/length_mean", "mean length (tokens)"),
+    ("eval/win_rate", "win rate over round 0"),
+    ("eval/win_rate_decided", "win-rate comparisons decided (both orders agree)"),
+    ("eval/length_mean", "mean length (tokens)"),
     ("eval/distinct2", "distinct-2"), ("judge/score_mean", "judge score mean"),
     ("judge/position_bias", "judge position bias"), ("judge/collapse", "judge score collapse"),
     ("judge/likelihood_verifier_agreement", "likelihood/verifier agreement"), ("pairs/count", "pairs built"),

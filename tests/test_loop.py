@@ -60,7 +60,7 @@ def test_self_reward_two_rounds_then_eval_and_export(tiny_model_dir, runs_root, 
     assert loop.run(folder, quiet=True) == EXIT_OK  # all rounds done: nothing to do
 
     metrics, k = loop.evaluate_round(folder, None)
-    assert k == 2 and "eval/win_rate" in metrics
+    assert k == 2 and "eval/win_rate" in metrics and "eval/win_rate_decided" in metrics
     text = loop.render_metrics(metrics, k, "sr", "md")
     assert "| eval/csr_prompt |" in text
 

@@ -155,3 +155,15 @@ def test_health_metrics_on_fixed_judgements(tmp_path):
     assert metrics["judge/rubric_verifier_agreement"] == pytest.approx(0.5)  # all rubric ties count half
     warnings = [e.message for e in store.events() if e.level == "warning"]
     assert any("collapsed" in w for w in warnings) and any("judge-format" in w for w in warnings)
+
+
+def test_win_rate_counts_splits_as_half_and_reports_how_many_comparisons_were_decided():
+    from selfalign.stages.evaluate import summarize_wins
+
+    verdicts = {1: {"ab": 1.0, "ba": 1.0}, 2: {"ab": 1.0, "ba": 0.0}, 3: {"ab": 0.0, "ba": 0.0}, 5: {"ab": 1.0}}
+    rate, decided = summarize_wins(verdicts, identical={4: 0.5})
+    assert rate == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)  # prompt 5 lacks an order: not counted
+    assert decided == pytest.approx(2 / 3)  # identical answers are not judged, so not in the share
+    always_a = {i: {"ab": 1.0, "ba": 0.0} for i in range(6)}  # a judge that always names the first answer
+    assert summarize_wins(always_a, {}) == (0.5, 0.0)
+    assert summarize_wins({}, {}) == (None, None)

@@ -53,7 +53,13 @@ def run(ctx: StageContext, file: str | None = None) -> dict[str, float | None]:
     answers = {r.prompt_id: r for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
     metrics = response_metrics([(p.constraints, answers[p.id]) for p in heldout if p.id in answers])
     if k > 0 and cfg.eval.win_rate:
-        metrics["eval/win_rate"] = win_rate(ctx, heldout, answers)
+        metrics["eval/win_rate"], metrics["eval/win_rate_decided"] = win_rate(ctx, heldout, answers)
+        decided = metrics["eval/win_rate_decided"]
+        if decided is not None and decided < UNDECIDED_WARNING:
+            store.log_event("warning", f"evaluate: the win-rate judge (the base model) gave the same position in "
+                            f"both orders for {1 - decided:.0%} of the compared answers, so the win rate "
+                            "(mostly 0.5) says little; read the held-out CSR and `selfalign compare --answers`",
+                            round=k, stage=NAME)
     for name, value in metrics.items():
         store.set_metric(k, name, value)
     return metrics
@@ -76,11 +82,16 @@ def response_metrics(items) -> dict[str, float | None]:
     }
 
 
-def win_rate(ctx: StageContext, heldout, answers) -> float | None:
+UNDECIDED_WARNING = 0.25  # below this share of decided comparisons the win rate is mostly the judge's habit
+
+
+def win_rate(ctx: StageContext, heldout, answers) -> tuple[float | None, float | None]:
     """Round k against round 0 on each held-out prompt, judged by the base model in both orders.
 
     A win in both orders scores 1, a split (the judge followed the position) 0.5, a loss 0;
-    identical answers score 0.5 without asking."""
+    identical answers score 0.5 without asking. Also returns the share of judged prompts whose two
+    orders agreed: a small judge often names the same position every time, and then the win rate is
+    0.5 because of the judge, not because the rounds are equal."""
     store = ctx.store
     baseline = {r.prompt_id: r for r in store.responses(round=0) if r.policy == "base"}
     template = prompts.load_template("judge_pairwise.txt", ("instruction", "response_a", "response_b"), ctx.run_dir)
@@ -118,7 +129,17 @@ def win_rate(ctx: StageContext, heldout, answers) -> float | None:
             for j in store.judgements(response_id=answers[p.id].id):
                 if j.judge == "base" and j.rubric.startswith("winrate:") and j.parsed_ok:
                     verdicts.setdefault(p.id, {})[j.rubric.rsplit(":", 1)[1]] = j.score
+    return summarize_wins(verdicts, outcomes)
+
+
+def summarize_wins(verdicts: dict[int, dict[str, float]], identical: dict[int, float]) -> tuple[float | None,
+                                                                                               float | None]:
+    """(win rate, share decided) from per-prompt verdicts {"ab": new won?, "ba": new won?} and the
+    prompts whose answers were identical (0.5, not counted as judged)."""
+    outcomes, agreed = dict(identical), []
     for pid, v in verdicts.items():
         if "ab" in v and "ba" in v:
             outcomes[pid] = (v["ab"] + v["ba"]) / 2
-    return sum(outcomes.values()) / len(outcomes) if outcomes else None
+            agreed.append(v["ab"] == v["ba"])
+    rate = sum(outcomes.values()) / len(outcomes) if outcomes else None
+    return rate, (sum(agreed) / len(agreed) if agreed else None)

@@ -246,7 +246,7 @@ def watch(ctx, name):
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 def status(ctx, names, fmt):
-    """State (idle, running, paused, failed, stale), round, stage, heartbeat and metrics of runs."""
+    """State (idle, running, paused, hung, failed, stale), round, stage, heartbeat and metrics of runs."""
     import json
 
     from selfalign import runs

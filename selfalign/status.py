@@ -4,17 +4,22 @@ States: idle (nothing running; `done` when every configured round finished), run
 holds the run's lock; its pid is shown), paused (running, last control was a pause), failed (the
 last stage failed; its error is shown), stale (a stage is marked running but no process holds
 the lock: the writer died, and `selfalign run` will resume it), stopped (stopped by request; run
-again to resume).
+again to resume), hung (a process holds the lock but its heartbeat thread has not written for
+HUNG_AFTER_S: the process is frozen, stopped with SIGSTOP, or swapping; look at it, or kill it and
+run again, which resumes).
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from selfalign import config as config_mod
 from selfalign import runs
 from selfalign.store import Store, open_store
 from selfalign.store.rows import ROUND_FINISHED
+
+HUNG_AFTER_S = 60  # the loop beats every 5 s: twelve missed beats
 
 HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "pairs/count")
 
@@ -50,7 +55,10 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
         "rejected_rounds": [r.k for r in rounds if r.status == "rejected"],
         "stop_reason": stops[-1].reason if stops else None,
     }
-    if pid:
+    beat = store.heartbeat()
+    if pid and beat and beat[0] == pid and _seconds_since(beat[1]) > HUNG_AFTER_S:
+        status["state"] = "hung"
+    elif pid:
         status["state"] = "paused" if paused else "running"
     elif active and active.status == "failed":
         status["state"] = "failed"
@@ -61,6 +69,10 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
     else:
         status["state"] = "done" if len(done_rounds) >= cfg.run.rounds or stops else "idle"
     return status
+
+
+def _seconds_since(timestamp: str) -> float:
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(timestamp)).total_seconds()
 
 
 def render(statuses: list[dict[str, Any]]) -> str:

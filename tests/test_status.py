@@ -1,4 +1,4 @@
-"""`selfalign status` on idle, running, paused, stale, failed and finished runs."""
+"""`selfalign status` on idle, running, paused, hung, stale, failed and finished runs."""
 
 import json
 import subprocess
@@ -48,6 +48,14 @@ def test_states(runs_root):
         with open_store(stale.db_path) as store:
             cid = store.request_control("pause")
             store.mark_control_handled(cid)
+        assert run_status(stale)["state"] == "paused"
+        with open_store(stale.db_path) as store:  # the holder stopped beating long ago
+            store.db.execute("INSERT OR REPLACE INTO heartbeat (id, pid, ts) VALUES (1, ?, ?)",
+                             [proc.pid, "2026-01-01T00:00:00.000+00:00"])
+            store.db.commit()
+        assert run_status(stale)["state"] == "hung"
+        with open_store(stale.db_path) as store:
+            store.beat(proc.pid)
         assert run_status(stale)["state"] == "paused"
     finally:
         proc.kill()

@@ -16,7 +16,7 @@ from selfalign.tui.feed import smooth
 
 PIPELINE = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
 STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "stopping": "bold yellow", "done": "bold cyan",
-               "failed": "bold red", "stale": "bold red", "idle": "dim", "stopped": "yellow"}
+               "failed": "bold red", "stale": "bold red", "hung": "bold red", "idle": "dim", "stopped": "yellow"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 

@@ -144,3 +144,24 @@ def test_sigkill_mid_train_then_resume_matches_an_uninterrupted_run(tiny, tiny_m
     a, b = lora_state(whole), lora_state(tmp_path / "b" / "adapter")
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
+
+
+def test_splitting_batches_by_tokens_takes_the_same_steps(tiny, tmp_path):
+    from selfalign.training.trainer import _split
+
+    data = examples()
+    sizes = [sum(len(e.prompt) + len(s) for s in e.sequences()) for e in data]
+    pieces = _split(list(range(6)), data, 40)
+    assert [i for piece in pieces for i in piece] == list(range(6)) and len(pieces) > 1
+    assert all(len(p) == 1 or sum(sizes[i] for i in p) <= 40 for p in pieces)
+    assert _split([0, 1], data, 0) == [[0, 1]] and _split([0], data, 1) == [[0]]
+
+    model, tok = tiny
+    whole, split = [], []
+    a = train(model, data, train_cfg(micro_batch_tokens=0), tmp_path / "a", pad_id=tok.pad_token_id,
+              on_step=whole.append)
+    b = train(model, data, train_cfg(micro_batch_tokens=30), tmp_path / "b", pad_id=tok.pad_token_id,
+              on_step=split.append)
+    assert [s.loss for s in whole] == pytest.approx([s.loss for s in split], abs=1e-5)
+    wa, wb = lora_state(a), lora_state(b)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)

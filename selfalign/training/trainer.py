@@ -224,7 +224,9 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
             pairs = sum(len(b) for b in step_batches)
             # stats: loss, chosen, rejected, accuracy (weighted by pairs), tokens
             stats = torch.zeros(5, dtype=torch.float64)
-            for batch in step_batches[group.rank::group.world]:
+            mine = [chunk for batch in step_batches[group.rank::group.world]
+                    for chunk in _split(batch, examples, cfg.micro_batch_tokens)]
+            for batch in mine:
                 with autocast:
                     loss, info, n_tokens = _loss(model, [examples[i] for i in batch],
                                                  None if reference is None else reference[batch], cfg, pad_id)
@@ -263,6 +265,24 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
         shutil.rmtree(checkpoint, ignore_errors=True)
     group.barrier()
     return adapter
+
+
+def _split(batch: list[int], examples: list[Example], max_tokens: int) -> list[list[int]]:
+    """Cut a batch into runs of examples with at most max_tokens tokens through the model at once
+    (each sequence counts with its prompt); an example above the limit goes alone. The loss of each
+    piece is weighted by its share of the step's pairs, so the step's gradient is the same: only
+    the activations held for the backward pass shrink."""
+    if max_tokens <= 0:
+        return [batch]
+    pieces, current, used = [], [], 0
+    for i in batch:
+        n = sum(len(examples[i].prompt) + len(seq) for seq in examples[i].sequences())
+        if current and used + n > max_tokens:
+            pieces.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n
+    return pieces + [current] if current else pieces
 
 
 def _sum_gradients(params: list[torch.nn.Parameter], group: SingleProcess) -> None:

@@ -1,0 +1,78 @@
+"""Peak memory and speed of one training round under different activation-memory settings.
+
+Each setting trains in its own process (peak RSS is per process) on the same pairs: batch 8,
+prompts of 64 tokens, responses of 192, LoRA r=16 on every projection, one epoch, fp32 on CPU.
+Settings: the whole batch at once (baseline), train.micro_batch_tokens at two sizes, and
+gradient checkpointing. Prints peak RSS, tokens/s and the final loss (the same steps are taken
+in every setting, so the losses should agree), with ratios against the baseline.
+Run: .venv/bin/python benchmarks/train_memory.py [--pairs 32] [--model smollm2-135m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+SETTINGS = {
+    "whole batch": ["train.micro_batch_tokens=0"],
+    "micro_batch_tokens=4096": ["train.micro_batch_tokens=4096"],
+    "micro_batch_tokens=2048": ["train.micro_batch_tokens=2048"],
+    "gradient checkpointing": ["train.micro_batch_tokens=0", "train.gradient_checkpointing=true"],
+}
+
+
+def child(model_name: str, pairs: int, sets: list[str]) -> None:
+    import random
+
+    from selfalign import config, models
+    from selfalign.training.trainer import Example, train
+
+    model, tok = models.load(model_name, device="cpu")
+    rng = random.Random(0)
+
+    def ids(n: int) -> list[int]:
+        return [rng.randrange(5, min(len(tok), 20000)) for _ in range(n)]
+
+    examples = [Example(ids(64), ids(192), ids(192)) for _ in range(pairs)]
+    tokens = sum(len(e.prompt) * 2 + len(e.chosen) + len(e.rejected) for e in examples)
+    cfg = config.build(sets=["train.batch_size=8", "train.epochs=1", "train.lora_dropout=0.0", *sets]).train
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    steps = []
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        train(model, examples, cfg, out, pad_id=tok.pad_token_id, on_step=steps.append, checkpoint_every=0)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"peak_mib": peak / 1024, "loaded_mib": before / 1024, "tok_s": tokens / seconds,
+                      "loss": steps[-1].loss}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.model, args.pairs, args.child)
+        return
+    print(f"{args.pairs} pairs, batch 8, prompt 64 + responses 192 tokens, {args.model}, one process per setting")
+    results = {}
+    for name, sets in SETTINGS.items():
+        done = subprocess.run([sys.executable, __file__, "--model", args.model, "--pairs", str(args.pairs),
+                               "--child", *sets], capture_output=True, text=True, check=True)
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        base = results["whole batch"]
+        r = results[name]
+        print(f"{name:26s} peak {r['peak_mib']:7.0f} MiB (model loaded: {r['loaded_mib']:5.0f}), "
+              f"{r['tok_s']:6.1f} tok/s, loss {r['loss']:.4f}; vs whole batch: memory "
+              f"{r['peak_mib'] / base['peak_mib']:.2f}x, speed {r['tok_s'] / base['tok_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -48,8 +48,17 @@ def child(model_name: str, pairs: int, sets: list[str]) -> None:
         train(model, examples, cfg, out, pad_id=tok.pad_token_id, on_step=steps.append, checkpoint_every=0)
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    after = _rss_mib()
+    from selfalign.loop import return_freed_memory
+
+    return_freed_memory()
     print(json.dumps({"peak_mib": peak / 1024, "loaded_mib": before / 1024, "tok_s": tokens / seconds,
-                      "loss": steps[-1].loss}))
+                      "loss": steps[-1].loss, "after_mib": after, "trimmed_mib": _rss_mib()}))
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
 
 def main() -> None:
@@ -71,7 +80,8 @@ def main() -> None:
         r = results[name]
         print(f"{name:26s} peak {r['peak_mib']:7.0f} MiB (model loaded: {r['loaded_mib']:5.0f}), "
               f"{r['tok_s']:6.1f} tok/s, loss {r['loss']:.4f}; vs whole batch: memory "
-              f"{r['peak_mib'] / base['peak_mib']:.2f}x, speed {r['tok_s'] / base['tok_s']:.2f}x")
+              f"{r['peak_mib'] / base['peak_mib']:.2f}x, speed {r['tok_s'] / base['tok_s']:.2f}x; after training "
+              f"{r['after_mib']:.0f} MiB, {r['trimmed_mib']:.0f} MiB once freed memory is returned")
 
 
 if __name__ == "__main__":

@@ -234,6 +234,7 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
             raise
         store.finish_stage(k, name, "done")
         log("info", f"done in {store.stage(k, name).seconds:.1f} s", round=k, stage=name)
+        return_freed_memory()
         if controls.after_stage:
             raise StageStopped()
         return result
@@ -278,6 +279,19 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
         store.finish_round(k, status)
         _summary(store, k)
     return EXIT_OK
+
+
+def return_freed_memory() -> None:
+    """Hand memory freed by a stage back to the OS. glibc keeps freed heap pages, so without this
+    the process stays at its training peak through the next round's generation (seen: 14 GB RSS
+    after a 135M model's train stage)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _plan(folder: RunFolder, cfg, store: Store) -> controller.Plan:

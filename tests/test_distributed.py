@@ -71,7 +71,7 @@ def test_a_stop_reaches_every_process_and_a_failure_is_one_line(tmp_path, tiny_m
     assert "\n" not in message and "no-such-model" in message
 
 
-def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_root):
+def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_root, monkeypatch):
     folder = make_run(tiny_model_dir, "dp", "self-reward", "run.rounds=1", "train.processes=2",
                       "train.launcher=\"torchrun\"", "run.device=cpu")
     assert loop.run(folder, quiet=True) == EXIT_OK
@@ -83,6 +83,24 @@ def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_ro
         assert "eval/csr_instruction" in store.metrics(1)[1]
     assert (folder.adapter_dir(1) / "adapter_model.safetensors").is_file()
     assert (folder.path / "logs" / "round-1-train-processes.txt").is_file()
+
+    # Building the examples needs only a tokenizer: behind a vLLM engine (which has one and no
+    # transformers model) this process loads no model copy and builds the same token ids.
+    from types import SimpleNamespace
+
+    from selfalign.engines.transformers_engine import TransformersEngine
+    from selfalign.stages import StageContext
+    from selfalign.stages import train as train_stage
+
+    cfg = config.load(folder.config_path)
+    engine = TransformersEngine.load(str(tiny_model_dir), device="cpu")
+    with open_store(folder.db_path) as store:
+        full = train_stage.build_examples(StageContext(cfg, store, engine, round=1, run_dir=folder.path))
+        cache = {}
+        monkeypatch.setattr(train_stage, "_TRAINING_ENGINES", cache)
+        vllm_like = SimpleNamespace(tokenizer=engine.tokenizer)
+        light = train_stage.build_examples(StageContext(cfg, store, vllm_like, round=1, run_dir=folder.path))
+    assert light == full and full and not cache
 
 
 def test_the_loop_itself_refuses_to_run_under_a_launcher(runs_root):

@@ -85,10 +85,7 @@ class TransformersEngine:
     # ------------------------------------------------------------ tokenizing
 
     def prompt_ids(self, messages_or_prompt: list[dict[str, str]] | str) -> list[int]:
-        if isinstance(messages_or_prompt, str):
-            return self.tokenizer(messages_or_prompt)["input_ids"]
-        text = self.tokenizer.apply_chat_template(messages_or_prompt, add_generation_prompt=True, tokenize=False)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return prompt_ids(self.tokenizer, messages_or_prompt)
 
     # ------------------------------------------------------------ generation
 
@@ -318,3 +315,12 @@ def _nucleus_pick(probs, cumulative, top_p, generator):
     outside[:, 0] = False
     kept = probs.masked_fill(outside, 0.0)
     return torch.multinomial(kept, 1, generator=generator).squeeze(-1)
+
+
+def prompt_ids(tokenizer, messages_or_prompt: list[dict[str, str]] | str) -> list[int]:
+    """Token ids of a prompt as the policy sees it: a plain (URIAL) prompt, or chat messages through
+    the tokenizer's template with the assistant turn opened."""
+    if isinstance(messages_or_prompt, str):
+        return tokenizer(messages_or_prompt)["input_ids"]
+    text = tokenizer.apply_chat_template(messages_or_prompt, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]

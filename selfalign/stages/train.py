@@ -37,9 +37,30 @@ def training_engine(ctx: StageContext):
     return _TRAINING_ENGINES[cfg.model.name]
 
 
+class _Tokenizing:
+    """What building examples needs from an engine: its tokenizer and the prompt formatting."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def prompt_ids(self, messages_or_prompt) -> list[int]:
+        from selfalign.engines.transformers_engine import prompt_ids
+
+        return prompt_ids(self.tokenizer, messages_or_prompt)
+
+
+def tokenizing_engine(ctx: StageContext):
+    """In a data-parallel round this process only tokenizes (the launched processes load the model),
+    so a vLLM engine's tokenizer serves and no transformers copy takes memory here."""
+    if ctx.config.train.processes > 1 and not hasattr(ctx.engine, "base") and \
+            getattr(ctx.engine, "tokenizer", None) is not None:
+        return _Tokenizing(ctx.engine.tokenizer)
+    return training_engine(ctx)
+
+
 def build_examples(ctx: StageContext) -> list[Example]:
     """Token ids for the round's pairs, formatted exactly as the policy saw the prompts."""
-    store, engine, cfg = ctx.store, training_engine(ctx), ctx.config
+    store, engine, cfg = ctx.store, tokenizing_engine(ctx), ctx.config
     tokenizer = engine.tokenizer
     responses = {r.id: r for r in store.responses(round=ctx.round)}
     prompts: dict[int, list[int]] = {}

@@ -110,6 +110,8 @@ class JudgeSection:
     samples: int = opt(1, "judge samples averaged per response", min=1, max=8)
     temperature: float = opt(0.0, "judge sampling temperature (0 is greedy)", min=0.0)
     max_new_tokens: int = opt(48, "token budget for one judgement", min=4)
+    rubric_prompt: str = opt("", "a file replacing prompts/judge_additive5.txt (a bare name is looked up in the "
+                             "run's prompts/ first); the controller's rubric rewrite sets it")
     weight_rubric: float = opt(0.25, "weight of the rubric self-judge in the combined score (a 135M "
                                "judge mostly gives every answer the same score)", min=0.0)
     weight_verifiers: float = opt(1.0, "weight of the constraint satisfaction rate", min=0.0)
@@ -207,6 +209,10 @@ class ControllerSection:
     curriculum_ceiling: float = opt(3.0, "most weight a constraint type gets", min=1.0)
     repair_judge: bool = opt(True, "when the rubric self-judge is unhealthy (collapse, position bias, low "
                              "verifier agreement), switch it off and lean on verifiers and likelihood")
+    rewrite_rubric: bool = opt(False, "before switching an unhealthy additive5 rubric off, let the policy rewrite "
+                               "its criteria; the rewrite is kept only if it agrees with the verifiers more "
+                               "often on held-aside responses")
+    rewrite_sample: int = opt(24, "held-aside responses the old and the rewritten rubric both score", min=4)
     patience: int = opt(2, "stop when the best held-out score has not improved for this many rounds (0: never)",
                         min=0)
     max_hours: float = opt(0.0, "stop once the run has spent this many hours in rounds (0: no budget)", min=0.0)

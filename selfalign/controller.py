@@ -115,10 +115,11 @@ def _toml(value: Any) -> str:
 
 def decide(cfg: config_mod.Config, round_cfg: config_mod.Config, k: int, metrics: dict[int, dict[str, float | None]],
            kept_before: list[int], verification_counts: dict[str, tuple[int, int]],
-           hours_spent: float) -> list[NewDecision]:
+           hours_spent: float, rubric_trial=None) -> list[NewDecision]:
     """The decisions after round k. `round_cfg` is the configuration round k ran with (overrides applied);
     `kept_before` are the kept rounds before k; `verification_counts` maps a constraint type to
-    (passed, checked) on round k's training responses."""
+    (passed, checked) on round k's training responses; `rubric_trial` is the outcome of the rubric
+    rewrite the loop ran when wants_rubric_rewrite() said so."""
     c = cfg.controller
     out: list[NewDecision] = []
     scores = heldout_scores(metrics, cfg)
@@ -147,7 +148,7 @@ def decide(cfg: config_mod.Config, round_cfg: config_mod.Config, k: int, metrics
     if c.curriculum and verification_counts:
         out.append(_curriculum(k, c, verification_counts))
 
-    judge = _judge_repair(k, round_cfg, metrics.get(k, {})) if c.repair_judge else None
+    judge = _judge_repair(k, round_cfg, metrics.get(k, {}), rubric_trial) if c.repair_judge else None
     if judge:
         out.append(judge)
 
@@ -174,9 +175,10 @@ def _curriculum(k: int, c, counts: dict[str, tuple[int, int]]) -> NewDecision:
                        {"weights": weights, "satisfaction": {cid: round(1 - f, 4) for cid, f in fail.items()}})
 
 
-def _judge_repair(k: int, round_cfg: config_mod.Config, m: dict[str, float | None]) -> NewDecision | None:
+def judge_problems(round_cfg: config_mod.Config, m: dict[str, float | None]) -> list[str]:
+    """What is wrong with the rubric self-judge of a round, from its health metrics (empty: healthy or off)."""
     if round_cfg.judge.rubric == "none" or round_cfg.judge.weight_rubric == 0:
-        return None
+        return []
     problems = []
     if m.get("judge/collapse"):
         problems.append(f"score collapse (std {m.get('judge/score_std') or 0:.2f})")
@@ -185,8 +187,27 @@ def _judge_repair(k: int, round_cfg: config_mod.Config, m: dict[str, float | Non
     agreement = m.get("judge/rubric_verifier_agreement")
     if agreement is not None and agreement < 0.5:
         problems.append(f"rubric/verifier agreement {agreement:.2f}")
+    return problems
+
+
+def wants_rubric_rewrite(cfg: config_mod.Config, round_cfg: config_mod.Config,
+                         m: dict[str, float | None]) -> bool:
+    """Whether the loop should run a rubric rewrite trial before deciding (it needs the model)."""
+    c = cfg.controller
+    return (c.enabled and c.repair_judge and c.rewrite_rubric and round_cfg.judge.rubric == "additive5"
+            and round_cfg.pairs.rule != "sft" and bool(judge_problems(round_cfg, m)))
+
+
+def _judge_repair(k: int, round_cfg: config_mod.Config, m: dict[str, float | None],
+                  trial=None) -> NewDecision | None:
+    """`trial`: the rubric rewrite's outcome (rubric_rewrite.Trial) when one ran."""
+    problems = judge_problems(round_cfg, m)
     if not problems:
         return None
+    if trial is not None and trial.kept:
+        return NewDecision(k, "judge", "rubric self-judge unhealthy (" + "; ".join(problems) + "); "
+                           + trial.reason + "; it judges from the next round",
+                           {"problems": problems, "rewrite": trial.data, "overrides": trial.data["overrides"]})
     if round_cfg.pairs.rule == "sft":
         return NewDecision(k, "judge", "rubric judge unhealthy (" + "; ".join(problems) + ") but kept: the SFT "
                            "filter of this recipe is built on it", {"problems": problems})
@@ -194,8 +215,11 @@ def _judge_repair(k: int, round_cfg: config_mod.Config, m: dict[str, float | Non
     likelihood = m.get("judge/likelihood_verifier_agreement")
     if likelihood is not None and likelihood < 0.5:
         overrides["judge.weight_likelihood"] = round_cfg.judge.weight_likelihood * 0.5
+    data: dict[str, Any] = {"problems": problems, "overrides": overrides}
+    if trial is not None:
+        data["rewrite"] = trial.data
     return NewDecision(k, "judge", "rubric self-judge unhealthy (" + "; ".join(problems) + "): switched off from "
                        "the next round; pairs rest on " + ("verifiers and half-weight likelihood"
                                                            if "judge.weight_likelihood" in overrides
-                                                           else "verifiers and likelihood"),
-                       {"problems": problems, "overrides": overrides})
+                                                           else "verifiers and likelihood")
+                       + (f" ({trial.reason})" if trial is not None else ""), data)

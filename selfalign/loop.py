@@ -275,7 +275,15 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
             run_stage(ctx, name, stage_fns[name])
         status = "done"
         if cfg.controller.enabled:
-            status = _decide(folder, cfg, round_cfg, store, log, k)
+            trial = None
+            if controller.wants_rubric_rewrite(cfg, round_cfg, store.metrics(k).get(k, {})):
+                from selfalign import rubric_rewrite
+
+                log("info", "controller: the rubric judge is unhealthy; asking the policy for new criteria",
+                    round=k, stage="controller")
+                # the policy that judged the round scores both rubrics, so only the rubric differs
+                trial = rubric_rewrite.attempt(context(k, previous, round_cfg))
+            status = _decide(folder, cfg, round_cfg, store, log, k, trial)
         store.finish_round(k, status)
         _summary(store, k)
     return EXIT_OK
@@ -300,7 +308,7 @@ def _plan(folder: RunFolder, cfg, store: Store) -> controller.Plan:
     return controller.plan(cfg, store.decisions(), store.overrides(), finished, scores, folder.adapter_rounds())
 
 
-def _decide(folder: RunFolder, cfg, round_cfg, store: Store, log: RunLog, k: int) -> str:
+def _decide(folder: RunFolder, cfg, round_cfg, store: Store, log: RunLog, k: int, rubric_trial=None) -> str:
     """Round k's decisions, stored and logged with their reasons; the round's final status."""
     finished = [r.k for r in store.rounds() if r.status in ROUND_FINISHED and r.k < k]
     kept_before, _ = controller.kept_rounds(store.decisions(), store.overrides(), finished)
@@ -310,7 +318,7 @@ def _decide(folder: RunFolder, cfg, round_cfg, store: Store, log: RunLog, k: int
             met, checked = counts.get(cid, (0, 0))
             counts[cid] = (met + passed, checked + 1)
     hours = sum(r.seconds or 0 for r in store.rounds()) / 3600
-    decisions = controller.decide(cfg, round_cfg, k, store.metrics(), kept_before, counts, hours)
+    decisions = controller.decide(cfg, round_cfg, k, store.metrics(), kept_before, counts, hours, rubric_trial)
     store.set_decisions(k, decisions)
     for d in decisions:
         log("warning" if d.kind in ("reject", "stop") else "info", f"controller: {d.kind}: {d.reason}", round=k,

@@ -77,7 +77,8 @@ def _verify_and_flag(ctx, responses, train, done_keys) -> None:
 
 def _rubric_judge(ctx, rubric, responses, train, done_keys, progress) -> None:
     cfg = ctx.config
-    template = prompts.load_template(f"judge_{rubric}.txt", ("instruction", "response"), ctx.run_dir)
+    name = cfg.judge.rubric_prompt if cfg.judge.rubric_prompt and rubric == "additive5" else f"judge_{rubric}.txt"
+    template = prompts.load_template(name, ("instruction", "response"), ctx.run_dir)
     todo = []
     for r in responses:
         missing = [i for i in range(cfg.judge.samples) if (r.id, "self", rubric, i) not in done_keys]

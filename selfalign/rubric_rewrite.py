@@ -84,7 +84,8 @@ def attempt(ctx: StageContext) -> Trial:
     reply = ctx.engine.generate([policy_request(ctx, request, key="rewrite", n=1, seed=derive_seed(
         cfg.run.seed, k, "rubric-rewrite"), max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, top_p=1.0)])[0].text
     proposed = criteria(reply)[:len(old)]
-    data: dict[str, Any] = {"held": len(held_responses), "proposed": proposed, "current": old}
+    data: dict[str, Any] = {"held": len(held_responses), "proposed": proposed, "current": old,
+                            "reply": reply[:2000]}  # what the policy wrote, for the decision's record
     if len(proposed) < len(old):
         return Trial(False, f"the policy's rewrite had {len(proposed)} numbered criteria where the rubric needs "
                      f"{len(old)}: discarded", data)

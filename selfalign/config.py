@@ -168,7 +168,7 @@ class TrainSection:
                          choices=("base", "previous"))
     init_from: str = opt("previous", "each round trains from the previous adapter or from the base",
                          choices=("previous", "base"))
-    micro_batch_tokens: int = opt(4096, "most tokens (prompts counted with each response) through the model at "
+    micro_batch_tokens: int = opt(2048, "most tokens (prompts counted with each response) through the model at "
                                   "once; a larger batch is split and its gradients summed: the same step with "
                                   "less activation memory; 0 = no limit", min=0)
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass: less memory, about "

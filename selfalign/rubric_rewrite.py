@@ -21,7 +21,7 @@ from typing import Any
 
 from selfalign import prompts, scoring, verifiers
 from selfalign.stages import StageContext, by_prompt, derive_seed, policy_request, round_responses
-from selfalign.store.rows import NewJudgement
+from selfalign.stages import judge as judge_stage
 
 CRITERION_RE = re.compile(r"^\s*(\d+)[.)]\s+(\S.*)$")
 MIN_GAIN = 0.05  # agreement the rewrite must add over the current rubric to be kept
@@ -61,7 +61,7 @@ def attempt(ctx: StageContext) -> Trial:
     old = criteria(current.body)
     train, responses = round_responses(ctx)
     verified = store.round_verifications(k)
-    csr = {rid: sum(res.values()) / len(res) for rid, res in verified.items() if res}
+    csr = {rid: verifiers.share_met(res) for rid, res in verified.items() if res}
     rubric_scores = _mean_scores(store, k, "additive5")
     groups = [[r for r in group if r.id in csr] for group in by_prompt(responses).values()]
     groups = [g for g in groups if len({csr[r.id] for r in g}) > 1]  # the verifiers tell them apart
@@ -92,10 +92,12 @@ def attempt(ctx: StageContext) -> Trial:
 
     candidate = prompts.Template(current.path, with_criteria(current.body, proposed), {})
     label = f"rewrite{k}"
-    _judge(ctx, candidate, label, held_responses, train)
-    new_scores = _mean_scores(store, k, label)
-    before = _agreement(held, held_responses, rubric_scores, csr)
-    after = _agreement(held, held_responses, new_scores, csr)
+    judge_stage.judge_with_template(ctx, candidate, label, "additive5", held_responses, train,
+                                    store.judgement_keys(k), samples=1)
+    held_ids = {r.id for r in held_responses}
+    held_groups = [[r.id for r in g if r.id in held_ids] for g in held]
+    before = scoring.grouped_agreement(held_groups, rubric_scores, csr)
+    after = scoring.grouped_agreement(held_groups, _mean_scores(store, k, label), csr)
     data |= {"agreement_before": before, "agreement_after": after}
     if after is None or before is None or after < before + MIN_GAIN:
         return Trial(False, f"the policy's rewritten rubric agreed with the verifiers on {_share(after)} of "
@@ -124,36 +126,9 @@ def _example(prompt, best, worst, csr, scores) -> str:
     return f"Request:\n{verifiers.attach(prompt.text, prompt.constraints)}\n{show(best)}\n{show(worst)}"
 
 
-def _judge(ctx: StageContext, template: prompts.Template, label: str, responses, train) -> None:
-    cfg, store = ctx.config, ctx.store
-    done = store.judgement_keys(ctx.round)
-    requests = [policy_request(ctx, template.render(instruction=verifiers.attach(train[r.prompt_id].text,
-                                                                                   train[r.prompt_id].constraints),
-                                                    response=scoring.mask_judge_format(r.text)[0]),
-                               key=r.id, n=1, seed=derive_seed(cfg.run.seed, ctx.round, label, r.id),
-                               max_new_tokens=cfg.judge.max_new_tokens, temperature=cfg.judge.temperature, top_p=1.0)
-                for r in responses if (r.id, "self", label, 0) not in done]
-    for start in range(0, len(requests), cfg.generate.batch_size):
-        ctx.check_stop()
-        for result in ctx.engine.generate(requests[start:start + cfg.generate.batch_size]):
-            score = scoring.parse_score(result.text, "additive5")
-            store.add_judgement(NewJudgement(result.key, "self", label, score, score is not None, result.text, 0))
-
-
 def _mean_scores(store, k: int, label: str) -> dict[int, float]:
     sums: dict[int, list[float]] = {}
     for j in store.judgements(round=k):
         if j.judge == "self" and j.rubric == label and j.parsed_ok and j.score is not None:
             sums.setdefault(j.response_id, []).append(j.score)
     return {rid: sum(v) / len(v) for rid, v in sums.items()}
-
-
-def _agreement(groups, kept, scores: dict[int, float], csr: dict[int, float]) -> float | None:
-    ids = {r.id for r in kept}
-    pairs = []
-    for group in groups:
-        members = [r.id for r in group if r.id in ids]
-        for i, x in enumerate(members):
-            for y in members[i + 1:]:
-                pairs.append((scores.get(x), scores.get(y), csr[x], csr[y]))
-    return scoring.pairwise_agreement(pairs)

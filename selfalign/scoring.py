@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import combinations
 
 # Rubric name -> (lowest, highest) score of its scale.
@@ -102,6 +102,14 @@ def pairwise_agreement(pairs: Sequence[tuple[float | None, float | None, float, 
         elif (judge_a > judge_b) == (ref_a > ref_b):
             total += 1.0
     return total / count if count else None
+
+
+def grouped_agreement(groups: Sequence[Sequence[int]], judge: Mapping[int, float | None],
+                      reference: Mapping[int, float]) -> float | None:
+    """pairwise_agreement over every two ids within one group (the responses to one prompt): how
+    often `judge` orders them as `reference` (the verifiers' satisfaction rate) does."""
+    return pairwise_agreement([(judge.get(x), judge.get(y), reference[x], reference[y])
+                               for group in groups for x, y in combinations(group, 2)])
 
 
 def normalise(rubric: str, score: float) -> float:

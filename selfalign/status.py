@@ -40,6 +40,7 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
     stops = [d for d in store.decisions() if d.kind == "stop"] if cfg.controller.enabled else []
     metrics = store.metrics(max(done_rounds)).get(max(done_rounds), {}) if done_rounds else {}
     controls = [c for c in store.controls() if c.handled]
+    beat = store.heartbeat()
     paused = bool(controls) and controls[-1].action == "pause"
     status: dict[str, Any] = {
         "run": folder.name, "recipe": cfg.run.recipe, "model": cfg.model.name, "pid": pid,
@@ -49,13 +50,12 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
         "progress": [active.done, active.total] if active else None,
         "error": active.error if active and active.status == "failed" else None,
         "last_activity": store.last_activity() if activity else None,
-        "heartbeat": (store.heartbeat() or (None, None))[1],
+        "heartbeat": beat[1] if beat else None,
         "metrics": {name: metrics[name] for name in HEADLINE if name in metrics},
         "metrics_round": max(done_rounds) if done_rounds else None,
         "rejected_rounds": [r.k for r in rounds if r.status == "rejected"],
         "stop_reason": stops[-1].reason if stops else None,
     }
-    beat = store.heartbeat()
     if pid and beat and beat[0] == pid and _seconds_since(beat[1]) > HUNG_AFTER_S:
         status["state"] = "hung"
     elif pid:

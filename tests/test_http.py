@@ -15,7 +15,9 @@ from selfalign.engines.http_engine import EndpointError, EndpointUnavailable, Ht
 class Scripted:
     """A real server answering each POST with the next scripted reply; records what it received."""
 
-    def __init__(self, replies):
+    def __init__(self, replies=(), respond=None):
+        """`respond(body) -> text`, when given, answers every request from what it asked (a model that
+        follows its prompt); otherwise the scripted replies are used in order."""
         self.replies = list(replies)
         self.received = []
         scripted = self
@@ -27,7 +29,10 @@ class Scripted:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 scripted.received.append((self.path, dict(self.headers), json.loads(body)))
-                kind, *args = scripted.replies.pop(0) if scripted.replies else ("ok", "[1] > [2]")
+                if respond:
+                    kind, *args = "ok", respond(json.loads(body))
+                else:
+                    kind, *args = scripted.replies.pop(0) if scripted.replies else ("ok", "[1] > [2]")
                 if kind == "sleep":
                     time.sleep(args[0])
                     kind, args = "ok", ["late"]

@@ -1,12 +1,10 @@
 """The controller's rubric rewrite: criteria parsing, the decision it feeds, and a trial against a real
 SQLite run and a real HTTP policy server whose judge follows whichever rubric it is sent."""
 
-import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from test_http import Scripted
 
 from selfalign import config, controller, prompts, rubric_rewrite, runs, verifiers
 from selfalign.engines.http_engine import HttpClient, HttpEngine
@@ -60,44 +58,28 @@ def test_a_kept_rewrite_replaces_the_rubric_and_a_discarded_one_switches_it_off(
     assert judge.data["overrides"]["judge.rubric"] == "none" and "discarded" in judge.reason
 
 
-class Policy:
+class Policy(Scripted):
     """A real OpenAI-compatible server: answers the rewrite request with `criteria`; as a judge it scores
     by the instruction checks when the rubric it is sent carries MARK-NEW, else gives 3."""
 
     def __init__(self, criteria):
-        self.received = []
-        policy = self
+        def respond(body):
+            text = body["messages"][-1]["content"]
+            if "Write a better checklist" in text:
+                return "\n".join(f"{i}. {c}" for i, c in enumerate(criteria, 1))
+            if "MARK-NEW" in text:
+                answer = re.search(r"Response:\n(.*?)\n\nExplain", text, re.S).group(1)
+                met = verifiers.check_all(CONSTRAINTS, answer)
+                return f"It meets {sum(met.values())} checks. Score: {2 * sum(met.values())}"
+            return "Fine. Score: 3"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+        super().__init__(respond=respond)
+        self.engine = HttpEngine(HttpClient(self.url, "policy"), load_adapters=False)
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                text = body["messages"][-1]["content"]
-                policy.received.append(text)
-                if "Write a better checklist" in text:
-                    reply = "\n".join(f"{i}. {c}" for i, c in enumerate(criteria, 1))
-                elif "MARK-NEW" in text:
-                    answer = re.search(r"Response:\n(.*?)\n\nExplain", text, re.S).group(1)
-                    met = verifiers.check_all(CONSTRAINTS, answer)
-                    reply = f"It meets {sum(met.values())} checks. Score: {2 * sum(met.values())}"
-                else:
-                    reply = "Fine. Score: 3"
-                data = json.dumps({"choices": [{"message": {"content": reply}, "finish_reason": "stop"}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.engine = HttpEngine(HttpClient(f"http://127.0.0.1:{self.server.server_port}/v1", "policy"),
-                                 load_adapters=False)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+    @property
+    def texts(self):
+        """The last message of every request received, in order."""
+        return [body["messages"][-1]["content"] for _, _, body in self.received]
 
 
 def round_with(store, k, old_scores=None):
@@ -132,7 +114,7 @@ def test_a_better_rewrite_is_kept_written_and_used_by_the_next_judge(run):
         assert trial.kept, trial.reason
         assert trial.data["agreement_before"] == 0.0 and trial.data["agreement_after"] == 1.0
         assert trial.data["held"] == 6 and trial.data["proposed"] == NEW_CRITERIA
-        request = next(t for t in policy.received if "Write a better checklist" in t)
+        request = next(t for t in policy.texts if "Write a better checklist" in t)
         assert "Mixed Case, With Commas" in request  # a disagreement from the shown half
         written = folder.path / "prompts" / "judge_additive5.r1.txt"
         assert rubric_rewrite.criteria(written.read_text()) == NEW_CRITERIA
@@ -147,7 +129,7 @@ def test_a_better_rewrite_is_kept_written_and_used_by_the_next_judge(run):
         next_cfg = controller.effective_config(cfg, trial.data["overrides"])
         policy.received.clear()
         judge_stage.run(StageContext(next_cfg, store, policy.engine, 2, run_dir=folder.path))
-        assert policy.received and all("MARK-NEW" in t for t in policy.received)
+        assert policy.texts and all("MARK-NEW" in t for t in policy.texts)
     finally:
         policy.close()
 

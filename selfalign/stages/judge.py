@@ -79,22 +79,31 @@ def _rubric_judge(ctx, rubric, responses, train, done_keys, progress) -> None:
     cfg = ctx.config
     name = cfg.judge.rubric_prompt if cfg.judge.rubric_prompt and rubric == "additive5" else f"judge_{rubric}.txt"
     template = prompts.load_template(name, ("instruction", "response"), ctx.run_dir)
+    judge_with_template(ctx, template, rubric, rubric, responses, train, done_keys, cfg.judge.samples, progress.add)
+
+
+def judge_with_template(ctx, template, label: str, scale: str, responses, train, done_keys, samples: int,
+                        advance=lambda n=1: None) -> None:
+    """Score each response `samples` times with a rubric template; judgements are stored under `label`
+    (what a resume checks in done_keys) and parsed on the `scale` of scoring.SCALES. The rubric
+    rewrite scores its candidate through here too, so both rubrics are asked the same way."""
+    cfg = ctx.config
     todo = []
     for r in responses:
-        missing = [i for i in range(cfg.judge.samples) if (r.id, "self", rubric, i) not in done_keys]
-        progress.add(cfg.judge.samples - len(missing))
+        missing = [i for i in range(samples) if (r.id, "self", label, i) not in done_keys]
+        advance(samples - len(missing))
         if missing:
             text = template.render(instruction=_instruction(train[r.prompt_id]),
                                    response=scoring.mask_judge_format(r.text)[0])
             todo.append(_judge_request(ctx, text, key=(r.id, tuple(missing)), n=len(missing),
-                                       seed=derive_seed(cfg.run.seed, ctx.round, rubric, r.id)))
+                                       seed=derive_seed(cfg.run.seed, ctx.round, label, r.id)))
 
     def store_result(result) -> None:
         response_id, missing = result.key
-        score = scoring.parse_score(result.text, rubric)
-        ctx.store.add_judgement(NewJudgement(response_id, "self", rubric, score, score is not None, result.text,
+        score = scoring.parse_score(result.text, scale)
+        ctx.store.add_judgement(NewJudgement(response_id, "self", label, score, score is not None, result.text,
                                              missing[result.sample_index]))
-        progress.add()
+        advance()
 
     for start in range(0, len(todo), cfg.generate.batch_size):
         ctx.check_stop()
@@ -256,18 +265,13 @@ def health(ctx) -> dict[str, float | None]:
         metrics["judge/position_bias"] = sum(1 for ab, ba in flips if ab != ba) / len(flips)
         metrics["judge/first_position_rate"] = sum(ab + (1 - ba) for ab, ba in flips) / (2 * len(flips))
 
-    rubric_mean = _mean_by_response(rubric_rows)
-    csr = {rid: sum(res.values()) / len(res) for rid, res in verified.items()}
-    rubric_pairs, likelihood_pairs = [], []
-    for group in by_prompt(responses.values()).values():
-        ids = [r.id for r in group if r.id in csr]
-        for i, x in enumerate(ids):
-            for y in ids[i + 1:]:
-                rubric_pairs.append((rubric_mean.get(x), rubric_mean.get(y), csr[x], csr[y]))
-                likelihood_pairs.append((responses[x].mean_logprob, responses[y].mean_logprob, csr[x], csr[y]))
+    csr = {rid: verifiers.share_met(res) for rid, res in verified.items()}
+    groups = [[r.id for r in group if r.id in csr] for group in by_prompt(responses.values()).values()]
     if rubric_rows:
-        metrics["judge/rubric_verifier_agreement"] = scoring.pairwise_agreement(rubric_pairs)
-    metrics["judge/likelihood_verifier_agreement"] = scoring.pairwise_agreement(likelihood_pairs)
+        metrics["judge/rubric_verifier_agreement"] = scoring.grouped_agreement(
+            groups, _mean_by_response(rubric_rows), csr)
+    metrics["judge/likelihood_verifier_agreement"] = scoring.grouped_agreement(
+        groups, {rid: r.mean_logprob for rid, r in responses.items()}, csr)
     metrics["judge/hacking_rate"] = (sum(1 for j in judgements if j.judge == "flag") / len(responses)
                                      if responses else None)
     blackbox = [j for j in judgements if j.judge == "blackbox"]

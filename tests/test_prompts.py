@@ -1,6 +1,7 @@
 """Prompt files and templates: the shipped files, lookup, rendering and bad input."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -20,12 +21,17 @@ def test_seed_file_is_large_and_diverse():
     assert len({s["instruction"] for s in seeds}) == len(seeds)
 
 
-def test_heldout_file_is_large_valid_and_disjoint_from_seeds():
+def test_heldout_benchmark_is_large_valid_and_disjoint_from_seeds():
     heldout = prompts.read_prompt_file("heldout.jsonl")
-    assert len(heldout) >= 150
-    assert sum(1 for h in heldout if h["constraints"]) >= 100
+    assert len(heldout) >= 500
+    per_type = Counter(c["id"] for h in heldout for c in h["constraints"])
+    assert set(per_type) == set(verifiers.REGISTRY) and min(per_type.values()) >= 20
+    assert {len(h["constraints"]) for h in heldout} == {1, 2, 3}
     for h in heldout:
         assert verifiers.compatible([c["id"] for c in h["constraints"]])
+        # only wordings that training never uses, so the benchmark measures transfer to new sentences
+        assert all(c["wording"].startswith("h") for c in h["constraints"])
+    assert len({h["prompt"] for h in heldout}) == len(heldout)
     index = RougeIndex()
     for seed in prompts.read_seed_tasks("seed_tasks.jsonl"):
         index.add(seed["instruction"])

@@ -58,6 +58,28 @@ def test_passing_and_failing_responses(type_id):
     assert phrase[0].isupper() and len(phrase) < 160
 
 
+@pytest.mark.parametrize("type_id", sorted(CASES))
+def test_every_type_has_several_training_and_heldout_wordings(type_id):
+    params = CASES[type_id][0]
+    kind = verifiers.REGISTRY[type_id]
+    assert len(kind.wordings("train")) >= 3 and len(kind.wordings("heldout")) >= 2
+    texts = [verifiers.describe({"id": type_id, "params": params, "wording": key})
+             for key in kind.wordings("train") + kind.wordings("heldout")]
+    assert len(set(texts)) == len(texts)
+    assert texts[0] == verifiers.describe({"id": type_id, "params": params})  # no wording: t0
+
+
+def test_sampling_uses_the_wordings_of_its_split_and_validate_rejects_unknown_ones():
+    rng = random.Random(1)
+    train = [c for _ in range(200) for c in verifiers.sample(rng, 3)]
+    assert {c["wording"][0] for c in train} == {"t"} and len({c["wording"] for c in train}) >= 3
+    held = [c for _ in range(50) for c in verifiers.sample(rng, 3, split="heldout")]
+    assert {c["wording"][0] for c in held} == {"h"}
+    assert verifiers.validate({"id": "no_commas", "params": {}, "wording": "h1"})["wording"] == "h1"
+    with pytest.raises(ValueError, match="has no wording 'h9'"):
+        verifiers.validate({"id": "no_commas", "params": {}, "wording": "h9"})
+
+
 def test_csr_and_check_all():
     constraints = [{"id": "lowercase", "params": {}}, {"id": "max_words", "params": {"n": 3}}]
     assert verifiers.check_all(constraints, "two words") == {"lowercase": True, "max_words": True}

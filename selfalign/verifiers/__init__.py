@@ -1,7 +1,9 @@
 """Constraint verifiers: describe a constraint, check a response, sample compatible constraints.
 
-A constraint is a dict {"id": type id, "params": {...}} as stored with its prompt. The constraint
-satisfaction rate (CSR) of a response is the share of its prompt's constraints it passes.
+A constraint is a dict {"id": type id, "params": {...}, "wording": key} as stored with its prompt. The
+wording key picks the sentence that asks for it: t0, t1, ... are training wordings (t0 when absent), h0,
+h1 belong to the held-out benchmark only. The constraint satisfaction rate (CSR) of a response is the
+share of its prompt's constraints it passes.
 """
 
 from __future__ import annotations
@@ -32,11 +34,15 @@ def validate(constraint: Any) -> dict[str, Any]:
     if set(params) != wanted:
         raise ValueError(f"constraint {constraint['id']!r} takes parameters {sorted(wanted) or 'none'}, "
                          f"got {sorted(params) or 'none'}")
-    return {"id": constraint["id"], "params": params}
+    if "wording" not in constraint:
+        return {"id": constraint["id"], "params": params}
+    wording = str(constraint["wording"])
+    _type(constraint).wording(wording)  # raises for a key the type does not have
+    return {"id": constraint["id"], "params": params, "wording": wording}
 
 
 def describe(constraint: dict[str, Any]) -> str:
-    return _type(constraint).phrase(**constraint.get("params", {}))
+    return _type(constraint).wording(constraint.get("wording", "t0"))(**constraint.get("params", {}))
 
 
 def check(constraint: dict[str, Any], text: str) -> bool:
@@ -71,8 +77,10 @@ def compatible(ids: list[str]) -> bool:
     return not any(_conflict(a, b) for n, a in enumerate(types) for b in types[n + 1:])
 
 
-def sample(rng: random.Random, count: int, weights: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Up to `count` mutually compatible constraints, drawn by weight (a curriculum may set them)."""
+def sample(rng: random.Random, count: int, weights: dict[str, float] | None = None,
+           split: str = "train") -> list[dict[str, Any]]:
+    """Up to `count` mutually compatible constraints, drawn by weight (a curriculum may set them), each
+    asked for in a wording drawn from `split` (train or heldout), so no single sentence is learned."""
     chosen: list[ConstraintType] = []
     pool = sorted(REGISTRY)
     for _ in range(count):
@@ -81,7 +89,7 @@ def sample(rng: random.Random, count: int, weights: dict[str, float] | None = No
             break
         pick = rng.choices(open_, weights=[(weights or {}).get(i, 1.0) for i in open_])[0]
         chosen.append(REGISTRY[pick])
-    return [{"id": c.id, "params": c.sample(rng)} for c in chosen]
+    return [{"id": c.id, "params": c.sample(rng), "wording": rng.choice(c.wordings(split))} for c in chosen]
 
 
 def attach(prompt: str, constraints: list[dict[str, Any]]) -> str:

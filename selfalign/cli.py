@@ -261,15 +261,22 @@ def status(ctx, names, fmt):
 @click.argument("name")
 @click.option("--round", "round_k", type=int, default=None, help="Round whose policy to evaluate (default: latest).")
 @click.option("--prompts", "prompt_file", default=None, help="Your own JSONL prompt file (the held-out format).")
+@click.option("--all", "every", is_flag=True, help="Every prompt of the held-out benchmark (or of --prompts), "
+              "not only the loop's sample of eval.prompts.")
+@click.option("--against", type=int, default=None, help="Also answer with this round's policy and print the paired "
+              "gain over it with its 95% interval (default: round 0 when evaluating a later round).")
 @click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
 @click.pass_context
-def eval_cmd(ctx, name, round_k, prompt_file, fmt):
-    """Evaluate a round's policy on held-out prompts (or your own file) and print the metrics."""
+def eval_cmd(ctx, name, round_k, prompt_file, every, against, fmt):
+    """Evaluate a round's policy on held-out prompts (or your own file): satisfaction with 95% intervals,
+    per constraint type, and the paired gain over another round."""
     from selfalign import loop, runs
 
     folder = runs.locate(name, ctx.obj["runs_dir"])
-    metrics, k = loop.evaluate_round(folder, round_k, prompt_file)
-    click.echo(loop.render_metrics(metrics, k, name, fmt))
+    evaluation = loop.evaluate_round(folder, round_k, prompt_file, every=every,
+                                     against=against if against is not None else (0 if round_k != 0 else None))
+    click.echo(loop.render_evaluation(folder, evaluation, evaluation.rounds[-1] if len(evaluation.rounds) > 1
+                                      else None, fmt))
 
 
 @cli.command()

@@ -63,7 +63,8 @@ class ModelSection:
 
 @dataclass
 class InstructSection:
-    prompts_per_round: int = opt(48, "new training prompts the policy writes each round (I-SHEEP)", min=0)
+    prompts_per_round: int = opt(240, "new training prompts the policy writes each round (I-SHEEP); hundreds per "
+                                  "round are what moved the embedded model (docs/gain.md)", min=0)
     seed_prompts_per_round: int = opt(16, "seed tasks also trained on each round, each used once", min=0)
     seed_file: str = opt("seed_tasks.jsonl", "seed instructions, in prompts/ or a path")
     template: str = opt("self_instruct.txt", "self-instruct prompt template, in prompts/ or a path")
@@ -76,7 +77,8 @@ class InstructSection:
                                  "one exceeds this", min=0.0, max=1.0)
     min_words: int = opt(4, "drop instructions shorter than this", min=1)
     max_words: int = opt(150, "drop instructions longer than this", min=1)
-    constraint_share: float = opt(0.6, "share of prompts that get verifiable constraints (ACT)",
+    constraint_share: float = opt(1.0, "share of prompts that get verifiable constraints (ACT); a prompt without "
+                                  "one has no exact signal, so on a small model it builds no pair",
                                   min=0.0, max=1.0)
     max_constraints: int = opt(3, "at most this many constraints on one prompt", min=0, max=6)
 
@@ -96,7 +98,8 @@ class GenerateSection:
     samples_per_prompt: int = opt(4, "responses sampled per prompt (K)", min=1, max=64)
     temperature: float = opt(0.7, "sampling temperature", min=0.0)
     top_p: float = opt(0.9, "nucleus sampling", min=0.0, max=1.0, min_exclusive=True)
-    max_new_tokens: int = opt(128, "token budget for one response", min=1)
+    max_new_tokens: int = opt(192, "token budget for one response (at 128, 62 % of the embedded model's "
+                               "answers were cut off, so ending and length constraints could never be met)", min=1)
     batch_size: int = opt(128, "sequences decoded together (on 2 CPU cores larger batches pay; a stop "
                           "request waits for the current batch)", min=1)
     stop: list[str] = opt([], "extra stop strings (URIAL adds its own)")
@@ -105,8 +108,9 @@ class GenerateSection:
 
 @dataclass
 class JudgeSection:
-    rubric: str = opt("additive5", "self-judge prompt: additive5 (Self-Rewarding, 'Score: N'), "
-                      "isheep (two 1-10 scales) or none", choices=("additive5", "isheep", "none"))
+    rubric: str = opt("none", "self-judge prompt: additive5 (Self-Rewarding, 'Score: N'), isheep (two 1-10 "
+                      "scales) or none (the default: a 135M judge is noise and cost half a round; turn it on "
+                      "for larger policies)", choices=("additive5", "isheep", "none"))
     samples: int = opt(1, "judge samples averaged per response", min=1, max=8)
     temperature: float = opt(0.0, "judge sampling temperature (0 is greedy)", min=0.0)
     max_new_tokens: int = opt(48, "token budget for one judgement", min=4)
@@ -118,6 +122,8 @@ class JudgeSection:
     weight_likelihood: float = opt(0.5, "weight of the policy's length-normalised log-likelihood rank",
                                    min=0.0)
     weight_blackbox: float = opt(0.0, "weight of the black-box model's ranking", min=0.0)
+    weigh_by_agreement: bool = opt(True, "scale each weight but the verifiers' by how far above chance that signal "
+                                   "orders the round's answers as the verifiers do (a coin gets weight 0)")
     blackbox_url: str = opt("", "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
     blackbox_model: str = opt("", "model name sent to the black-box server")
     blackbox_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the black-box key "
@@ -150,7 +156,7 @@ class TrainSection:
                     choices=("dpo", "ipo", "ln-dpo", "sft", "rrhf"))
     beta: float = opt(0.1, "DPO/IPO temperature: larger keeps the policy nearer the reference",
                       min=0.0, min_exclusive=True)
-    learning_rate: float = opt(5e-5, "peak AdamW learning rate", min=0.0, min_exclusive=True)
+    learning_rate: float = opt(1e-4, "peak AdamW learning rate", min=0.0, min_exclusive=True)
     epochs: int = opt(2, "passes over the round's pairs", min=1)
     batch_size: int = opt(8, "pairs per optimizer step (before accumulation)", min=1)
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", min=1)
@@ -184,10 +190,13 @@ class TrainSection:
 @dataclass
 class EvalSection:
     heldout_file: str = opt("heldout.jsonl", "held-out prompts, in prompts/ or a path; never trained on")
-    prompts: int = opt(32, "held-out prompts evaluated each round", min=1)
-    max_new_tokens: int = opt(128, "token budget for one held-out response", min=1)
+    prompts: int = opt(150, "held-out prompts the loop evaluates each round (the first of the benchmark's fixed "
+                    "shuffled order; `selfalign eval --all` answers all of them)", min=1)
+    max_new_tokens: int = opt(320, "token budget for one held-out response (the embedded model's greedy answers "
+                               "that do not loop end within it)", min=1)
     temperature: float = opt(0.0, "held-out sampling temperature (0 is greedy)", min=0.0)
-    win_rate: bool = opt(True, "judge round k against round 0 in both orders")
+    win_rate: bool = opt(False, "judge round k against round 0 in both orders by the base model (off by default: "
+                      "the embedded model names the first answer every time, so it says nothing)")
 
 
 @dataclass
@@ -197,7 +206,8 @@ class ControllerSection:
     score_weight_win_rate: float = opt(0.5, "... + this x win rate over round 0 (0.5 for round 0 itself)", min=0.0)
     gate: bool = opt(True, "reject a round whose held-out score drops below the best by more than the tolerance; "
                      "the next round starts from the best adapter")
-    tolerance: float = opt(0.02, "how far below the best held-out score a round may fall and still be kept",
+    tolerance: float = opt(0.05, "how far below the best held-out score a round may fall and still be kept (the "
+                           "95 % interval of 150 held-out prompts is about +-0.05 wide)",
                            min=0.0)
     lr_backoff: float = opt(0.5, "after a rejected round, multiply the learning rate by this", min=0.0,
                             min_exclusive=True, max=1.0)

@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from selfalign import config as config_mod
@@ -335,9 +336,20 @@ def _summary(store: Store, k: int) -> None:
     print(json.dumps(line), flush=True)
 
 
+@dataclass
+class Evaluation:
+    metrics: dict  # round k's metrics on the evaluated prompts
+    round: int
+    prompt_ids: list[int]  # the prompts evaluated (for intervals and paired gains)
+    rounds: list[int]  # every round answered: k, and the round compared against
+
+
 def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | None = None,
-                   engine_factory: Callable = make_engine) -> tuple[dict, int]:
-    """`selfalign eval`: evaluate round k's policy (default: the newest adapter; 0 is the base model)."""
+                   engine_factory: Callable = make_engine, every: bool = False,
+                   against: int | None = None) -> Evaluation:
+    """`selfalign eval`: evaluate round k's policy (default: the newest adapter; 0 is the base model) on
+    the loop's held-out sample, every held-out prompt (`every`) or a file; with `against`, that round's
+    policy answers the same prompts, for a paired gain. Answers already stored are not sampled again."""
     from selfalign.errors import UsageError
     from selfalign.stages import evaluate
 
@@ -345,23 +357,48 @@ def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | No
         cfg = config_mod.load(folder.config_path)
         adapters = folder.adapter_rounds()
         k = round_k if round_k is not None else (adapters[-1] if adapters else 0)
-        if k and k not in adapters:
-            raise UsageError(f"round {k} of {folder.name} has no adapter; rounds with adapters: {adapters or 'none'}")
+        rounds = [k] + ([against] if against is not None and against != k else [])
+        for r in rounds:
+            if r and r not in adapters:
+                raise UsageError(f"round {r} of {folder.name} has no adapter; rounds with adapters: "
+                                 f"{adapters or 'none'}")
         with open_store(folder.db_path) as store:
-            engine = engine_factory(cfg)
-            adapter = str(folder.adapter_dir(k)) if k else None
-            engine.set_adapter(adapter)
             if k and not store.round(0):
                 raise UsageError(f"{folder.name} has no round 0 baseline yet; run `selfalign run {folder.name}` first")
-            if not store.round(k):
-                store.start_round(k, None)
-            ctx = StageContext(cfg, store, engine, k, run_dir=folder.path,
-                               policy=folder.adapter_label(k), adapter=adapter,
-                               progress=lambda stage, done, total: print(f"\r{stage}: {done}/{total}", end="",
-                                                                         file=sys.stderr, flush=True))
-            metrics = evaluate.run(ctx, prompt_file)
-            print(file=sys.stderr)
-            return metrics, k
+            engine = engine_factory(cfg)
+            results = {}
+            for r in reversed(rounds):  # the baseline first: it is most often already stored
+                adapter = str(folder.adapter_dir(r)) if r else None
+                engine.set_adapter(adapter)
+                if not store.round(r):
+                    store.start_round(r, None)
+                ctx = StageContext(cfg, store, engine, r, run_dir=folder.path, policy=folder.adapter_label(r),
+                                   adapter=adapter,
+                                   progress=lambda stage, done, total, r=r: print(
+                                       f"\rround {r} {stage}: {done}/{total}", end="", file=sys.stderr, flush=True))
+                results[r] = evaluate.run(ctx, prompt_file, every)
+                print(file=sys.stderr)
+            ids = [p.id for p in evaluate.heldout_prompts(StageContext(cfg, store, engine, k, run_dir=folder.path),
+                                                          prompt_file, every)]
+            return Evaluation(results[k], k, ids, rounds)
+
+
+def render_evaluation(folder: RunFolder, evaluation: Evaluation, against: int | None, fmt: str) -> str:
+    """The evaluated round's figures with 95 % intervals, its paired gain over `against`, per constraint type."""
+    from selfalign import heldout
+
+    with open_store(folder.db_path) as store:
+        now = heldout.answers(store, evaluation.round, evaluation.prompt_ids)
+        figures = heldout.round_figures(list(now.values()))
+        gain = None
+        if against is not None and against != evaluation.round:
+            gain = heldout.gain_figures(heldout.answers(store, against, evaluation.prompt_ids), now)
+    if fmt == "json":
+        return json.dumps({"run": folder.name, "round": evaluation.round, "metrics": evaluation.metrics,
+                           "figures": heldout.as_json(figures), "against": against,
+                           "gain": heldout.as_json(gain) if gain else None})
+    return "\n\n".join([heldout.render_md(folder.name, evaluation.round, figures, gain, against),
+                         render_metrics(evaluation.metrics, evaluation.round, folder.name, "md")])
 
 
 def render_metrics(metrics: dict, k: int, name: str, fmt: str) -> str:

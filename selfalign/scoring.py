@@ -112,6 +112,25 @@ def grouped_agreement(groups: Sequence[Sequence[int]], judge: Mapping[int, float
                                for group in groups for x, y in combinations(group, 2)])
 
 
+def trust(agreement: float | None) -> float | None:
+    """How far a signal's agreement with the verifiers is above chance, in [0, 1]: 0.5 (a coin) or
+    worse -> 0, always agreeing -> 1. None when it could not be measured."""
+    if agreement is None:
+        return None
+    return max(0.0, min(1.0, 2 * agreement - 1))
+
+
+def weigh_by_agreement(weights: Mapping[str, float], agreements: Mapping[str, float | None],
+                       exact: str = "verifiers") -> dict[str, float]:
+    """Each signal's configured weight times its trust; the exact signal keeps its weight, and a signal
+    whose agreement could not be measured (no prompt with differing verifier results) keeps its own."""
+    out = {}
+    for name, weight in weights.items():
+        factor = None if name == exact else trust(agreements.get(name))
+        out[name] = weight if factor is None else weight * factor
+    return out
+
+
 def normalise(rubric: str, score: float) -> float:
     low, high = SCALES[rubric]
     return (score - low) / (high - low)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_http import Scripted
@@ -15,7 +16,9 @@ from selfalign.store import open_store
 LOOP_SETS = ["instruct.prompts_per_round=2", "instruct.seed_prompts_per_round=3", "instruct.max_new_tokens=24",
              "generate.max_new_tokens=10", "generate.batch_size=16", "judge.max_new_tokens=8",
              "judge.position_bias_pairs=2", "train.batch_size=2", "train.epochs=1", "eval.prompts=4",
-             "eval.max_new_tokens=8", "model.max_context=768", "run.rounds=2", "pairs.min_margin=0.0"]
+             "eval.max_new_tokens=8", "model.max_context=768", "run.rounds=2", "pairs.min_margin=0.0",
+             # the full self-reward loop: rubric self-judge and win rate on (the default leaves both off)
+             "judge.rubric=additive5", "eval.win_rate=true", "instruct.constraint_share=0.6"]
 
 
 def make_run(tiny_model_dir, name, recipe="self-reward", *extra):
@@ -59,7 +62,8 @@ def test_self_reward_two_rounds_then_eval_and_export(tiny_model_dir, runs_root, 
         assert store.heartbeat()[0] == os.getpid()  # the loop's heartbeat thread wrote its pid
     assert loop.run(folder, quiet=True) == EXIT_OK  # all rounds done: nothing to do
 
-    metrics, k = loop.evaluate_round(folder, None)
+    evaluation = loop.evaluate_round(folder, None)
+    metrics, k = evaluation.metrics, evaluation.round
     assert k == 2 and "eval/win_rate" in metrics and "eval/win_rate_decided" in metrics
     text = loop.render_metrics(metrics, k, "sr", "md")
     assert "| eval/csr_prompt |" in text
@@ -156,3 +160,45 @@ def test_a_failing_stage_is_recorded_and_the_run_resumes_once_fixed(tiny_model_d
     assert loop.run(folder, quiet=True) == EXIT_OK
     with open_store(folder.db_path) as store:
         assert store.stage(1, "instruct").status == "done" and store.round(1).status == "done"
+
+
+def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(tiny_model_dir, runs_root):
+    """The shipped default (verifier-weighted signals, every prompt constrained, no rubric self-judge, no
+    win rate), only made small; then `selfalign eval --all` answers the whole held-out benchmark with
+    round 1 and round 0 and prints the paired gain with its interval."""
+    sizes = ["instruct.prompts_per_round=3", "instruct.seed_prompts_per_round=3", "instruct.max_new_tokens=24",
+             "generate.max_new_tokens=10", "train.batch_size=2", "train.epochs=1", "eval.prompts=6",
+             "eval.max_new_tokens=6", "model.max_context=768", "run.rounds=1", "pairs.min_margin=0.0"]
+    cfg = config.build(sets=[f"model.name={tiny_model_dir}", *sizes])
+    assert cfg.judge.rubric == "none" and not cfg.eval.win_rate and cfg.instruct.constraint_share == 1.0
+    folder = runs.create("default", config.dumps(cfg))
+    assert loop.run(folder, quiet=True) == EXIT_OK
+    with open_store(folder.db_path) as store:
+        prompts = store.prompts(split="train", round=1)
+        assert prompts and all(p.constraints for p in prompts)
+        assert all(c["wording"].startswith("t") for p in prompts for c in p.constraints)  # training wordings only
+        assert not [j for j in store.judgements(round=1) if j.judge == "self"]  # no rubric self-judge
+        metrics = store.metrics(1)[1]
+        assert {"pairs/weight_likelihood", "pairs/weight_verifiers"} <= set(metrics)
+        assert 0.0 <= metrics["pairs/weight_likelihood"] <= 0.5
+        for p in store.pairs(1):  # every pair is ordered by the verifiers first
+            assert p.scores["chosen"]["verifiers"] >= p.scores["rejected"]["verifiers"]
+        assert metrics["eval/csr_prompt_low"] <= metrics["eval/csr_prompt"] <= metrics["eval/csr_prompt_high"]
+        trained = {p.text for p in store.prompts(split="train")}
+    heldout_texts = {json.loads(line)["prompt"] for line in
+                     (Path(__file__).parent.parent / "prompts" / "heldout.jsonl").read_text().splitlines()}
+    assert not trained & heldout_texts
+
+    result = subprocess.run([sys.executable, "-m", "selfalign", "eval", "default", "--all", "--format", "json"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["round"] == 1 and data["against"] == 0
+    assert data["figures"]["n"] == len(heldout_texts) == data["gain"]["n"]
+    gain = data["gain"]["csr_prompt"]
+    assert gain["low"] <= gain["value"] <= gain["high"]
+    with open_store(folder.db_path) as store:
+        assert store.metrics(1)[1]["eval/csr_prompt"] == metrics["eval/csr_prompt"]  # the loop's figures stay
+    md = subprocess.run([sys.executable, "-m", "selfalign", "eval", "default", "--all"], capture_output=True,
+                        text=True)
+    assert md.returncode == 0 and "gain over round 0" in md.stdout and "| max_words |" in md.stdout

@@ -12,7 +12,8 @@ from selfalign.store.rows import NewResponse
 
 SETS = ["instruct.prompts_per_round=0", "instruct.seed_prompts_per_round=4", "instruct.constraint_share=1.0",
         "generate.samples_per_prompt=3", "judge.demos=1", "judge.blackbox_concurrency=2",
-        "judge.position_bias_pairs=3", "judge.weight_blackbox=1.0", "judge.blackbox_retries=1"]
+        "judge.position_bias_pairs=3", "judge.weight_blackbox=1.0", "judge.blackbox_retries=1",
+        "judge.rubric=additive5"]
 
 
 @pytest.fixture
@@ -167,3 +168,49 @@ def test_win_rate_counts_splits_as_half_and_reports_how_many_comparisons_were_de
     always_a = {i: {"ab": 1.0, "ba": 0.0} for i in range(6)}  # a judge that always names the first answer
     assert summarize_wins(always_a, {}) == (0.5, 0.0)
     assert summarize_wins({}, {}) == (None, None)
+
+
+def test_signals_are_weighed_by_their_agreement_with_the_verifiers(tmp_path):
+    """On stored judgements: a likelihood that orders answers against the verifiers gets no weight, a
+    rubric that agrees with them keeps its own, and an unconstrained prompt builds a pair only when a
+    trusted signal separates its answers."""
+    from selfalign import config, verifiers
+    from selfalign.store import open_store
+    from selfalign.store.rows import NewJudgement, NewPrompt
+
+    store = open_store(tmp_path / "w.db", create=True)
+    lower = [{"id": "lowercase", "params": {}}]
+    constrained, free, also_free = store.add_prompts([
+        NewPrompt("greet", "seed", constraints=lower, round=1), NewPrompt("free one", "seed", round=1),
+        NewPrompt("free two", "seed", round=1)])
+    # likelihood prefers the answers that fail the constraint: agreement 0 -> trust 0
+    rows = {constrained: [("hi one", -2.0, 5.0), ("HI TWO", -0.5, 0.0), ("hi three", -3.0, 5.0),
+                          ("HI FOUR", -0.6, 0.0)],
+            free: [("x", -1.0, 4.0), ("y", -2.0, 1.0)],
+            also_free: [("u", -1.0, None), ("v", -2.0, None)]}  # no rubric score: only likelihood
+    ids = {}
+    for pid, group in rows.items():
+        for i, (text, logprob, rubric) in enumerate(group):
+            rid = store.add_response(NewResponse(pid, 1, "base", i, text, 2, "stop", logprob))
+            ids[text] = rid
+            if rubric is not None:
+                store.add_judgement(NewJudgement(rid, "self", "additive5", rubric, True, f"Score: {rubric}"))
+            if pid == constrained:
+                store.add_verifications(rid, verifiers.check_all(lower, text))
+
+    def build(*sets):
+        cfg = config.build(sets=["judge.weight_rubric=0.25", *sets])
+        pairs_stage.run(StageContext(cfg, store, None, round=1))
+        return store.metrics(1)[1], {p.prompt_id: p for p in store.pairs(1)}
+
+    metrics, pairs = build()
+    assert metrics["pairs/weight_likelihood"] == 0.0  # a coin or worse: no weight
+    assert metrics["pairs/weight_rubric"] == 0.25 and metrics["pairs/weight_verifiers"] == 1.0
+    assert pairs[constrained].chosen_id in (ids["hi one"], ids["hi three"])
+    assert pairs[constrained].rejected_id in (ids["HI TWO"], ids["HI FOUR"])
+    assert pairs[free].chosen_id == ids["x"]  # the trusted rubric separates them
+    assert also_free not in pairs  # only the untrusted likelihood could: no pair
+
+    metrics, pairs = build("judge.weigh_by_agreement=false")
+    assert metrics["pairs/weight_likelihood"] == 0.5
+    assert pairs[also_free].chosen_id == ids["u"]  # likelihood alone now orders them

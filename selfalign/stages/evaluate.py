@@ -3,12 +3,15 @@
 Metrics (stored under eval/): csr_prompt (share of constrained prompts with every constraint met),
 csr_instruction (share of all constraints met), win_rate over round 0 (a fixed judge, the base
 model, compares the two answers in both orders so position bias cancels), length_mean (tokens),
-distinct2 (unique bigrams over all bigrams), empty_rate and truncated_rate.
+distinct2 (unique bigrams over all bigrams), empty_rate and truncated_rate. The loop evaluates the
+first eval.prompts of the benchmark (a fixed shuffled sample), so csr_prompt and csr_instruction come
+with their 95 % bootstrap interval (`..._low`, `..._high`); `selfalign eval --all` answers the rest.
 """
 
 from __future__ import annotations
 
-from selfalign import prompts, verifiers
+from selfalign import heldout as heldout_figures
+from selfalign import prompts, stats, verifiers
 from selfalign.stages import StageContext, derive_seed, policy_request
 from selfalign.stages.judge import parse_verdict
 from selfalign.store.rows import NewJudgement, NewPrompt, NewResponse
@@ -16,18 +19,22 @@ from selfalign.store.rows import NewJudgement, NewPrompt, NewResponse
 NAME = "evaluate"
 
 
-def heldout_prompts(ctx: StageContext, file: str | None = None):
-    """The held-out prompts this evaluation uses (the first eval.prompts of the file, in order)."""
+def heldout_prompts(ctx: StageContext, file: str | None = None, every: bool = False):
+    """The held-out prompts this evaluation uses: the first eval.prompts of the file in order, or all."""
     cfg, store = ctx.config, ctx.store
-    rows = prompts.read_prompt_file(file or cfg.eval.heldout_file, ctx.run_dir)[: cfg.eval.prompts]
+    rows = prompts.read_prompt_file(file or cfg.eval.heldout_file, ctx.run_dir)
+    rows = rows if every else rows[: cfg.eval.prompts]
     ids = store.add_prompts([NewPrompt(r["prompt"], "heldout" if not file else "user", "heldout", r["constraints"])
                              for r in rows])
     return [store.prompt(i) for i in ids]
 
 
-def run(ctx: StageContext, file: str | None = None) -> dict[str, float | None]:
+def run(ctx: StageContext, file: str | None = None, every: bool = False) -> dict[str, float | None]:
+    """Answer the held-out prompts (skipping those answered before) and return the metrics. They are
+    stored as the round's eval/ metrics only for the loop's own sample (no file, not every prompt), so
+    a larger or different evaluation never changes the figures the controller decided on."""
     cfg, store, k = ctx.config, ctx.store, ctx.round
-    heldout = heldout_prompts(ctx, file)
+    heldout = heldout_prompts(ctx, file, every)
     ids = {p.id for p in heldout}
     have = {r.prompt_id for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
     todo = [policy_request(ctx, verifiers.attach(p.text, p.constraints), key=p.id, n=1,
@@ -60,8 +67,9 @@ def run(ctx: StageContext, file: str | None = None) -> dict[str, float | None]:
                             f"both orders for {1 - decided:.0%} of the compared answers, so the win rate "
                             "(mostly 0.5) says little; read the held-out CSR and `selfalign compare --answers`",
                             round=k, stage=NAME)
-    for name, value in metrics.items():
-        store.set_metric(k, name, value)
+    if file is None and not every:
+        for name, value in metrics.items():
+            store.set_metric(k, name, value)
     return metrics
 
 
@@ -72,9 +80,19 @@ def response_metrics(items) -> dict[str, float | None]:
     met = [v for res in results for v in res.values()]
     bigrams = [tuple(pair) for _, r in items for pair in zip(r.text.split(), r.text.split()[1:], strict=False)]
     n = len(items)
+    sat = [(sum(res.values()), len(res)) for res in results]
+    intervals = {}
+    if sat:
+        prompt_level = stats.bootstrap(sat, lambda s: stats.mean([float(m == a) for m, a in s]))
+        instruction_level = stats.bootstrap(sat, stats.ratio)
+        intervals = {"eval/csr_prompt_low": prompt_level.low, "eval/csr_prompt_high": prompt_level.high,
+                     "eval/csr_instruction_low": instruction_level.low,
+                     "eval/csr_instruction_high": instruction_level.high}
     return {
         "eval/csr_prompt": sum(all(res.values()) for res in results) / len(results) if results else None,
         "eval/csr_instruction": sum(met) / len(met) if met else None,
+        **intervals,
+        "eval/degenerate_rate": sum(1 for _, r in items if heldout_figures.degenerate(r.text)) / n if n else None,
         "eval/length_mean": sum(r.tokens for _, r in items) / n if n else None,
         "eval/distinct2": len(set(bigrams)) / len(bigrams) if bigrams else None,
         "eval/empty_rate": sum(1 for _, r in items if not r.text.strip()) / n if n else None,

@@ -3,7 +3,11 @@
 Components, each in [0, 1]: rubric (mean normalised self-judge score), verifiers (constraint
 satisfaction rate; only on prompts with constraints), likelihood (rank of the mean log-probability
 among the prompt's responses) and blackbox (rank given by the black-box judge). The combined score
-is their weighted mean over the components present, with the recipe's weights.
+is their weighted mean over the components present, with the recipe's weights. With
+judge.weigh_by_agreement each non-verifier weight is first multiplied by its trust on this round's own
+responses: how far above chance (0.5) it orders two answers to one prompt as the verifiers do
+(scoring.weigh_by_agreement). A 135M model's likelihood and rubric agree at about chance, so they get
+no weight, and a prompt with no trustworthy signal (no constraints) builds no pair.
 
 Rules: best-vs-worst (DPO; up to max_pairs_per_prompt pairs, each with at least min_margin,
 ties dropped, equal scores broken toward the shorter response when prefer_shorter), ranked (every
@@ -41,7 +45,8 @@ def scores_for_round(ctx: StageContext) -> dict[int, dict]:
     weights = {"rubric": cfg.judge.weight_rubric, "verifiers": cfg.judge.weight_verifiers,
                "likelihood": cfg.judge.weight_likelihood, "blackbox": cfg.judge.weight_blackbox}
     out = {}
-    for group in by_prompt(responses).values():
+    groups = by_prompt(responses).values()
+    for group in groups:
         likelihood = scoring.rank_scores(scoring.order_by({r.id: r.mean_logprob for r in group}))
         for r in group:
             results = verified.get(r.id)
@@ -51,9 +56,31 @@ def scores_for_round(ctx: StageContext) -> dict[int, dict]:
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
-            out[r.id] = {"combined": scoring.combine(components, weights), "components": components,
-                         "tokens": r.tokens, "prompt_id": r.prompt_id, "sample_index": r.sample_index,
+            out[r.id] = {"components": components, "tokens": r.tokens, "prompt_id": r.prompt_id,
+                         "sample_index": r.sample_index,
                          "rubric_raw": {name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()}}
+    if cfg.judge.weigh_by_agreement:
+        weights = scoring.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
+    for name, weight in weights.items():
+        store.set_metric(k, f"pairs/weight_{name}", weight)
+    for s in out.values():
+        s["combined"] = scoring.combine(s["components"], weights)
+    return out
+
+
+def signal_agreements(scores: dict[int, dict], groups: list[list[int]]) -> dict[str, float | None]:
+    """Per signal: how often it orders two answers to one prompt as the verifiers do (pairs the verifiers
+    tie are skipped; None when no prompt has answers the verifiers tell apart)."""
+    reference = {rid: s["components"]["verifiers"] for rid, s in scores.items()
+                 if s["components"]["verifiers"] is not None}
+    checked = [[rid for rid in group if rid in reference] for group in groups]
+    out = {}
+    for name in ("rubric", "likelihood", "blackbox"):
+        values = {rid: s["components"][name] for rid, s in scores.items()}
+        if all(v is None for v in values.values()):
+            out[name] = None  # the signal is off this round
+            continue
+        out[name] = scoring.grouped_agreement(checked, values, reference)
     return out
 
 

@@ -1,0 +1,162 @@
+"""Held-out figures with intervals: what `selfalign eval` prints and `benchmarks/gain.py` tabulates.
+
+Reads the answers the evaluate stage stored (one greedy answer per held-out prompt and round) and
+computes, per round: prompt- and instruction-level constraint satisfaction with 95 % bootstrap
+intervals, satisfaction per constraint type, and the signs of an answer that games the verifiers
+(length, distinct-2, empty and degenerate shares); between two rounds: the paired gain on the prompts
+both answered, with its interval. No model and no writes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from selfalign import stats, verifiers
+from selfalign.verifiers.library import words
+
+REPEATED_LINE = 3  # a non-blank line this often in one answer is a loop, not content
+LOOP_MIN_WORDS = 40  # below this an answer is too short to call its repetition a loop
+LOOP_DISTINCT3 = 0.3  # distinct word-trigram share below which a long answer is a loop
+
+
+@dataclass(frozen=True)
+class Answer:
+    prompt_id: int
+    constraints: list[dict]
+    text: str
+    tokens: int
+    finish_reason: str
+
+    @property
+    def results(self) -> dict[str, bool]:
+        return verifiers.check_all(self.constraints, self.text)
+
+
+def answers(store, round_k: int, prompt_ids=None) -> dict[int, Answer]:
+    """prompt id -> round k's evaluation answer, for the given prompts (default: the run's held-out
+    prompts) that carry constraints."""
+    if prompt_ids is None:
+        pairs = store.heldout_answers(round_k)
+    else:
+        wanted = set(prompt_ids)
+        found = {}
+        for r in store.responses(round=round_k):
+            if r.prompt_id in wanted and r.params.get("eval") and r.prompt_id not in found:
+                found[r.prompt_id] = r
+        prompts = store.prompts_by_id(found)
+        pairs = [(prompts[i], r) for i, r in sorted(found.items())]
+    return {p.id: Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason) for p, r in pairs if p.constraints}
+
+
+def degenerate(text: str) -> bool:
+    """Empty, wordless, or looping: the same line three times, or a long answer made of few trigrams."""
+    ws = words(text)
+    if not ws:
+        return True
+    lines = Counter(line.strip() for line in text.splitlines() if line.strip())
+    if lines and max(lines.values()) >= REPEATED_LINE:
+        return True
+    if len(ws) >= LOOP_MIN_WORDS:
+        trigrams = list(zip(ws, ws[1:], ws[2:], strict=False))
+        return len(set(trigrams)) / len(trigrams) < LOOP_DISTINCT3
+    return False
+
+
+def distinct2(texts: list[str]) -> float | None:
+    bigrams = [pair for t in texts for pair in zip(t.split(), t.split()[1:], strict=False)]
+    return len(set(bigrams)) / len(bigrams) if bigrams else None
+
+
+def _prompt_met(item: tuple[int, int]) -> float:
+    met, asked = item
+    return float(met == asked)
+
+
+def satisfaction_items(items: list[Answer]) -> list[tuple[int, int]]:
+    """(constraints met, constraints asked) per answer: the unit every interval resamples."""
+    out = []
+    for a in items:
+        results = a.results
+        out.append((sum(results.values()), len(results)))
+    return out
+
+
+def round_figures(items: list[Answer], seed: int = 0) -> dict:
+    """One round's held-out figures over `items` (answers to constrained prompts)."""
+    if not items:
+        return {"n": 0}
+    sat = satisfaction_items(items)
+    per_type: dict[str, list[int]] = {}
+    for a in items:
+        for cid, passed in a.results.items():
+            per_type.setdefault(cid, [0, 0])
+            per_type[cid][0] += passed
+            per_type[cid][1] += 1
+    n = len(items)
+    return {
+        "n": n,
+        "csr_prompt": stats.bootstrap(sat, lambda s: stats.mean([_prompt_met(x) for x in s]), seed=seed),
+        "csr_instruction": stats.bootstrap(sat, stats.ratio, seed=seed),
+        "per_type": {cid: (met / asked, asked) for cid, (met, asked) in sorted(per_type.items())},
+        "length_mean": sum(a.tokens for a in items) / n,
+        "distinct2": distinct2([a.text for a in items]),
+        "empty_share": sum(1 for a in items if not a.text.strip()) / n,
+        "degenerate_share": sum(1 for a in items if degenerate(a.text)) / n,
+        "truncated_share": sum(1 for a in items if a.finish_reason == "length") / n,
+    }
+
+
+def gain_figures(before: dict[int, Answer], after: dict[int, Answer], seed: int = 0) -> dict:
+    """Paired gain of `after` over `before` on the prompts both answered."""
+    common = sorted(set(before) & set(after))
+    if not common:
+        return {"n": 0}
+    b = satisfaction_items([before[i] for i in common])
+    a = satisfaction_items([after[i] for i in common])
+    return {
+        "n": len(common),
+        "csr_prompt": stats.paired_gain(b, a, lambda s: stats.mean([_prompt_met(x) for x in s]), seed=seed),
+        "csr_instruction": stats.paired_gain(b, a, stats.ratio, seed=seed),
+    }
+
+
+def _plain(value):
+    """Estimates and tuples as JSON-friendly values."""
+    if isinstance(value, stats.Estimate):
+        return value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def as_json(figures: dict) -> dict:
+    return _plain(figures)
+
+
+def render_md(name: str, k: int, figures: dict, gain: dict | None = None, against: int | None = None) -> str:
+    """Markdown: the round's figures with intervals, its gain over `against`, and every constraint type."""
+    if not figures.get("n"):
+        return f"### {name}, round {k}\n\nno held-out answers with constraints yet"
+    lines = [f"### {name}, round {k} ({figures['n']} held-out prompts with constraints)", "",
+             "| figure | value [95 % interval] |", "|---|---|",
+             f"| prompt-level satisfaction | {figures['csr_prompt'].fmt()} |",
+             f"| instruction-level satisfaction | {figures['csr_instruction'].fmt()} |"]
+    if gain and gain.get("n"):
+        lines += [f"| prompt-level gain over round {against} ({gain['n']} paired prompts) | "
+                  f"{gain['csr_prompt'].fmt(signed=True)} |",
+                  f"| instruction-level gain over round {against} | {gain['csr_instruction'].fmt(signed=True)} |"]
+    lines += [f"| mean length (tokens) | {figures['length_mean']:.1f} |",
+              f"| distinct-2 | {_num(figures['distinct2'])} |",
+              f"| empty / degenerate / truncated | {figures['empty_share']:.3f} / {figures['degenerate_share']:.3f}"
+              f" / {figures['truncated_share']:.3f} |",
+              "", "| constraint type | satisfied | prompts |", "|---|---|---|"]
+    lines += [f"| {cid} | {share:.3f} | {asked} |" for cid, (share, asked) in figures["per_type"].items()]
+    return "\n".join(lines)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+

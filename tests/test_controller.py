@@ -71,7 +71,7 @@ def test_curriculum_weights_follow_failures_within_bounds():
 
 
 def test_an_unhealthy_rubric_judge_is_switched_off():
-    cfg = cfg_with()
+    cfg = cfg_with("judge.rubric=additive5")
     sick = m(0.4, 0.5, **{"judge/collapse": 1.0, "judge/score_std": 0.0, "judge/position_bias": 1.0,
                           "judge/likelihood_verifier_agreement": 0.41})
     d = kinds(controller.decide(cfg, cfg, 1, {0: m(0.4), 1: sick}, [0], {}, 0.1))["judge"]

@@ -22,7 +22,8 @@ LOOP_SETS = ["instruct.prompts_per_round=2", "instruct.seed_prompts_per_round=3"
 
 
 def make_run(tiny_model_dir, name, recipe="self-reward", *extra):
-    cfg = config.build(sets=[f"model.name={tiny_model_dir}", *LOOP_SETS, *extra], recipe=recipe)
+    sets = LOOP_SETS if recipe == "self-reward" else [s for s in LOOP_SETS if not s.startswith("judge.rubric=")]
+    cfg = config.build(sets=[f"model.name={tiny_model_dir}", *sets, *extra], recipe=recipe)
     return runs.create(name, config.dumps(cfg))
 
 

@@ -35,10 +35,10 @@ def unhealthy():
 
 
 def test_a_kept_rewrite_replaces_the_rubric_and_a_discarded_one_switches_it_off():
-    cfg = config.build(sets=["controller.rewrite_rubric=true"])
+    cfg = config.build(sets=["controller.rewrite_rubric=true", "judge.rubric=additive5"])
     assert controller.wants_rubric_rewrite(cfg, cfg, unhealthy())
     assert not controller.wants_rubric_rewrite(cfg, cfg, {"judge/rubric_verifier_agreement": 0.9})
-    off = config.build(sets=["controller.rewrite_rubric=false"])
+    off = config.build(sets=["controller.rewrite_rubric=false", "judge.rubric=additive5"])
     assert not controller.wants_rubric_rewrite(off, off, unhealthy())
     isheep = config.build(sets=["controller.rewrite_rubric=true"], recipe="isheep")
     assert not controller.wants_rubric_rewrite(isheep, isheep, unhealthy())
@@ -99,7 +99,7 @@ def round_with(store, k, old_scores=None):
 @pytest.fixture
 def run(runs_root):
     cfg = config.build(sets=["controller.rewrite_rubric=true", "controller.rewrite_sample=6",
-                             "judge.position_bias_pairs=0"])
+                             "judge.position_bias_pairs=0", "judge.rubric=additive5"])
     folder = runs.create("rewrite", config.dumps(cfg))
     with open_store(folder.db_path) as store:
         yield folder, cfg, store

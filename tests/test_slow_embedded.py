@@ -40,7 +40,7 @@ def test_one_round_of_the_default_recipe_on_the_embedded_model(runs_root, capsys
     from selfalign import loop
 
     cfg = config.build(sets=["run.rounds=1", "instruct.prompts_per_round=4", "instruct.seed_prompts_per_round=4",
-                             "generate.max_new_tokens=48", "judge.position_bias_pairs=4", "eval.prompts=4",
+                             "generate.max_new_tokens=48", "eval.prompts=4",
                              "eval.max_new_tokens=48", "train.epochs=1"])
     folder = runs.create("default-round", config.dumps(cfg))
     assert loop.run(folder, quiet=True) == 0
@@ -49,9 +49,11 @@ def test_one_round_of_the_default_recipe_on_the_embedded_model(runs_root, capsys
     with capsys.disabled():  # the judge health of the real model, for the reader of the test log
         print("\nembedded-model round 1:", json.dumps({k: v for k, v in metrics.items()
                                                       if k.startswith(("judge/", "eval/", "pairs/"))}, indent=1))
-    for name in ("judge/parse_fail_rate", "judge/position_bias", "judge/likelihood_verifier_agreement",
-                 "eval/csr_instruction", "eval/length_mean", "pairs/count"):
+    # the default judges by the verifiers and weighs likelihood by its agreement with them (no rubric judge)
+    for name in ("judge/likelihood_verifier_agreement", "pairs/weight_likelihood", "eval/csr_instruction",
+                 "eval/csr_prompt_low", "eval/degenerate_rate", "eval/length_mean", "pairs/count"):
         assert name in metrics
+    assert "judge/parse_fail_rate" not in metrics
     with open_store(folder.db_path) as store:
         assert store.round(1).status == "done"
         if store.pairs(1):

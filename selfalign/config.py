@@ -163,6 +163,9 @@ class TrainSection:
     warmup_ratio: float = opt(0.1, "share of steps spent warming up", min=0.0, max=1.0)
     scheduler: str = opt("cosine", "learning-rate decay after warm-up",
                          choices=("cosine", "linear", "constant"))
+    sft_weight: float = opt(0.0, "dpo, ipo, ln-dpo: add this times the chosen answer's per-token negative "
+                            "log-likelihood (RPO style), so preference training cannot lower the chosen answer "
+                            "along with the rejected one", min=0.0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm", min=0.0, min_exclusive=True)
     max_length: int = opt(512, "prompt plus response tokens per training example", min=16)
     lora_r: int = opt(16, "LoRA rank", min=1)

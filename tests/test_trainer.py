@@ -165,3 +165,35 @@ def test_splitting_batches_by_tokens_takes_the_same_steps(tiny, tmp_path):
     assert [s.loss for s in whole] == pytest.approx([s.loss for s in split], abs=1e-5)
     wa, wb = lora_state(a), lora_state(b)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_sft_weight_adds_the_chosen_answers_negative_log_likelihood(tiny):
+    """RPO: the DPO loss plus sft_weight times the chosen answers' mean per-token NLL, by hand."""
+    from selfalign.training.trainer import _loss
+
+    model, tok = tiny
+    batch = examples(n=4, seed=3)
+    reference = torch.zeros(len(batch), 4)
+    plain, _, _ = _loss(model, batch, reference, train_cfg(), tok.pad_token_id)
+    mixed, _, _ = _loss(model, batch, reference, train_cfg(sft_weight=0.5), tok.pad_token_id)
+    logps, mask = response_logps(model, [(ex.prompt, ex.chosen) for ex in batch], tok.pad_token_id, 512)
+    nll = -((logps * mask).sum(1) / mask.sum(1)).mean()
+    assert float(mixed - plain) == pytest.approx(0.5 * float(nll), rel=1e-4)
+
+
+def test_sft_weight_keeps_the_chosen_answer_likely(tiny, tmp_path):
+    model, tok = tiny
+    data = examples(n=8, seed=5)
+
+    def chosen_logp(adapter):
+        from peft import PeftModel
+
+        tuned = PeftModel.from_pretrained(model, str(adapter))
+        with torch.no_grad():
+            logps, mask = response_logps(tuned, [(ex.prompt, ex.chosen) for ex in data], tok.pad_token_id, 512)
+        tuned.unload()
+        return float((logps * mask).sum() / mask.sum())
+
+    dpo_only = train(model, data, train_cfg(), tmp_path / "dpo", pad_id=tok.pad_token_id)
+    rpo = train(model, data, train_cfg(sft_weight=1.0), tmp_path / "rpo", pad_id=tok.pad_token_id)
+    assert chosen_logp(rpo) > chosen_logp(dpo_only)

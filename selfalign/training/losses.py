@@ -38,6 +38,12 @@ def sft(token_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return -(token_logps * mask).sum() / mask.sum().clamp(min=1)
 
 
+def chosen_nll(chosen_mean_logps: torch.Tensor) -> torch.Tensor:
+    """Mean over pairs of the chosen answers' per-token negative log-likelihood: the SFT term that
+    RPO adds to DPO, since DPO alone can lower both answers' likelihood while widening their gap."""
+    return -chosen_mean_logps.mean()
+
+
 def rrhf(mean_logps: torch.Tensor, best_token_logps: torch.Tensor, best_mask: torch.Tensor,
          sft_weight: float = 1.0) -> torch.Tensor:
     """RRHF for one ranked list (best first): sum over i better than j of max(0, p_j - p_i) on

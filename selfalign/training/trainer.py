@@ -330,6 +330,8 @@ def _loss(model, batch: list[Example], reference, cfg: TrainSection, pad_id: int
     ref_chosen, ref_rejected = (reference[:, 2], reference[:, 3]) if per_token else (reference[:, 0], reference[:, 1])
     fn = {"dpo": losses.dpo, "ln-dpo": losses.ln_dpo, "ipo": losses.ipo}[cfg.loss]
     loss, chosen, rejected = fn(use[chosen_idx], use[rejected_idx], ref_chosen, ref_rejected, cfg.beta)
+    if cfg.sft_weight:
+        loss = loss + cfg.sft_weight * losses.chosen_nll(mean[chosen_idx])
     info = {"loss": float(loss.detach()), "chosen": float(chosen.mean()), "rejected": float(rejected.mean()),
             "accuracy": float((chosen > rejected).float().mean())}
     return loss, info, n_tokens

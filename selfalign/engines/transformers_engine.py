@@ -149,7 +149,7 @@ class TransformersEngine:
         # One prompt row becomes n sample rows: copy its logits, mask and KV cache n times.
         counts = torch.tensor([request.n for request, _ in chunk], device=device)
         expand = torch.repeat_interleave(torch.arange(len(chunk), device=device), counts)
-        cache = out.past_key_values
+        cache = _cache_of(out)
         cache.batch_select_indices(expand)
         logits = out.logits[:, -1, :].float()[expand]
         mask = mask[expand]
@@ -185,8 +185,8 @@ class TransformersEngine:
                 live = [live[pos] for pos in alive]
             mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                             past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                             use_cache=True, **{_cache_argument(self.model): cache})
+            cache = _cache_of(out)
             logits = out.logits[:, -1, :].float()
             next_pos = next_pos + 1
 
@@ -324,3 +324,16 @@ def prompt_ids(tokenizer, messages_or_prompt: list[dict[str, str]] | str) -> lis
         return tokenizer(messages_or_prompt)["input_ids"]
     text = tokenizer.apply_chat_template(messages_or_prompt, add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _cache_argument(model) -> str:
+    """The keyword a model's forward takes its KV cache by: `cache` since transformers 5 (which warns on
+    every call given the old name), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _cache_of(out):
+    # not out.get("cache", out.past_key_values): that reads the deprecated attribute on every call
+    return out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401

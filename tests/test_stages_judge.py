@@ -199,13 +199,14 @@ def test_signals_are_weighed_by_their_agreement_with_the_verifiers(tmp_path):
                 store.add_verifications(rid, verifiers.check_all(lower, text))
 
     def build(*sets):
-        cfg = config.build(sets=["judge.weight_rubric=0.25", *sets])
+        cfg = config.build(sets=["judge.weight_rubric=0.25", "judge.weight_blackbox=1.0", *sets])
         pairs_stage.run(StageContext(cfg, store, None, round=1))
         return store.metrics(1)[1], {p.prompt_id: p for p in store.pairs(1)}
 
     metrics, pairs = build()
     assert metrics["pairs/weight_likelihood"] == 0.0  # a coin or worse: no weight
     assert metrics["pairs/weight_rubric"] == 0.25 and metrics["pairs/weight_verifiers"] == 1.0
+    assert metrics["pairs/weight_blackbox"] == 0.0  # no black-box judgements: it weighs nothing
     assert pairs[constrained].chosen_id in (ids["hi one"], ids["hi three"])
     assert pairs[constrained].rejected_id in (ids["HI TWO"], ids["HI FOUR"])
     assert pairs[free].chosen_id == ids["x"]  # the trusted rubric separates them

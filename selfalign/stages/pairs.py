@@ -61,6 +61,9 @@ def scores_for_round(ctx: StageContext) -> dict[int, dict]:
                          "rubric_raw": {name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()}}
     if cfg.judge.weigh_by_agreement:
         weights = scoring.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
+    for name in weights:  # a signal that scored nothing this round (switched off) weighs nothing
+        if all(s["components"][name] is None for s in out.values()):
+            weights[name] = 0.0
     for name, weight in weights.items():
         store.set_metric(k, f"pairs/weight_{name}", weight)
     for s in out.values():

@@ -199,7 +199,8 @@ def test_signals_are_weighed_by_their_agreement_with_the_verifiers(tmp_path):
                 store.add_verifications(rid, verifiers.check_all(lower, text))
 
     def build(*sets):
-        cfg = config.build(sets=["judge.weight_rubric=0.25", "judge.weight_blackbox=1.0", *sets])
+        cfg = config.build(sets=["judge.weight_rubric=0.25", "judge.weight_blackbox=1.0",
+                                 "judge.blackbox_url=http://127.0.0.1:9/v1", *sets])
         pairs_stage.run(StageContext(cfg, store, None, round=1))
         return store.metrics(1)[1], {p.prompt_id: p for p in store.pairs(1)}
 

@@ -144,6 +144,8 @@ class PairsSection:
     min_margin: float = opt(0.05, "drop pairs whose combined scores differ by less (ties)", min=0.0)
     max_pairs_per_prompt: int = opt(1, "best-vs-worst: pairs per prompt (best/worst, second/second-worst...)",
                                     min=1)
+    quality_gate: bool = opt(True, "a response cut off by the token budget or looping scores below every clean one: "
+                             "it may be rejected, never chosen (verifiers alone cannot see a loop)")
     prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
                                "reward verbosity)")
     sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "

@@ -9,15 +9,9 @@ both answered, with its interval. No model and no writes.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
 from selfalign import stats, verifiers
-from selfalign.verifiers.library import words
-
-REPEATED_LINE = 3  # a non-blank line this often in one answer is a loop, not content
-LOOP_MIN_WORDS = 40  # below this an answer is too short to call its repetition a loop
-LOOP_DISTINCT3 = 0.3  # distinct word-trigram share below which a long answer is a loop
 
 
 @dataclass(frozen=True)
@@ -47,20 +41,6 @@ def answers(store, round_k: int, prompt_ids=None) -> dict[int, Answer]:
         prompts = store.prompts_by_id(found)
         pairs = [(prompts[i], r) for i, r in sorted(found.items())]
     return {p.id: Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason) for p, r in pairs if p.constraints}
-
-
-def degenerate(text: str) -> bool:
-    """Empty, wordless, or looping: the same line three times, or a long answer made of few trigrams."""
-    ws = words(text)
-    if not ws:
-        return True
-    lines = Counter(line.strip() for line in text.splitlines() if line.strip())
-    if lines and max(lines.values()) >= REPEATED_LINE:
-        return True
-    if len(ws) >= LOOP_MIN_WORDS:
-        trigrams = list(zip(ws, ws[1:], ws[2:], strict=False))
-        return len(set(trigrams)) / len(trigrams) < LOOP_DISTINCT3
-    return False
 
 
 def distinct2(texts: list[str]) -> float | None:
@@ -102,7 +82,7 @@ def round_figures(items: list[Answer], seed: int = 0) -> dict:
         "length_mean": sum(a.tokens for a in items) / n,
         "distinct2": distinct2([a.text for a in items]),
         "empty_share": sum(1 for a in items if not a.text.strip()) / n,
-        "degenerate_share": sum(1 for a in items if degenerate(a.text)) / n,
+        "degenerate_share": sum(1 for a in items if verifiers.degenerate(a.text)) / n,
         "truncated_share": sum(1 for a in items if a.finish_reason == "length") / n,
     }
 

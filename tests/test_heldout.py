@@ -2,7 +2,7 @@
 
 import pytest
 
-from selfalign import heldout
+from selfalign import heldout, verifiers
 from selfalign.heldout import Answer
 
 LOWER = [{"id": "lowercase", "params": {}}]
@@ -10,14 +10,16 @@ TWO = [{"id": "lowercase", "params": {}}, {"id": "no_commas", "params": {}}]
 
 
 def test_degenerate_answers():
-    assert heldout.degenerate("")
-    assert heldout.degenerate("  ...  \n")
-    assert heldout.degenerate("- a tale\n- a tale\n- a tale\n- the end")
+    assert verifiers.degenerate("")
+    assert verifiers.degenerate("  ...  \n")
+    assert verifiers.degenerate("- a long tale\n- a long tale\n- a long tale\n- the end")
     loop = " ".join(["the cat sat on the mat"] * 12)
-    assert heldout.degenerate(loop)
-    assert not heldout.degenerate("A short, honest answer.")
+    assert verifiers.degenerate(loop)
+    assert not verifiers.degenerate("A short, honest answer.")
+    fences = "```python\nx = 1\n```\nthen\n```python\ny = 2\n```\nand\n```\nz\n```"
+    assert not verifiers.degenerate(fences)  # short lines (fences, separators) may repeat
     varied = " ".join(f"word{i}" for i in range(80))
-    assert not heldout.degenerate(varied)
+    assert not verifiers.degenerate(varied)
 
 
 def test_round_figures_by_hand():

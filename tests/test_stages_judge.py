@@ -216,3 +216,41 @@ def test_signals_are_weighed_by_their_agreement_with_the_verifiers(tmp_path):
     metrics, pairs = build("judge.weigh_by_agreement=false")
     assert metrics["pairs/weight_likelihood"] == 0.5
     assert pairs[also_free].chosen_id == ids["u"]  # likelihood alone now orders them
+
+
+def test_the_quality_gate_never_chooses_a_looping_or_cut_off_answer(tmp_path):
+    """Both meet the constraint as well as the clean answer, yet only the clean one can be chosen; between
+    a clean answer that meets nothing and a loop, the clean one is preferred."""
+    from selfalign import config, verifiers
+    from selfalign.store import open_store
+    from selfalign.store.rows import NewPrompt
+
+    store = open_store(tmp_path / "g.db", create=True)
+    words = [{"id": "frequency", "params": {"word": "plan", "n": 3}}]
+    meets, misses = store.add_prompts([NewPrompt("plans", "seed", constraints=words, round=1),
+                                      NewPrompt("more plans", "seed", constraints=words, round=1)])
+    loop = "\n".join(["a plan is a plan is a plan"] * 6)
+    rows = {meets: [("clean", "First plan, second plan, third plan.", "stop"), ("loop", loop, "stop"),
+                    ("cut", "plan plan plan and then it went on", "length"), ("none", "Nothing here.", "stop")],
+            misses: [("tidy", "No such word here.", "stop"), ("spin", loop.replace("plan", "idea"), "stop")]}
+    ids = {}
+    for pid, group in rows.items():
+        for i, (label, text, finish) in enumerate(group):
+            ids[label] = store.add_response(NewResponse(pid, 1, "base", i, text, 9, finish, -1.0))
+            store.add_verifications(ids[label], verifiers.check_all(words, text))
+
+    def pairs_with(*sets):
+        cfg = config.build(sets=["pairs.max_pairs_per_prompt=2", "judge.weight_likelihood=0", *sets])
+        pairs_stage.run(StageContext(cfg, store, None, round=1))
+        return store.pairs(1), store.metrics(1)[1]
+
+    pairs, metrics = pairs_with()
+    mine = [p for p in pairs if p.prompt_id == meets]
+    assert {p.chosen_id for p in mine} == {ids["clean"], ids["none"]}  # a clean miss beats a loop that meets it
+    assert {p.rejected_id for p in mine} == {ids["loop"], ids["cut"]}
+    assert [(p.chosen_id, p.rejected_id) for p in pairs if p.prompt_id == misses] == [(ids["tidy"], ids["spin"])]
+    assert all(p.scores["rejected"].get("gated") for p in pairs if p.prompt_id == misses)
+    assert metrics["pairs/gated_rate"] == pytest.approx(3 / 6)
+
+    pairs, _ = pairs_with("pairs.quality_gate=false")  # without the gate the loop ties the clean answer
+    assert not [p for p in pairs if p.prompt_id == misses]  # both meet nothing: a tie, no pair

@@ -10,7 +10,6 @@ with their 95 % bootstrap interval (`..._low`, `..._high`); `selfalign eval --al
 
 from __future__ import annotations
 
-from selfalign import heldout as heldout_figures
 from selfalign import prompts, stats, verifiers
 from selfalign.stages import StageContext, derive_seed, policy_request
 from selfalign.stages.judge import parse_verdict
@@ -92,7 +91,7 @@ def response_metrics(items) -> dict[str, float | None]:
         "eval/csr_prompt": sum(all(res.values()) for res in results) / len(results) if results else None,
         "eval/csr_instruction": sum(met) / len(met) if met else None,
         **intervals,
-        "eval/degenerate_rate": sum(1 for _, r in items if heldout_figures.degenerate(r.text)) / n if n else None,
+        "eval/degenerate_rate": sum(1 for _, r in items if verifiers.degenerate(r.text)) / n if n else None,
         "eval/length_mean": sum(r.tokens for _, r in items) / n if n else None,
         "eval/distinct2": len(set(bigrams)) / len(bigrams) if bigrams else None,
         "eval/empty_rate": sum(1 for _, r in items if not r.text.strip()) / n if n else None,

@@ -9,6 +9,11 @@ responses: how far above chance (0.5) it orders two answers to one prompt as the
 (scoring.weigh_by_agreement). A 135M model's likelihood and rubric agree at about chance, so they get
 no weight, and a prompt with no trustworthy signal (no constraints) builds no pair.
 
+Quality gate (pairs.quality_gate): a response cut off by the token budget or looping
+(verifiers.degenerate) scores below every clean one, so it can be the rejected answer but never the
+chosen. Without it a loop is chosen as often as it is rejected (it even meets "use the word X three
+times"), and DPO taught the embedded model to loop (docs/gain.md).
+
 Rules: best-vs-worst (DPO; up to max_pairs_per_prompt pairs, each with at least min_margin,
 ties dropped, equal scores broken toward the shorter response when prefer_shorter), ranked (every
 ordered pair with the margin, for RRHF), sft (I-SHEEP: responses scoring at least sft_min_score on
@@ -20,12 +25,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from selfalign import scoring
+from selfalign import scoring, verifiers
 from selfalign.stages import StageContext, by_prompt, round_responses
 from selfalign.store.rows import NewPair
 
 NAME = "pairs"
 TIE = 1e-9
+GATE_PENALTY = 2.0  # combined scores lie in [0, 1]: minus 2 puts a gated answer strictly below every clean one
 
 
 def scores_for_round(ctx: StageContext) -> dict[int, dict]:
@@ -56,8 +62,9 @@ def scores_for_round(ctx: StageContext) -> dict[int, dict]:
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
+            gated = cfg.pairs.quality_gate and (r.finish_reason == "length" or verifiers.degenerate(r.text))
             out[r.id] = {"components": components, "tokens": r.tokens, "prompt_id": r.prompt_id,
-                         "sample_index": r.sample_index,
+                         "sample_index": r.sample_index, "gated": gated,
                          "rubric_raw": {name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()}}
     if cfg.judge.weigh_by_agreement:
         weights = scoring.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
@@ -68,6 +75,8 @@ def scores_for_round(ctx: StageContext) -> dict[int, dict]:
         store.set_metric(k, f"pairs/weight_{name}", weight)
     for s in out.values():
         s["combined"] = scoring.combine(s["components"], weights)
+        if s["gated"] and s["combined"] is not None:
+            s["combined"] -= GATE_PENALTY  # below any clean answer, still ordered among the gated ones
     return out
 
 
@@ -110,6 +119,7 @@ def run(ctx: StageContext) -> None:
     store.set_metric(k, "pairs/count", float(len(pairs)))
     store.set_metric(k, "pairs/prompts_used", float(len({p.prompt_id for p in pairs})))
     store.set_metric(k, "pairs/margin_mean", sum(margins) / len(margins) if margins else None)
+    store.set_metric(k, "pairs/gated_rate", sum(s["gated"] for s in scores.values()) / len(scores) if scores else None)
     if pairs and cfg.pairs.rule != "sft":
         chosen_longer = sum(1 for p in pairs if scores[p.chosen_id]["tokens"] > scores[p.rejected_id]["tokens"])
         store.set_metric(k, "pairs/chosen_longer_rate", chosen_longer / len(pairs))
@@ -136,7 +146,7 @@ def _pair(k, pid, chosen, rejected, scores, rule) -> NewPair:
 
 def _brief(s: dict) -> dict:
     return {"combined": s["combined"], **{f"{n}": v for n, v in s["components"].items() if v is not None},
-            "tokens": s["tokens"]}
+            "tokens": s["tokens"], **({"gated": True} if s["gated"] else {})}
 
 
 def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs) -> list[NewPair]:
@@ -165,10 +175,11 @@ def ranked_pairs(k, pid, ids, scores, min_margin, prefer_shorter) -> list[NewPai
 
 
 def sft_examples(k, pid, ids, scores, threshold) -> list[NewPair]:
-    """I-SHEEP: keep a response only if both 1-10 scales reach the threshold."""
+    """I-SHEEP: keep a response only if both 1-10 scales reach the threshold (and the quality gate passes)."""
     kept = []
     for rid in ids:
         raw = scores[rid]["rubric_raw"]
-        if {"isheep_quality", "isheep_following"} <= set(raw) and min(raw.values()) >= threshold:
+        if {"isheep_quality", "isheep_following"} <= set(raw) and min(raw.values()) >= threshold \
+                and not scores[rid]["gated"]:
             kept.append(NewPair(k, pid, rid, None, None, "sft", {"chosen": _brief(scores[rid]) | raw}))
     return kept

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import inspect
 import random
+from collections import Counter
 from typing import Any
 
-from selfalign.verifiers.library import REGISTRY, ConstraintType
+from selfalign.verifiers.library import REGISTRY, ConstraintType, words
 
 __all__ = ["REGISTRY", "ConstraintType", "describe", "check", "check_all", "csr", "compatible", "sample",
-           "attach", "validate"]
+           "attach", "validate", "degenerate"]
 
 
 def _type(constraint: dict[str, Any]) -> ConstraintType:
@@ -97,3 +98,23 @@ def attach(prompt: str, constraints: list[dict[str, Any]]) -> str:
     if not constraints:
         return prompt
     return prompt.rstrip() + "\n\n" + " ".join(describe(c) for c in constraints)
+
+
+REPEATED_LINE = 3  # a line of at least 3 words this often in one answer is a loop, not content
+LOOP_MIN_WORDS = 40  # below this an answer is too short to call its repetition a loop
+LOOP_DISTINCT3 = 0.3  # distinct word-trigram share below which a long answer is a loop
+
+
+def degenerate(text: str) -> bool:
+    """Empty, wordless, or looping: the same line of 3+ words three times (code fences and separators
+    repeat legitimately), or a long answer made of few distinct word trigrams."""
+    ws = words(text)
+    if not ws:
+        return True
+    lines = Counter(line.strip() for line in text.splitlines() if len(words(line)) >= 3)
+    if lines and max(lines.values()) >= REPEATED_LINE:
+        return True
+    if len(ws) >= LOOP_MIN_WORDS:
+        trigrams = list(zip(ws, ws[1:], ws[2:], strict=False))
+        return len(set(trigrams)) / len(trigrams) < LOOP_DISTINCT3
+    return False

@@ -146,6 +146,10 @@ class PairsSection:
                                     min=1)
     quality_gate: bool = opt(True, "a response cut off by the token budget or looping scores below every clean one: "
                              "it may be rejected, never chosen (verifiers alone cannot see a loop)")
+    repair: bool = opt(False, "when no answer to a constrained prompt meets all its constraints, edit the best one "
+                       "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
+                       "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "
+                       "of form, never new content")
     prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
                                "reward verbosity)")
     sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "

@@ -27,7 +27,7 @@ from collections import defaultdict
 
 from selfalign import scoring, verifiers
 from selfalign.stages import StageContext, by_prompt, round_responses
-from selfalign.store.rows import NewPair
+from selfalign.store.rows import NewPair, NewResponse
 
 NAME = "pairs"
 TIE = 1e-9
@@ -80,6 +80,63 @@ def scores_for_round(ctx: StageContext) -> dict[int, dict]:
     return out
 
 
+REPAIR_POLICY = "repair"  # the policy label of an edited copy: generate and judge never see these rows
+TRIMMING = {"max_words", "max_sentences"}
+
+
+def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int, list[int]]) -> None:
+    """pairs.repair: for each constrained prompt whose best answer misses a constraint, store an edited
+    copy of the best answer that can be fixed (verifiers/repair.py) and add it to the prompt's
+    candidates, scored as meeting everything. A cut-off answer is a source only where a length limit
+    trims it back to whole sentences anyway; a looping one never is. The copy is a response row
+    (policy 'repair', the source's sample index, params naming the source), so a rerun finds it
+    instead of adding another, and the UI shows what was trained on."""
+    from selfalign.verifiers.repair import repair
+
+    store, k = ctx.store, ctx.round
+    train, responses = round_responses(ctx)
+    by_id = {r.id: r for r in responses}
+    existing = {(r.prompt_id, r.sample_index): r for r in store.responses(round=k) if r.policy == REPAIR_POLICY}
+    tried = made = 0
+    for pid, ids in by_prompt.items():
+        constraints = train[pid].constraints if pid in train else []
+        ranked = [rid for rid in _ranked(ids, scores, False) if scores[rid]["combined"] is not None]
+        if not constraints or not ranked:
+            continue
+        best = scores[ranked[0]]
+        if not best["gated"] and (best["components"]["verifiers"] or 0.0) >= 1.0:
+            continue  # selection already found an answer that meets everything
+        tried += 1
+        trims = bool(TRIMMING & {c["id"] for c in constraints})
+        for rid in ranked:
+            source = by_id[rid]
+            if verifiers.degenerate(source.text) or (source.finish_reason == "length" and not trims):
+                continue
+            text = repair(constraints, source.text)
+            if text is None:
+                continue
+            # a token estimate from the source (no tokenizer here); only ordering and metrics read it
+            tokens = max(1, round(source.tokens * len(text) / max(1, len(source.text))))
+            row = existing.get((pid, source.sample_index))
+            if row is None:  # a rerun finds the copy it stored (the rule is deterministic)
+                row_id = store.add_response(NewResponse(
+                    prompt_id=pid, round=k, policy=REPAIR_POLICY, sample_index=source.sample_index, text=text,
+                    tokens=tokens, finish_reason="stop", mean_logprob=None, params={"repaired_from": source.id}))
+                store.add_verifications(row_id, verifiers.check_all(constraints, text))
+            else:
+                row_id = row.id
+            scores[row_id] = {"components": {**{n: None for n in best["components"]}, "verifiers": 1.0},
+                              "tokens": tokens, "prompt_id": pid, "sample_index": -1, "gated": False,
+                              "rubric_raw": {}, "combined": 1.0}
+            ids.append(row_id)
+            made += 1
+            break
+    store.set_metric(k, "pairs/repair_tried", float(tried))
+    store.set_metric(k, "pairs/repair_rate", made / tried if tried else None)
+    store.log_event("info", f"pairs: repaired {made} of {tried} prompts whose best answer missed a constraint",
+                    round=k, stage=NAME)
+
+
 def signal_agreements(scores: dict[int, dict], groups: list[list[int]]) -> dict[str, float | None]:
     """Per signal: how often it orders two answers to one prompt as the verifiers do (pairs the verifiers
     tie are skipped; None when no prompt has answers the verifiers tell apart)."""
@@ -102,6 +159,8 @@ def run(ctx: StageContext) -> None:
     by_prompt: dict[int, list[int]] = defaultdict(list)
     for rid, s in scores.items():
         by_prompt[s["prompt_id"]].append(rid)
+    if cfg.pairs.repair and cfg.pairs.rule != "sft":
+        add_repairs(ctx, scores, by_prompt)
     pairs = []
     for pid, ids in sorted(by_prompt.items()):
         if cfg.pairs.rule == "sft":

@@ -30,7 +30,7 @@ AVOID_REPLACEMENTS = {"thing": "item", "things": "items", "good": "helpful", "ni
                       "stuff": "material"}
 POSTSCRIPT_NOTES = ["I hope this answer is useful to you.", "Feel free to ask if you want more detail.",
                     "Thank you for the question."]
-MIN_KEPT_WORDS = 10
+MIN_KEPT_WORDS = 5  # fewer kept words than this is a marker or a fragment, not an answer
 TITLE_STOP_WORDS = {"a", "an", "the", "is", "are", "was", "to", "of", "and", "or", "in", "on", "for", "with", "it",
                     "that", "this", "can", "be"}
 ORDER = ["avoid_word", "no_commas", "max_sentences", "max_words", "highlights", "bullets", "paragraphs",
@@ -63,8 +63,6 @@ def repair(constraints: list[dict[str, Any]], text: str) -> str | None:
             return None
     if not all(verifiers.check(c, out) for c in constraints) or verifiers.degenerate(out):
         return None
-    if len(words(out)) < min(MIN_KEPT_WORDS, len(words(text))):
-        return None  # trimming left a marker or a fragment, not an answer
     return out
 
 
@@ -96,7 +94,7 @@ def _avoid_word(text: str, word: str, **_) -> str:
 
     out = re.sub(rf"\b{re.escape(word)}\b", swap, text, flags=re.IGNORECASE)
     out = re.sub(r"[ \t]{2,}", " ", out)
-    out = re.sub(r" +([,.;:!?])", r"\1", out)
+    out = re.sub(r" +([,.;:!?])", r"\1", out).strip()
     # a sentence that began with the deleted word starts with a capital again
     return re.sub(r"(^|[.!?]\s+|\n\s*)([a-z])", lambda m: m.group(1) + m.group(2).upper(), out)
 
@@ -124,8 +122,8 @@ def _keep_sentences(text: str, fits: Callable[[str], bool]) -> str:
             best = head
         else:
             break
-    if not best or best[-1] not in ".!?\"'”)":
-        raise CannotRepair()
+    if not best or best[-1] not in ".!?\"'”)" or len(words(best)) < min(MIN_KEPT_WORDS, len(words(text))):
+        raise CannotRepair()  # nothing left, or a marker or fragment rather than an answer
     return best
 
 

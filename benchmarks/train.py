@@ -42,7 +42,8 @@ def main() -> None:
     tokens = sum(len(e.prompt) * 2 + len(e.chosen) + len(e.rejected) for e in examples) * args.epochs
     cfg = config.build(sets=[f"train.batch_size={args.batch_size}", f"train.epochs={args.epochs}",
                              "train.learning_rate=5e-5", "train.lora_r=16", "train.lora_alpha=32",
-                             "train.lora_dropout=0.0", "train.max_length=512"]).train
+                             "train.lora_dropout=0.0", "train.max_length=512",
+                             "train.sft_weight=0.0"]).train  # plain DPO, as TRL's DPOTrainer runs it
     print(f"{args.pairs} pairs, {tokens} tokens per run (prompt counted with each response), "
           f"batch {args.batch_size}, {args.epochs} epoch(s)")
 

@@ -146,7 +146,7 @@ class PairsSection:
                                     min=1)
     quality_gate: bool = opt(True, "a response cut off by the token budget or looping scores below every clean one: "
                              "it may be rejected, never chosen (verifiers alone cannot see a loop)")
-    repair: bool = opt(False, "when no answer to a constrained prompt meets all its constraints, edit the best one "
+    repair: bool = opt(True, "when no answer to a constrained prompt meets all its constraints, edit the best one "
                        "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
                        "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "
                        "of form, never new content")
@@ -169,9 +169,10 @@ class TrainSection:
     warmup_ratio: float = opt(0.1, "share of steps spent warming up", min=0.0, max=1.0)
     scheduler: str = opt("cosine", "learning-rate decay after warm-up",
                          choices=("cosine", "linear", "constant"))
-    sft_weight: float = opt(0.0, "dpo, ipo, ln-dpo: add this times the chosen answer's per-token negative "
+    sft_weight: float = opt(1.0, "dpo, ipo, ln-dpo: add this times the chosen answer's per-token negative "
                             "log-likelihood (RPO style), so preference training cannot lower the chosen answer "
-                            "along with the rejected one", min=0.0)
+                            "along with the rejected one (and a repaired answer is learned, not only preferred); "
+                            "0 for plain DPO", min=0.0)
     max_grad_norm: float = opt(1.0, "gradient clipping norm", min=0.0, min_exclusive=True)
     max_length: int = opt(512, "prompt plus response tokens per training example", min=16)
     lora_r: int = opt(16, "LoRA rank", min=1)
@@ -248,7 +249,9 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "self-reward": {},
     "isheep": {"generate.samples_per_prompt": 1, "judge.rubric": "isheep", "pairs.rule": "sft",
                "train.loss": "sft", "train.init_from": "base", "train.learning_rate": 1e-4},
-    "cyclealign": {"judge.rubric": "none", "judge.weight_rubric": 0.0, "judge.weight_blackbox": 1.0,
+    # CycleAlign as published: its pseudo-labels come from the two rankings only, no repaired answers
+    "cyclealign": {"pairs.repair": False, "judge.rubric": "none", "judge.weight_rubric": 0.0,
+                   "judge.weight_blackbox": 1.0,
                    "judge.weight_likelihood": 1.0, "pairs.rule": "ranked", "train.loss": "rrhf"},
 }
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_http import Scripted
 
-from selfalign import config, loop, runs
+from selfalign import config, loop, runs, verifiers
 from selfalign.errors import EXIT_OK, EXIT_STOPPED
 from selfalign.store import open_store
 
@@ -172,6 +172,7 @@ def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(ti
              "eval.max_new_tokens=6", "model.max_context=768", "run.rounds=1", "pairs.min_margin=0.0"]
     cfg = config.build(sets=[f"model.name={tiny_model_dir}", *sizes])
     assert cfg.judge.rubric == "none" and not cfg.eval.win_rate and cfg.instruct.constraint_share == 1.0
+    assert cfg.pairs.repair and cfg.train.sft_weight == 1.0
     folder = runs.create("default", config.dumps(cfg))
     assert loop.run(folder, quiet=True) == EXIT_OK
     with open_store(folder.db_path) as store:
@@ -184,6 +185,12 @@ def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(ti
         assert 0.0 <= metrics["pairs/weight_likelihood"] <= 0.5
         for p in store.pairs(1):  # every pair is ordered by the verifiers first
             assert p.scores["chosen"]["verifiers"] >= p.scores["rejected"]["verifiers"]
+        assert "pairs/repair_tried" in metrics
+        by_id = {r.id: r for r in store.responses(round=1)}
+        prompts_by_id = {p.id: p for p in prompts}
+        for copy in (r for r in by_id.values() if r.policy == "repair"):  # a repaired copy meets everything
+            assert all(verifiers.check_all(prompts_by_id[copy.prompt_id].constraints, copy.text).values())
+            assert by_id[copy.params["repaired_from"]].prompt_id == copy.prompt_id
         assert metrics["eval/csr_prompt_low"] <= metrics["eval/csr_prompt"] <= metrics["eval/csr_prompt_high"]
         trained = {p.text for p in store.prompts(split="train")}
     heldout_texts = {json.loads(line)["prompt"] for line in

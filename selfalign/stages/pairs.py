@@ -34,8 +34,9 @@ TIE = 1e-9
 GATE_PENALTY = 2.0  # combined scores lie in [0, 1]: minus 2 puts a gated answer strictly below every clean one
 
 
-def scores_for_round(ctx: StageContext) -> dict[int, dict]:
-    """response id -> {'combined', 'components', 'tokens', ...} for the round's responses."""
+def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, float]]:
+    """response id -> {'combined', 'components', 'tokens', ...} for the round's responses, and the
+    weights the combined scores used."""
     cfg, store, k = ctx.config, ctx.store, ctx.round
     _, responses = round_responses(ctx)
     verified = store.round_verifications(k)
@@ -77,20 +78,22 @@ def scores_for_round(ctx: StageContext) -> dict[int, dict]:
         s["combined"] = scoring.combine(s["components"], weights)
         if s["gated"] and s["combined"] is not None:
             s["combined"] -= GATE_PENALTY  # below any clean answer, still ordered among the gated ones
-    return out
+    return out, weights
 
 
 REPAIR_POLICY = "repair"  # the policy label of an edited copy: generate and judge never see these rows
 TRIMMING = {"max_words", "max_sentences"}
 
 
-def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int, list[int]]) -> None:
+def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int, list[int]],
+                weights: dict[str, float]) -> None:
     """pairs.repair: for each constrained prompt whose best answer misses a constraint, store an edited
     copy of the best answer that can be fixed (verifiers/repair.py) and add it to the prompt's
-    candidates, scored as meeting everything. A cut-off answer is a source only where a length limit
-    trims it back to whole sentences anyway; a looping one never is. The copy is a response row
-    (policy 'repair', the source's sample index, params naming the source), so a rerun finds it
-    instead of adding another, and the UI shows what was trained on."""
+    candidates. The copy meets every constraint and keeps its source's other scores (rubric, black box,
+    likelihood: the edit changed the form, not the content they judged). A cut-off answer is a source
+    only where a length limit trims it back to whole sentences anyway; a looping one never is. The copy
+    is a response row (policy 'repair', the source's sample index, params naming the source), so a
+    rerun finds it instead of adding another, and the UI shows what was trained on."""
     from selfalign.verifiers.repair import repair
 
     store, k = ctx.store, ctx.round
@@ -125,9 +128,10 @@ def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int,
                 store.add_verifications(row_id, verifiers.check_all(constraints, text))
             else:
                 row_id = row.id
-            scores[row_id] = {"components": {**{n: None for n in best["components"]}, "verifiers": 1.0},
-                              "tokens": tokens, "prompt_id": pid, "sample_index": -1, "gated": False,
-                              "rubric_raw": {}, "combined": 1.0}
+            components = {**scores[rid]["components"], "verifiers": 1.0}
+            scores[row_id] = {"components": components, "tokens": tokens, "prompt_id": pid, "sample_index": -1,
+                              "gated": False, "rubric_raw": scores[rid]["rubric_raw"],
+                              "combined": scoring.combine(components, weights)}
             ids.append(row_id)
             made += 1
             break
@@ -155,12 +159,12 @@ def signal_agreements(scores: dict[int, dict], groups: list[list[int]]) -> dict[
 
 def run(ctx: StageContext) -> None:
     cfg, store, k = ctx.config, ctx.store, ctx.round
-    scores = scores_for_round(ctx)
+    scores, weights = scores_for_round(ctx)
     by_prompt: dict[int, list[int]] = defaultdict(list)
     for rid, s in scores.items():
         by_prompt[s["prompt_id"]].append(rid)
     if cfg.pairs.repair and cfg.pairs.rule != "sft":
-        add_repairs(ctx, scores, by_prompt)
+        add_repairs(ctx, scores, by_prompt, weights)
     pairs = []
     for pid, ids in sorted(by_prompt.items()):
         if cfg.pairs.rule == "sft":

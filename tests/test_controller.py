@@ -9,6 +9,7 @@ from test_loop import LOOP_SETS
 from textual.widgets import Static
 
 from selfalign import config, controller, export, loop, runs
+from selfalign.stages.pairs import REPAIR_POLICY
 from selfalign.store import open_store
 from selfalign.store.rows import Decision
 from selfalign.tui.app import RunApp
@@ -149,7 +150,8 @@ def test_a_forced_regression_is_rejected_and_rolled_back(tiny_model_dir, runs_ro
         reject = next(d for d in store.decisions(1) if d.kind == "reject")
         assert reject.data["best_round"] == 0 and "round 1's adapter is not promoted" in reject.reason
         assert store.round(2).policy_adapter is None  # rolled back to the base, not round 1's adapter
-        assert {r.policy for r in store.responses(round=2) if r.params.get("eval") is None} == {"base"}
+        sampled = [r for r in store.responses(round=2) if r.params.get("eval") is None and r.policy != REPAIR_POLICY]
+        assert {r.policy for r in sampled} == {"base"}  # (repaired copies are labelled 'repair', not a policy)
         assert any("controller: reject" in e.message for e in store.events())
     saved = config.load(folder.adapter_dir(2) / "selfalign_config.toml")
     assert saved.train.learning_rate == pytest.approx(0.0005) and saved.train.beta == pytest.approx(0.2)
@@ -174,3 +176,11 @@ def test_a_forced_regression_is_rejected_and_rolled_back(tiny_model_dir, runs_ro
             assert store.overrides() == {1: "promote"}
 
     asyncio.run(rounds_view())
+
+
+def test_an_undecided_win_rate_is_left_out_of_the_score():
+    """A judge whose two orders agree on fewer than half of the comparisons measured its own habit: the
+    score counts such a round's win rate as 0.5, like round 0's."""
+    cfg = cfg_with("controller.score_weight_csr=1.0", "controller.score_weight_win_rate=0.5")
+    assert controller.heldout_score(m(0.4, 0.9, **{"eval/win_rate_decided": 0.2}), cfg) == pytest.approx(0.65)
+    assert controller.heldout_score(m(0.4, 0.9, **{"eval/win_rate_decided": 0.5}), cfg) == pytest.approx(0.85)

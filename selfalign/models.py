@@ -9,6 +9,7 @@ nothing heavy happens at import time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -237,8 +238,9 @@ def load(name: str, *, device: str = "auto", dtype: str = "auto", progress: Prog
     kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     device = pick_device(device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=pick_dtype(dtype, device), **kwargs)
+        with _no_progress_bar(spec.kind != "hub"):  # a local load takes a second: its bar is only noise in logs
+            tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=pick_dtype(dtype, device), **kwargs)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if spec.kind == "hub":
@@ -251,6 +253,20 @@ def load(name: str, *, device: str = "auto", dtype: str = "auto", progress: Prog
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _no_progress_bar(hide: bool):
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    if hide and shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if hide and shown:
+            hf_logging.enable_progress_bar()
 
 
 def folder_size(path: Path) -> int:

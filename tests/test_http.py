@@ -129,7 +129,7 @@ def test_concurrency_limit_is_respected(scripted):
             with lock:
                 in_flight[0] -= 1
 
-    assert c.map(call, range(8)) == ["late"] * 8
+    assert list(c.map(call, range(8))) == ["late"] * 8
     assert peak[0] == 3
 
 

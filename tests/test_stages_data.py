@@ -87,6 +87,44 @@ def test_a_stop_request_ends_generate_between_batches(tiny_run):
     assert 0 < store.count_responses(round=1) < 3 * store.count_prompts(split="train", round=1)
 
 
+
+def test_instruct_progress_moves_while_the_policy_writes(runs_root):
+    """Each kept instruction is reported the moment its answer comes back, not when the whole batch is done:
+    a real policy server (127.0.0.1) writes distinct instructions; the bar moves in steps of one."""
+    import itertools
+
+    from test_http import Scripted
+
+    from selfalign import config, runs
+    from selfalign.engines.http_engine import HttpClient, HttpEngine
+    from selfalign.store import open_store
+
+    counter = itertools.count()
+
+    def write(body):
+        n = next(counter)
+        return "Describe " + " ".join(f"w{n}{c}" for c in "abcdef") + " briefly."  # no word shared but two
+
+    server = Scripted(respond=write)
+    try:
+        cfg = config.build(sets=["instruct.prompts_per_round=20", "instruct.seed_prompts_per_round=0",
+                                 "generate.batch_size=64"])
+        folder = runs.create("progress", config.dumps(cfg))
+        engine = HttpEngine(HttpClient(server.url, "policy", concurrency=2), load_adapters=False)
+        with open_store(folder.db_path) as store:
+            reports = []  # (kept so far, requests the server had received by then)
+            ctx = StageContext(cfg, store, engine, round=1, run_dir=folder.path,
+                               progress=lambda stage, done, total: reports.append((done, len(server.received))))
+            instruct_stage.run(ctx)
+            assert store.count_prompts(split="train", round=1, source="self") == 20
+    finally:
+        server.close()
+    kept = [done for done, _ in reports]
+    assert kept == list(range(21))  # 0 at the start, then one step per kept instruction
+    requested = 20 * instruct_stage.OVERSAMPLE + 2
+    assert reports[1][1] < requested / 2  # the first one was reported while most of the batch was still to come
+
+
 @pytest.mark.parametrize("reply, expected", [
     ("Task 4: Describe the life cycle of a frog.", "Describe the life cycle of a frog."),
     ("Here is a new task:\n\n**New task:** Plan a picnic for six people.", "Plan a picnic for six people."),

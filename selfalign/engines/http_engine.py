@@ -13,7 +13,7 @@ import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -113,8 +113,9 @@ class HttpClient:
             body["seed"] = seed
         return body
 
-    def map(self, fn: Callable, items: Sequence) -> list:
-        """fn over items with at most `concurrency` requests in flight; results in order (exceptions too)."""
+    def map(self, fn: Callable, items: Sequence) -> Iterator:
+        """fn over items with at most `concurrency` requests in flight; results in order (exceptions too),
+        each yielded as soon as it and those before it are back, so callers store and report as they come."""
         def safe(item):
             try:
                 return fn(item)
@@ -122,7 +123,14 @@ class HttpClient:
                 return exc
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(safe, items))
+            yield from pool.map(safe, items)
+
+
+def blackbox_client(judge) -> HttpClient:
+    """The client for the configured black-box judge (the config's `judge` section)."""
+    return HttpClient(judge.blackbox_url, judge.blackbox_model, key_env=judge.blackbox_key_env,
+                      timeout=judge.blackbox_timeout_s, retries=judge.blackbox_retries,
+                      concurrency=judge.blackbox_concurrency)
 
 
 def _choices(reply: dict[str, Any], kind: str) -> list[dict]:

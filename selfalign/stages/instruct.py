@@ -49,12 +49,34 @@ def run(ctx: StageContext) -> None:
         index.add(text)
 
     rejected: Counter[str] = Counter()
+    kept = have
+
+    def accept(result) -> None:
+        """Judge each written instruction the moment the engine finishes it, so progress moves with the
+        batch instead of jumping at its end; results past the target are dropped."""
+        nonlocal kept
+        if kept >= target:
+            return
+        if result.finish_reason == "skipped":
+            rejected["prompt too long"] += 1
+            return
+        instruction = extract_instruction(result.text)
+        reason = reject_reason(instruction, index, cfg.instruct.min_words, cfg.instruct.max_words,
+                               cfg.instruct.rouge_threshold)
+        if reason:
+            rejected[reason] += 1
+            return
+        constraints = attach_constraints(rng, cfg, ctx.constraint_weights)
+        store.add_prompts([NewPrompt(instruction, "self", "train", constraints, round=k)])
+        index.add(instruction)
+        kept += 1
+        ctx.report(NAME, kept, target)
+
     for attempt in range(MAX_ATTEMPTS):
-        if have >= target:
+        if kept >= target:
             break
-        ctx.check_stop()
-        rng = random.Random(derive_seed(cfg.run.seed, k, NAME, attempt, have))
-        count = math.ceil((target - have) * OVERSAMPLE) + 2
+        rng = random.Random(derive_seed(cfg.run.seed, k, NAME, attempt, kept))
+        count = math.ceil((target - kept) * OVERSAMPLE) + 2
         requests = []
         for i in range(count):
             demos = rng.sample(seeds, min(cfg.instruct.demos, len(seeds)))
@@ -63,23 +85,13 @@ def run(ctx: StageContext) -> None:
             requests.append(policy_request(ctx, text, key=i, n=1, seed=derive_seed(cfg.run.seed, k, attempt, i),
                                            max_new_tokens=cfg.instruct.max_new_tokens,
                                            temperature=cfg.instruct.temperature, top_p=cfg.instruct.top_p))
-        for result in sorted(ctx.engine.generate(requests), key=lambda r: r.key):
-            if result.finish_reason == "skipped":
-                rejected["prompt too long"] += 1
-                continue
-            instruction = extract_instruction(result.text)
-            reason = reject_reason(instruction, index, cfg.instruct.min_words, cfg.instruct.max_words,
-                                   cfg.instruct.rouge_threshold)
-            if reason:
-                rejected[reason] += 1
-                continue
-            constraints = attach_constraints(rng, cfg, ctx.constraint_weights)
-            store.add_prompts([NewPrompt(instruction, "self", "train", constraints, round=k)])
-            index.add(instruction)
-            have += 1
-            ctx.report(NAME, have, target)
-            if have >= target:
+        # one engine call per batch: a stop request waits at most one batch
+        for start in range(0, len(requests), cfg.generate.batch_size):
+            if kept >= target:
                 break
+            ctx.check_stop()
+            ctx.engine.generate(requests[start:start + cfg.generate.batch_size], on_result=accept)
+    have = kept
     store.log_event("info" if have >= target else "warning",
                     f"instruct: {have} of {target} new prompts kept", round=k, stage=NAME,
                     data={"kept": have, "target": target, "rejected": dict(rejected)})

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from selfalign import config as config_mod
-from selfalign import runs, verifiers
+from selfalign import heldout, runs, verifiers
 from selfalign.store import open_store
 from selfalign.store.rows import ROUND_FINISHED
 
@@ -44,7 +44,7 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
         info = store.run_info()
         rounds = [r for r in store.rounds() if r.status in ROUND_FINISHED]
         decisions = [{"round": d.round, "kind": d.kind, "reason": d.reason} for d in store.decisions()]
-        metrics = store.metrics()
+        metrics = {k: heldout.shown(m) for k, m in store.metrics().items()}
         for stage in store.stages():
             if stage.seconds is not None:
                 metrics.setdefault(stage.round, {})[f"time/{stage.name}"] = stage.seconds

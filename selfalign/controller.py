@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selfalign import config as config_mod
+from selfalign import heldout
 from selfalign.store.rows import Decision, NewDecision
 
 
@@ -32,7 +33,7 @@ def heldout_score(metrics: dict[str, float | None], cfg: config_mod.Config) -> f
     csr = metrics.get("eval/csr_instruction")
     if csr is None:
         return None
-    win = metrics.get("eval/win_rate")
+    win = heldout.decided_win_rate(metrics)  # an undecided judge's 0.5 says nothing: count it as no win rate
     c = cfg.controller
     return c.score_weight_csr * csr + c.score_weight_win_rate * (0.5 if win is None else win)
 

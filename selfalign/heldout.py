@@ -27,6 +27,28 @@ class Answer:
         return verifiers.check_all(self.constraints, self.text)
 
 
+# Below this share of comparisons whose two orders named the same winner, the win rate over round 0 is the
+# judge's habit (a small judge names one position every time), not a comparison of the rounds.
+WIN_RATE_MIN_DECIDED = 0.5
+UNDECIDED = "undecided"
+
+
+def decided_win_rate(metrics: dict) -> float | None:
+    """A round's win rate over round 0 when its judge decided; None when it did not, or none was measured."""
+    rate, decided = metrics.get("eval/win_rate"), metrics.get("eval/win_rate_decided")
+    if rate is None or (decided is not None and decided < WIN_RATE_MIN_DECIDED):
+        return None
+    return rate
+
+
+def shown(metrics: dict) -> dict:
+    """A round's metrics for people (UI, status, compare): an undecided win rate reads 'undecided', not the
+    0.5 the judge's habit produced."""
+    if metrics.get("eval/win_rate") is not None and decided_win_rate(metrics) is None:
+        return {**metrics, "eval/win_rate": UNDECIDED}
+    return metrics
+
+
 def answers(store, round_k: int, prompt_ids=None) -> dict[int, Answer]:
     """prompt id -> round k's evaluation answer, for the given prompts (default: the run's held-out
     prompts) that carry constraints."""

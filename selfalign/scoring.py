@@ -18,6 +18,12 @@ JUDGE_FORMAT_RE = re.compile(r"\bscore\s*[:=]\s*\d+(?:\.\d+)?|\b\d{1,2}\s*\|\|\s
                              re.IGNORECASE)
 
 
+def parse_verdict(text: str) -> str | None:
+    """'A' or 'B' when a pairwise judge names exactly one of them near the start of its reply."""
+    found = set(re.findall(r"\b(?:answer|response)?\s*\b([AB])\b", text.strip()[:40]))
+    return found.pop() if len(found) == 1 else None
+
+
 def parse_score(text: str, rubric: str) -> float | None:
     """The judge's score, or None when the output has no single valid score.
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from selfalign import config as config_mod
-from selfalign import runs
+from selfalign import heldout, runs
 from selfalign.store import Store, open_store
 from selfalign.store.rows import ROUND_FINISHED
 
@@ -39,6 +39,7 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
     done_rounds = [r.k for r in rounds if r.status in ROUND_FINISHED and r.k > 0]
     stops = [d for d in store.decisions() if d.kind == "stop"] if cfg.controller.enabled else []
     metrics = store.metrics(max(done_rounds)).get(max(done_rounds), {}) if done_rounds else {}
+    shown = heldout.shown(metrics)
     controls = [c for c in store.controls() if c.handled]
     beat = store.heartbeat()
     paused = bool(controls) and controls[-1].action == "pause"
@@ -51,7 +52,7 @@ def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: 
         "error": active.error if active and active.status == "failed" else None,
         "last_activity": store.last_activity() if activity else None,
         "heartbeat": beat[1] if beat else None,
-        "metrics": {name: metrics[name] for name in HEADLINE if name in metrics},
+        "metrics": {name: shown[name] for name in HEADLINE if name in shown},
         "metrics_round": max(done_rounds) if done_rounds else None,
         "rejected_rounds": [r.k for r in rounds if r.status == "rejected"],
         "stop_reason": stops[-1].reason if stops else None,
@@ -94,6 +95,7 @@ def render(statuses: list[dict[str, Any]]) -> str:
         if s.get("rejected_rounds"):
             lines.append(f"  rejected rounds: {', '.join(map(str, s['rejected_rounds']))}")
         if s["metrics"]:
-            figures = ", ".join(f"{k} {v:.3g}" for k, v in s["metrics"].items() if v is not None)
+            figures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                for k, v in s["metrics"].items() if v is not None)
             lines.append(f"  round {s['metrics_round']}: {figures}")
     return "\n".join(lines) if lines else "no runs"

@@ -3,6 +3,7 @@
 import pytest
 from test_http import Scripted
 
+from selfalign import scoring
 from selfalign.stages import StageContext
 from selfalign.stages import generate as generate_stage
 from selfalign.stages import instruct as instruct_stage
@@ -105,10 +106,10 @@ def test_a_response_imitating_the_judge_is_flagged_and_masked(tiny_run, server):
 
 
 def test_parse_verdict():
-    assert judge_stage.parse_verdict("A") == "A"
-    assert judge_stage.parse_verdict("Answer B is better.") == "B"
-    assert judge_stage.parse_verdict("A or B, hard to say") is None
-    assert judge_stage.parse_verdict("") is None
+    assert scoring.parse_verdict("A") == "A"
+    assert scoring.parse_verdict("Answer B is better.") == "B"
+    assert scoring.parse_verdict("A or B, hard to say") is None
+    assert scoring.parse_verdict("") is None
 
 
 def test_health_metrics_on_fixed_judgements(tmp_path):
@@ -254,3 +255,50 @@ def test_the_quality_gate_never_chooses_a_looping_or_cut_off_answer(tmp_path):
 
     pairs, _ = pairs_with("pairs.quality_gate=false")  # without the gate the loop ties the clean answer
     assert not [p for p in pairs if p.prompt_id == misses]  # both meet nothing: a tie, no pair
+
+
+def test_the_win_rate_comes_from_the_black_box_judge_when_one_is_set(tmp_path):
+    """With judge.blackbox_url set, evaluation's comparisons go to that server in both orders (stored as the
+    black box's judgements), never to the policy; a judge that decides by content agrees with itself."""
+    import re
+
+    from selfalign import config
+    from selfalign.stages import evaluate
+    from selfalign.store import open_store
+    from selfalign.store.rows import NewPrompt
+
+    asked = []
+
+    def judge(body):
+        text = body["messages"][-1]["content"]
+        a, b = re.search(r"Answer A:\n(.*)\n\nAnswer B:\n(.*)\n\nReply with", text, re.S).groups()
+        asked.append((a, b))
+        return "A" if len(a) >= len(b) else "B"  # the longer answer, whatever its place
+
+    class NoPolicy:
+        def set_adapter(self, path):
+            raise AssertionError("the policy was asked to judge")
+
+        generate = set_adapter
+
+    server = Scripted(respond=judge)
+    try:
+        cfg = config.build(sets=[f"judge.blackbox_url={server.url}", "eval.win_rate=true"])
+        store = open_store(tmp_path / "w.db", create=True)
+        heldout = [store.prompt(i) for i in store.add_prompts(
+            [NewPrompt(f"Describe place {i}.", "heldout", "heldout") for i in range(4)])]
+        answers = {}
+        for i, p in enumerate(heldout):
+            store.add_response(NewResponse(p.id, 0, "base", 0, "short", 1, "stop"))
+            text = "short" if i == 3 else "a much longer answer " * (i + 1)  # prompt 3: identical answers
+            answers[p.id] = store.response(store.add_response(NewResponse(p.id, 1, "rounds/1/adapter", 0, text, 4,
+                                                                          "stop")))
+        ctx = StageContext(cfg, store, NoPolicy(), round=1, adapter="rounds/1/adapter")
+        rate, decided = evaluate.win_rate(ctx, heldout, answers)
+        again = evaluate.win_rate(ctx, heldout, answers)  # stored verdicts are reused: nothing asked twice
+    finally:
+        server.close()
+    assert len(asked) == 6 and len(server.received) == 6  # 3 differing answers x 2 orders; identical ones skipped
+    assert rate == pytest.approx((1 + 1 + 1 + 0.5) / 4) and decided == 1.0 and again == (rate, decided)
+    wins = [j for j in store.judgements(round=1) if j.rubric.startswith("winrate:")]
+    assert len(wins) == 6 and {j.judge for j in wins} == {"blackbox"} and all(j.parsed_ok for j in wins)

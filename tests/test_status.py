@@ -80,3 +80,51 @@ def test_status_command_lists_every_run_as_json(runs_root):
     assert [s["run"] for s in json.loads(result.output)] == ["a", "b"]
     missing = CliRunner().invoke(cli, ["status", "ghost"])
     assert missing.exit_code == 1 and "no run named 'ghost'" in missing.output
+
+
+def test_an_undecided_win_rate_reads_undecided_in_status_compare_and_the_ui(runs_root):
+    """The base-model judge of a small policy names one position every time: status, compare and the Rounds
+    tab say 'undecided' instead of the 0.5 that habit produces; a decided win rate shows as a number."""
+    import asyncio
+    import io
+    import shutil
+
+    import fixed_run
+    from rich.console import Console
+    from textual.widgets import Static
+
+    from selfalign import compare, status
+    from selfalign.store import open_store
+    from selfalign.tui.app import RunApp
+
+    folder = fixed_run.build(runs_root)
+    other = runs.RunFolder(runs_root / "decided")
+    shutil.copytree(folder.path, other.path)
+    for run, (rate, decided) in ((folder, (0.5, 0.1)), (other, (0.62, 0.8))):
+        with open_store(run.db_path) as store:
+            store.finish_stage(1, "train")
+            store.finish_round(1)
+            store.set_metric(1, "eval/win_rate", rate)
+            store.set_metric(1, "eval/win_rate_decided", decided)
+
+    text = status.render([status.run_status(folder), status.run_status(other)])
+    assert "eval/win_rate undecided" in text and "eval/win_rate 0.62" in text
+    assert status.run_status(folder)["metrics"]["eval/win_rate"] == "undecided"
+    md = compare.to_markdown(compare.compare([folder, other]))
+    win_table = md.split("(`eval/win_rate`)")[1].split("**")[0]
+    assert "| 1 | undecided | 0.62 |" in win_table
+
+    async def rounds_tab():
+        app = RunApp(folder, poll_interval=0.1)
+        async with app.run_test(size=(120, 40)) as pilot:
+            while app.polls < 1:
+                await pilot.pause(0.05)
+            await pilot.press("5")
+            console = Console(width=200, file=io.StringIO(), record=True)
+            console.print(app.query_one("#rounds-table", Static).content)
+            shown = console.export_text()
+            await pilot.press("q")
+        return shown
+
+    shown = asyncio.run(rounds_tab())
+    assert "undecided" in shown and "win rate vs r0" in shown

@@ -1,8 +1,9 @@
 """Stage `evaluate`: the policy on held-out prompts, every round including round 0 (untrained).
 
 Metrics (stored under eval/): csr_prompt (share of constrained prompts with every constraint met),
-csr_instruction (share of all constraints met), win_rate over round 0 (a fixed judge, the base
-model, compares the two answers in both orders so position bias cancels), length_mean (tokens),
+csr_instruction (share of all constraints met), win_rate over round 0 (a fixed judge, the black-box
+model when one is set, else the base model, compares the two answers in both orders so position bias
+cancels; win_rate_decided is the share of comparisons whose two orders agreed), length_mean (tokens),
 distinct2 (unique bigrams over all bigrams), empty_rate and truncated_rate. The loop evaluates the
 first eval.prompts of the benchmark (a fixed shuffled sample), so csr_prompt and csr_instruction come
 with their 95 % bootstrap interval (`..._low`, `..._high`); `selfalign eval --all` answers the rest.
@@ -10,9 +11,10 @@ with their 95 % bootstrap interval (`..._low`, `..._high`); `selfalign eval --al
 
 from __future__ import annotations
 
-from selfalign import prompts, stats, verifiers
+from selfalign import prompts, scoring, stats, verifiers
+from selfalign.engines.base import GenerationRequest
+from selfalign.heldout import WIN_RATE_MIN_DECIDED
 from selfalign.stages import StageContext, derive_seed, policy_request
-from selfalign.stages.judge import parse_verdict
 from selfalign.store.rows import NewJudgement, NewPrompt, NewResponse
 
 NAME = "evaluate"
@@ -61,11 +63,11 @@ def run(ctx: StageContext, file: str | None = None, every: bool = False) -> dict
     if k > 0 and cfg.eval.win_rate:
         metrics["eval/win_rate"], metrics["eval/win_rate_decided"] = win_rate(ctx, heldout, answers)
         decided = metrics["eval/win_rate_decided"]
-        if decided is not None and decided < UNDECIDED_WARNING:
-            store.log_event("warning", f"evaluate: the win-rate judge (the base model) gave the same position in "
-                            f"both orders for {1 - decided:.0%} of the compared answers, so the win rate "
-                            "(mostly 0.5) says little; read the held-out CSR and `selfalign compare --answers`",
-                            round=k, stage=NAME)
+        if decided is not None and decided < WIN_RATE_MIN_DECIDED:
+            store.log_event("warning", f"evaluate: the win-rate judge ({_judge_label(cfg)}) named the same position in "
+                            f"both orders for {1 - decided:.0%} of the compared answers, so the win rate is shown as "
+                            "undecided and left out of the controller's score; set judge.blackbox_url for a judge "
+                            "that decides, or read the held-out CSR", round=k, stage=NAME)
     if file is None and not every:
         for name, value in metrics.items():
             store.set_metric(k, name, value)
@@ -99,17 +101,21 @@ def response_metrics(items) -> dict[str, float | None]:
     }
 
 
-UNDECIDED_WARNING = 0.25  # below this share of decided comparisons the win rate is mostly the judge's habit
+def _judge_label(cfg) -> str:
+    """Who judges the win rate: the black-box model when one is configured, else the base policy."""
+    return "blackbox" if cfg.judge.blackbox_url else "base"
 
 
 def win_rate(ctx: StageContext, heldout, answers) -> tuple[float | None, float | None]:
-    """Round k against round 0 on each held-out prompt, judged by the base model in both orders.
+    """Round k against round 0 on each held-out prompt, judged in both orders so position bias cancels, by a
+    fixed judge across rounds: the black-box model when judge.blackbox_url is set, else the base model.
 
     A win in both orders scores 1, a split (the judge followed the position) 0.5, a loss 0;
     identical answers score 0.5 without asking. Also returns the share of judged prompts whose two
     orders agreed: a small judge often names the same position every time, and then the win rate is
     0.5 because of the judge, not because the rounds are equal."""
-    store = ctx.store
+    cfg, store = ctx.config, ctx.store
+    judge = _judge_label(cfg)
     baseline = {r.prompt_id: r for r in store.responses(round=0) if r.policy == "base"}
     template = prompts.load_template("judge_pairwise.txt", ("instruction", "response_a", "response_b"), ctx.run_dir)
     done = store.judgement_keys(ctx.round)
@@ -122,31 +128,45 @@ def win_rate(ctx: StageContext, heldout, answers) -> tuple[float | None, float |
             outcomes[p.id] = 0.5
             continue
         for order, (a, b) in (("ab", (new, old)), ("ba", (old, new))):
-            if (new.id, "base", f"winrate:{old.id}:{order}", 0) in done:
+            if (new.id, judge, f"winrate:{old.id}:{order}", 0) in done:
                 continue
             text = template.render(instruction=verifiers.attach(p.text, p.constraints), response_a=a.text,
                                    response_b=b.text)
-            requests.append(policy_request(ctx, text, key=(new.id, old.id, order), n=1, seed=new.id, max_new_tokens=8,
-                                           temperature=0.0, top_p=1.0))
+            key = (new.id, old.id, order)
+            if judge == "blackbox":  # a chat model behind an OpenAI-compatible endpoint: always chat messages
+                requests.append(GenerationRequest(key=key, messages=[{"role": "user", "content": text}], n=1,
+                                                  max_new_tokens=16, temperature=0.0, top_p=1.0, seed=new.id))
+            else:
+                requests.append(policy_request(ctx, text, key=key, n=1, seed=new.id, max_new_tokens=8,
+                                               temperature=0.0, top_p=1.0))
     if requests:
-        adapter = ctx.adapter
-        ctx.engine.set_adapter(None)  # a fixed judge across rounds: the base model
-        try:
-            for result in ctx.engine.generate(requests):
-                new_id, old_id, order = result.key
-                verdict = parse_verdict(result.text)
-                new_wins = None if verdict is None else float((verdict == "A") == (order == "ab"))
-                store.add_judgement(NewJudgement(new_id, "base", f"winrate:{old_id}:{order}", new_wins,
-                                                 verdict is not None, result.text))
-        finally:
-            ctx.engine.set_adapter(adapter)
+        for result in _judge_pairs(ctx, judge, requests):
+            new_id, old_id, order = result.key
+            verdict = scoring.parse_verdict(result.text)
+            new_wins = None if verdict is None else float((verdict == "A") == (order == "ab"))
+            store.add_judgement(NewJudgement(new_id, judge, f"winrate:{old_id}:{order}", new_wins,
+                                             verdict is not None, result.text))
     verdicts: dict[int, dict[str, float]] = {}
     for p in heldout:
         if p.id in answers:
             for j in store.judgements(response_id=answers[p.id].id):
-                if j.judge == "base" and j.rubric.startswith("winrate:") and j.parsed_ok:
+                if j.judge == judge and j.rubric.startswith("winrate:") and j.parsed_ok:
                     verdicts.setdefault(p.id, {})[j.rubric.rsplit(":", 1)[1]] = j.score
     return summarize_wins(verdicts, outcomes)
+
+
+def _judge_pairs(ctx: StageContext, judge: str, requests):
+    """The win-rate judge's replies: from the black-box endpoint, or from the base model (adapter off)."""
+    if judge == "blackbox":
+        from selfalign.engines.http_engine import HttpEngine, blackbox_client
+
+        return HttpEngine(blackbox_client(ctx.config.judge), load_adapters=False).generate(requests)
+    adapter = ctx.adapter
+    ctx.engine.set_adapter(None)  # a fixed judge across rounds: the base model
+    try:
+        return ctx.engine.generate(requests)
+    finally:
+        ctx.engine.set_adapter(adapter)
 
 
 def summarize_wins(verdicts: dict[int, dict[str, float]], identical: dict[int, float]) -> tuple[float | None,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from collections import defaultdict
 
 from selfalign import prompts, scoring, verifiers
@@ -120,12 +119,10 @@ def _judge_request(ctx, text, *, key, n, seed):
 
 
 def _blackbox_judge(ctx, responses, train, done_keys) -> None:
-    from selfalign.engines.http_engine import EndpointUnavailable, HttpClient
+    from selfalign.engines.http_engine import EndpointUnavailable, blackbox_client
 
     cfg, store = ctx.config, ctx.store
-    client = HttpClient(cfg.judge.blackbox_url, cfg.judge.blackbox_model, key_env=cfg.judge.blackbox_key_env,
-                        timeout=cfg.judge.blackbox_timeout_s, retries=cfg.judge.blackbox_retries,
-                        concurrency=cfg.judge.blackbox_concurrency)
+    client = blackbox_client(cfg.judge)
     template = prompts.load_template("blackbox_rank.txt", ("instruction", "responses"), ctx.run_dir)
     groups = by_prompt(responses)
     todo = [pid for pid, group in groups.items()
@@ -230,16 +227,10 @@ def _position_bias(ctx, responses, train, done_keys) -> None:
     ctx.check_stop()
     for result in ctx.engine.generate(requests):
         response_id, rubric, order = result.key
-        verdict = parse_verdict(result.text)
+        verdict = scoring.parse_verdict(result.text)
         # score: 1.0 when response `a` (the judgement's response) is named the better one
         a_wins = None if verdict is None else float((verdict == "A") == (order == "ab"))
         ctx.store.add_judgement(NewJudgement(response_id, "self", rubric, a_wins, verdict is not None, result.text))
-
-
-def parse_verdict(text: str) -> str | None:
-    """'A' or 'B' when the judge names exactly one of them near the start of its reply."""
-    found = set(re.findall(r"\b(?:answer|response)?\s*\b([AB])\b", text.strip()[:40]))
-    return found.pop() if len(found) == 1 else None
 
 
 def health(ctx) -> dict[str, float | None]:

@@ -20,6 +20,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Input, RichLog, Static, TabbedContent, TabPane, Tabs
 from textual.worker import Worker, WorkerState
 
+from selfalign import heldout
 from selfalign.runs import RunFolder
 from selfalign.tui.feed import KEEP_RESPONSES, Feed, FeedClosed, PairView, ResponseView, Snapshot, matches, word_diff
 from selfalign.tui.screens import QuitScreen, ResponseScreen, SearchScreen
@@ -199,7 +200,8 @@ class RunApp(App):
             self._add_pairs(snap.pairs)
         if snap.train_steps or self.polls == 1:
             self._show_training(snap.train_steps)
-        self._update("#rounds-table", snap.metrics, lambda: rounds_table(snap.metrics, ROUND_METRICS))
+        self._update("#rounds-table", snap.metrics, lambda: rounds_table(
+            {k: heldout.shown(m) for k, m in snap.metrics.items()}, ROUND_METRICS))
         self._update("#health", snap.metrics, lambda: health_lines(snap.metrics))
         self._update("#decisions", (snap.decisions, snap.overrides),
                      lambda: decisions_text(snap.decisions, snap.overrides))

@@ -98,7 +98,9 @@ def pipeline_table(stages: list, now: datetime, width: int = 24, live: bool = Tr
     return table
 
 
-def sparkline(values: list[float | None]) -> str:
+def sparkline(values: list) -> str:
+    """Numbers as bar heights; a gap where a round has none (or a word such as 'undecided')."""
+    values = [v if isinstance(v, (int, float)) else None for v in values]
     known = [v for v in values if v is not None]
     if not known:
         return ""
@@ -229,7 +231,9 @@ class RoundsPlot(Static):
         head = Text(f"{self.title}  ", style="bold")
         for i, name in enumerate(self.series):
             head.append(f"{SERIES_MARKS[i % 6]} {name}  ", style=SERIES_STYLES[i % 6])
-        values = [v for s in self.series.values() for v in s.values() if v is not None]
+        numeric = {name: {k: v if isinstance(v, (int, float)) else None for k, v in s.items()}
+                   for name, s in self.series.items()}  # a word ('undecided') is no point on the plot
+        values = [v for s in numeric.values() for v in s.values() if v is not None]
         if not values or not self.rounds:
             return head + Text("\nno values", style="dim")
         width = max(10, self.size.width - 12)
@@ -238,7 +242,7 @@ class RoundsPlot(Static):
         span = (hi - lo) or 1.0
         step = width / max(1, len(self.rounds) - 1) if len(self.rounds) > 1 else 0
         grid = [[(" ", "")] * width for _ in range(height)]
-        for i, series in enumerate(self.series.values()):
+        for i, series in enumerate(numeric.values()):
             points = [(int(j * step), series.get(k)) for j, k in enumerate(self.rounds)]
             known = [(x, v) for x, v in points if v is not None]
             for (x0, v0), (x1, v1) in zip(known, known[1:], strict=False):  # joining lines, dotted

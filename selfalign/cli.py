@@ -328,13 +328,22 @@ def note(ctx, name, text):
 @click.option("--round", "round_k", type=int, default=None, help="Round to export (default: the latest trained).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder (default runs/NAME/export/K).")
 @click.option("--merged", is_flag=True, help="Also write a merged model folder loadable by plain transformers.")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(file_okay=False), default=None,
+              help="Instead: write every train step and round metric as TensorBoard events into this empty folder.")
 @click.pass_context
-def export(ctx, name, round_k, out, merged):
-    """Export a round's pairs (TRL preference JSONL), SFT set and adapter."""
-    from selfalign import export as exporter
+def export(ctx, name, round_k, out, merged, tensorboard_dir):
+    """Export a round's pairs (TRL preference JSONL), SFT set and adapter; or the run's metrics for TensorBoard."""
     from selfalign import runs
 
     folder = runs.locate(name, ctx.obj["runs_dir"])
+    if tensorboard_dir:
+        from selfalign import report
+
+        click.echo(f"TensorBoard events in {report.export_tensorboard(folder, tensorboard_dir)}; "
+                   f"open them with: tensorboard --logdir {tensorboard_dir}")
+        return
+    from selfalign import export as exporter
+
     target = exporter.export_round(folder, round_k, out, merged)
     click.echo(f"exported to {target}")
 

@@ -238,10 +238,21 @@ class ControllerSection:
     max_hours: float = opt(0.0, "stop once the run has spent this many hours in rounds (0: no budget)", min=0.0)
 
 
+@dataclass
+class ReportSection:
+    to: list[str] = opt([], "mirror every train step and round metric into these, like TRL's report_to: tensorboard "
+                        "(event files in the run folder; pip install 'selfalign[report]'), wandb (a W&B run; "
+                        "WANDB_MODE=offline works without a network); the database stays the source of truth",
+                        choices=("tensorboard", "wandb"))
+    tensorboard_dir: str = opt("", "where TensorBoard event files go (empty: tensorboard/ in the run folder)")
+    wandb_project: str = opt("selfalign", "the W&B project runs are logged to")
+    wandb_entity: str = opt("", "the W&B entity (team or user); empty: your default")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunSection, "model": ModelSection, "instruct": InstructSection,
     "generate": GenerateSection, "judge": JudgeSection, "pairs": PairsSection,
-    "train": TrainSection, "eval": EvalSection, "controller": ControllerSection,
+    "train": TrainSection, "eval": EvalSection, "controller": ControllerSection, "report": ReportSection,
 }
 
 # What each recipe changes from the field defaults (the user's file and --set still win).
@@ -267,6 +278,7 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)
     controller: ControllerSection = field(default_factory=ControllerSection)
+    report: ReportSection = field(default_factory=ReportSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
@@ -432,8 +444,9 @@ def _coerce(section: str, f: dataclasses.Field, value: Any, where: str) -> Any:
     elif typing.get_origin(hint) is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad('use a list of strings, e.g. ["a", "b"]')
-    if meta.get("choices") and value not in meta["choices"]:
-        raise bad(f"use one of {', '.join(meta['choices'])}")
+    choices = meta.get("choices")
+    if choices and any(v not in choices for v in (value if isinstance(value, list) else [value])):
+        raise bad(f"use {'a list of ' if isinstance(value, list) else ''}one of {', '.join(choices)}")
     low, high = meta.get("min"), meta.get("max")
     if low is not None and (value < low or (meta.get("min_exclusive") and value == low)):
         raise bad(f"it must be {'>' if meta.get('min_exclusive') else '>='} {low}")

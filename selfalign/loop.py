@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from selfalign import config as config_mod
-from selfalign import controller
+from selfalign import controller, report
 from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
 from selfalign.runs import RunFolder
 from selfalign.stages import StageContext, StageStopped
@@ -180,9 +180,12 @@ def run(folder: RunFolder, *, rounds: int | None = None, quiet: bool = False,
         log = RunLog(folder, store, quiet)
         controls = Controls(store, log)
         controls.install()
+        mirror = None
         try:
+            mirror = report.for_run(folder, cfg)  # before the model loads: a missing package fails at once
+            mirror.sync(store)
             with Heartbeat(folder.db_path):
-                return _run(folder, cfg, store, log, controls, rounds, engine_factory)
+                return _run(folder, cfg, store, log, controls, rounds, engine_factory, mirror)
         except StageStopped:
             log("info", "stopped by request; run the same command to resume")
             return EXIT_STOPPED
@@ -193,11 +196,13 @@ def run(folder: RunFolder, *, rounds: int | None = None, quiet: bool = False,
             raise SelfalignError(f"{type(exc).__name__}: {exc} (traceback in {log.path}); fix the cause and run "
                                  "the same command to resume") from exc
         finally:
+            if mirror is not None:  # every stage's end synced it; a resumed run copies the rest
+                mirror.close()
             log.close()
             store.close()
 
 
-def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
+def _run(folder, cfg, store, log, controls, rounds, engine_factory, mirror: report.Mirror) -> int:
     from selfalign.stages import evaluate, generate, instruct, judge, pairs, train
 
     log("info", f"loading {cfg.model.name}")
@@ -215,7 +220,8 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
         return StageContext(round_cfg, store, engine, k, run_dir=folder.path, policy=label, adapter=adapter,
                             should_stop=controls.should_stop, constraint_weights=weights,
                             progress=lambda stage, done, total: (store.stage_progress(k, stage, done, total),
-                                                                 log.progress(k, stage, done, total)))
+                                                                 log.progress(k, stage, done, total),
+                                                                 mirror.sync(store, force=False)))
 
     def run_stage(ctx: StageContext, name: str, fn) -> object:
         k = ctx.round
@@ -235,6 +241,7 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
             raise
         store.finish_stage(k, name, "done")
         log("info", f"done in {store.stage(k, name).seconds:.1f} s", round=k, stage=name)
+        mirror.sync(store)
         return_freed_memory()
         if controls.after_stage:
             raise StageStopped()
@@ -286,6 +293,7 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory) -> int:
                 trial = rubric_rewrite.attempt(context(k, previous, round_cfg))
             status = _decide(folder, cfg, round_cfg, store, log, k, trial)
         store.finish_round(k, status)
+        mirror.sync(store)  # the controller's round metrics
         _summary(store, k)
     return EXIT_OK
 

@@ -54,6 +54,15 @@ class RunFolder:
         return self.path / "logs"
 
     @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def report_dir(self) -> Path:
+        """What the metric mirrors keep: what was copied already, W&B's local files."""
+        return self.path / "report"
+
+    @property
     def lock_path(self) -> Path:
         return self.path / LOCK_FILE
 

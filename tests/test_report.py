@@ -97,5 +97,8 @@ def test_wandb_mirror_offline(tiny_model_dir, runs_root, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     folder = make_run(tiny_model_dir, "wb", "self-reward", 'report.to=["wandb"]', "run.rounds=1")
     assert loop.run(folder, quiet=True) == EXIT_OK
-    # the sink wrote an offline run folder that `wandb sync` uploads
-    assert list((folder.report_dir / "wandb").glob("offline-run-*")), wandb.__version__
+    # the sink wrote an offline run that `wandb sync` uploads; its records name our metrics
+    (records,) = (folder.report_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    data = records.read_bytes()
+    assert all(name.encode() in data for name in ("train/loss", "rewards/margin", "eval/csr_instruction")), \
+        wandb.__version__

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-STAGES = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
+from selfalign.stages import STAGES
 
 
 def selfalign(*args: str, env: dict, capture: bool = False) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from selfalign import config as config_mod
 from selfalign import heldout, runs, verifiers
+from selfalign.stages import STAGES
 from selfalign.store import open_store
 from selfalign.store.rows import ROUND_FINISHED
 
@@ -31,7 +32,6 @@ METRICS = [
     ("pairs/weight_likelihood", "likelihood weight after agreement"), ("pairs/count", "pairs built"),
     ("train/loss_last", "final training loss"),
 ]
-STAGES = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
 
 
 def _flatten(cfg: config_mod.Config) -> dict[str, Any]:

@@ -23,11 +23,10 @@ from selfalign import config as config_mod
 from selfalign import controller, report
 from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
 from selfalign.runs import RunFolder
-from selfalign.stages import StageContext, StageStopped
+from selfalign.stages import STAGES, StageContext, StageStopped
 from selfalign.store import Store, open_store
 from selfalign.store.rows import ROUND_FINISHED
 
-STAGES = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
 PAUSE_POLL_S = 1.0
 HEARTBEAT_S = 5.0
 

@@ -16,6 +16,9 @@ from selfalign.config import Config
 from selfalign.engines.base import Engine, GenerationRequest
 from selfalign.store import Store
 
+# The order the loop runs a round's stages in; compare, the UI's pipeline and the gain benchmark list them so.
+STAGES = ("instruct", "generate", "judge", "pairs", "train", "evaluate")
+
 
 class StageStopped(Exception):
     """A stop was requested between batches; everything finished so far is stored."""

@@ -12,9 +12,9 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import Static
 
+from selfalign.stages import STAGES
 from selfalign.tui.feed import smooth
 
-PIPELINE = ["instruct", "generate", "judge", "pairs", "train", "evaluate"]
 STATE_STYLE = {"running": "bold green", "paused": "bold yellow", "stopping": "bold yellow", "done": "bold cyan",
                "failed": "bold red", "stale": "bold red", "hung": "bold red", "idle": "dim", "stopped": "yellow"}
 SPARK = "▁▂▃▄▅▆▇█"
@@ -73,7 +73,7 @@ def pipeline_table(stages: list, now: datetime, width: int = 24, live: bool = Tr
     table = Table.grid(padding=(0, 1))
     for column in ("name", "bar", "count", "status", "time"):
         table.add_column(column, no_wrap=True)
-    for name in PIPELINE:
+    for name in STAGES:
         s = by_name.get(name)
         if s is None:
             table.add_row(Text(name, style="dim"), ProgressBar(total=1, completed=0, width=width),

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 def job(tmp_path, tiny_model_dir, data, **train_sets):
     sets = [f"model.name={tiny_model_dir}", "run.device=cpu", "train.batch_size=4", "train.epochs=3",
             "train.learning_rate=0.005", "train.lora_r=4", "train.lora_alpha=8", "train.warmup_ratio=0.0",
-            "train.lora_dropout=0.0", "train.processes=2"] + [f"train.{k}={v}" for k, v in train_sets.items()]
+            "train.lora_dropout=0.0", "train.processes=2",
+            "train.sft_weight=0.0"] + [f"train.{k}={v}" for k, v in train_sets.items()]  # as test_trainer.train_cfg
     cfg = config.build(sets=sets)
     out = tmp_path / "round"
     folder = distributed.write_job(out / "distributed", data, cfg, seed=7, round_k=1, out_dir=out,

@@ -86,12 +86,10 @@ def test_an_undecided_win_rate_reads_undecided_in_status_compare_and_the_ui(runs
     """The base-model judge of a small policy names one position every time: status, compare and the Rounds
     tab say 'undecided' instead of the 0.5 that habit produces; a decided win rate shows as a number."""
     import asyncio
-    import io
     import shutil
 
     import fixed_run
-    from rich.console import Console
-    from textual.widgets import Static
+    from test_tui import text_of
 
     from selfalign import compare, status
     from selfalign.store import open_store
@@ -120,9 +118,7 @@ def test_an_undecided_win_rate_reads_undecided_in_status_compare_and_the_ui(runs
             while app.polls < 1:
                 await pilot.pause(0.05)
             await pilot.press("5")
-            console = Console(width=200, file=io.StringIO(), record=True)
-            console.print(app.query_one("#rounds-table", Static).content)
-            shown = console.export_text()
+            shown = text_of(app, "#rounds-table")
             await pilot.press("q")
         return shown
 

@@ -184,9 +184,12 @@ class TrainSection:
                          choices=("base", "previous"))
     init_from: str = opt("previous", "each round trains from the previous adapter or from the base",
                          choices=("previous", "base"))
-    micro_batch_tokens: int = opt(2048, "most tokens (prompts counted with each response) through the model at "
-                                  "once; a larger batch is split and its gradients summed: the same step with "
-                                  "less activation memory; 0 = no limit", min=0)
+    micro_batch_tokens: int = opt(2048, "most tokens through the model at once (a prompt counts once when packed, "
+                                  "else with each response); a larger batch is split and its gradients summed: "
+                                  "the same step with less activation memory; 0 = no limit", min=0)
+    packing: bool = opt(True, "one row per prompt: the prompt once, then each response, masked so a response "
+                        "sees only the prompt and itself; no padding inside and the prompt computed once (the "
+                        "same log-probs as one row per response)")
     gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass: less memory, about "
                                        "a third slower")
     processes: int = opt(1, "data-parallel processes for the train stage, one per GPU; above 1 the stage runs "

@@ -88,46 +88,110 @@ class TorchDistributed(SingleProcess):
         self._dist.barrier()
 
 
-def response_logps(model, prompt_and_responses: list[tuple[list[int], list[int]]], pad_id: int, max_length: int):
+@dataclass
+class _Row:
+    """One row through the model: a prompt, then one response (or, packed, each response of that prompt)."""
+
+    tokens: list[int]
+    segments: list[int]  # 0: prompt, k: the k-th response of the row
+    positions: list[int]  # every response continues the prompt's positions
+    slots: list[tuple[int, int, list[int]]]  # (item index, column of the response's first token, its tokens)
+    prompt_length: int = 0
+    whole: bool = True  # nothing was truncated, so another response to the same prompt may join the row
+
+
+def _truncate(prompt: list[int], response: list[int], max_length: int) -> tuple[list[int], list[int]]:
+    """Longer than max_length: prompt tokens go from the left first, then response tokens from the right."""
+    response = response[: max_length - 1]
+    if len(prompt) + len(response) > max_length:
+        prompt = prompt[-(max_length - len(response)):]
+    return prompt, response
+
+
+def _rows(items: list[tuple[list[int], list[int]]], max_length: int, packed: bool) -> list[_Row]:
+    """Packed: consecutive items with the same prompt share one row. An item that must be truncated gets a
+    row of its own, so every response sees exactly the prompt it would see alone."""
+    rows: list[_Row] = []
+    for index, (prompt, response) in enumerate(items):
+        whole = len(prompt) + len(response) <= max_length
+        last = rows[-1] if rows else None
+        if packed and whole and last is not None and last.slots[-1][0] == index - 1 and last.whole \
+                and items[index - 1][0] == prompt:
+            row = last
+        else:
+            prompt, response = _truncate(prompt, response, max_length)
+            row = _Row(list(prompt), [0] * len(prompt), list(range(len(prompt))), [], len(prompt), whole)
+            rows.append(row)
+        row.slots.append((index, len(row.tokens), response))
+        row.tokens += response
+        row.segments += [len(row.slots)] * len(response)
+        row.positions += range(row.prompt_length, row.prompt_length + len(response))
+    return rows
+
+
+def packs(model) -> bool:
+    """Whether the model's attention takes the packed rows' own mask (flash-attention kernels take only padding)."""
+    return getattr(model.config, "_attn_implementation", "sdpa") in ("sdpa", "eager")
+
+
+def response_logps(model, prompt_and_responses: list[tuple[list[int], list[int]]], pad_id: int, max_length: int,
+                   packed: bool = False):
     """Per-token log-probs of each response given its prompt, in one forward pass.
 
     Returns (token_logps [n, R], mask [n, R]) with R the longest response kept. Sequences longer
     than max_length lose prompt tokens from the left first, then response tokens from the right.
+    `packed`: responses to the same prompt (consecutive items) share one row, the prompt once, and a
+    mask lets each response see the prompt and itself only: the same log-probs with fewer positions.
     """
-    seqs, starts = [], []
-    for prompt, response in prompt_and_responses:
-        response = response[: max_length - 1]
-        prompt = prompt[-(max_length - len(response)):] if len(prompt) + len(response) > max_length else prompt
-        seqs.append(prompt + response)
-        starts.append(len(prompt))
-    width = max(len(s) for s in seqs)
+    packed = packed and packs(model)
+    rows = _rows(prompt_and_responses, max_length, packed)
+    width = max(len(r.tokens) for r in rows)
     device = next(model.parameters()).device
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        input_ids[i, : len(s)] = torch.tensor(s)
-        attention[i, : len(s)] = 1
-    input_ids, attention = input_ids.to(device), attention.to(device)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, : len(r.tokens)] = torch.tensor(r.tokens)
+        segments[i, : len(r.tokens)] = torch.tensor(r.segments)
+        positions[i, : len(r.tokens)] = torch.tensor(r.positions)
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    hidden = body(input_ids=input_ids, attention_mask=attention).last_hidden_state
+    if packed:
+        # query t sees key s when s <= t and s is in the prompt or in t's own response (padding sees
+        # padding, so no query row is empty); position ids restart each response after the prompt
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        allowed = causal & ((segments[:, None, :] == segments[:, :, None]) | (segments[:, None, :] == 0))
+        mask = allowed[:, None].to(device)
+        if model.config._attn_implementation == "eager":  # eager attention adds the mask to its scores
+            dtype = next(model.parameters()).dtype
+            mask = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+        hidden = body(input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions.to(device),
+                      use_cache=False).last_hidden_state
+    else:
+        attention = (segments >= 0).long()
+        hidden = body(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                      use_cache=False).last_hidden_state
     head = model.get_output_embeddings()
-    lengths = [len(s) - start for s, start in zip(seqs, starts, strict=True)]
-    longest = max(lengths)
-    rows, cols, targets, slots = [], [], [], []
-    for i, (start, n) in enumerate(zip(starts, lengths, strict=True)):
-        # hidden state at position t predicts token t + 1
-        rows += [i] * n
-        cols += list(range(start - 1, start - 1 + n))
-        targets += seqs[i][start: start + n]
-        slots += [(i, j) for j in range(n)]
-    picked = hidden[torch.tensor(rows, device=device), torch.tensor(cols, device=device)]
+    longest = max([len(response) for r in rows for _, _, response in r.slots] or [0])
+    row_idx, cols, targets, item_idx, token_idx = [], [], [], [], []
+    for i, r in enumerate(rows):
+        for item, start, response in r.slots:
+            n = len(response)
+            # the hidden state at a column predicts the next token: the prompt's last column predicts the
+            # response's first token, then each response column the one after it
+            row_idx += [i] * n
+            cols += ([r.prompt_length - 1] + list(range(start, start + n - 1)))[:n]
+            targets += response
+            item_idx += [item] * n
+            token_idx += range(n)
+    picked = hidden[torch.tensor(row_idx, dtype=torch.long, device=device),
+                    torch.tensor(cols, dtype=torch.long, device=device)]
     logits = head(picked).float()
-    token = logits.log_softmax(-1).gather(-1, torch.tensor(targets, device=device)[:, None]).squeeze(-1)
-    out = torch.zeros((len(seqs), longest), dtype=token.dtype, device=device)
+    token = logits.log_softmax(-1).gather(-1, torch.tensor(targets, dtype=torch.long, device=device)[:, None])
+    out = torch.zeros((len(prompt_and_responses), longest), dtype=token.dtype, device=device)
     mask = torch.zeros_like(out)
-    index_i = torch.tensor([s[0] for s in slots], device=device)
-    index_j = torch.tensor([s[1] for s in slots], device=device)
-    out = out.index_put((index_i, index_j), token)
+    index_i = torch.tensor(item_idx, dtype=torch.long, device=device)
+    index_j = torch.tensor(token_idx, dtype=torch.long, device=device)
+    out = out.index_put((index_i, index_j), token.squeeze(-1))
     mask[index_i, index_j] = 1.0
     return out, mask
 
@@ -154,11 +218,22 @@ def lr_at(step: int, total: int, cfg: TrainSection) -> float:
     return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _batches(examples: list[Example], size: int, seed: int, epoch: int) -> list[list[int]]:
-    """Length buckets: sort by length, cut into batches, shuffle the batch order."""
+def _tokens(example: Example, packed: bool) -> int:
+    """Positions an example takes in the model: its prompt once when packed, else once per response."""
+    seqs = example.sequences()
+    return len(example.prompt) * (1 if packed else len(seqs)) + sum(len(s) for s in seqs)
+
+
+def _batches(examples: list[Example], size: int, seed: int, epoch: int, packed: bool = False) -> list[list[int]]:
+    """Length buckets: sort by length (a packed row's, or the longest sequence's), cut into batches,
+    shuffle the batch order."""
     rng = random.Random(seed * 1000 + epoch)
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].prompt) + max(len(s) for s in
-                                                        examples[i].sequences()), rng.random()))
+
+    def length(i: int) -> int:
+        ex = examples[i]
+        return _tokens(ex, True) if packed else len(ex.prompt) + max(len(s) for s in ex.sequences())
+
+    order = sorted(range(len(examples)), key=lambda i: (length(i), rng.random()))
     batches = [order[i:i + size] for i in range(0, len(order), size)]
     rng.shuffle(batches)
     return batches
@@ -211,7 +286,7 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
 
     model.train()
     for epoch in range(cfg.epochs):
-        batches = _batches(examples, cfg.batch_size, seed, epoch)
+        batches = _batches(examples, cfg.batch_size, seed, epoch, cfg.packing)
         for epoch_step, start in enumerate(range(0, len(batches), per_step)):
             if epoch * math.ceil(len(batches) / per_step) + epoch_step < step:
                 continue  # finished before the checkpoint we resumed from
@@ -225,7 +300,7 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
             # stats: loss, chosen, rejected, accuracy (weighted by pairs), tokens
             stats = torch.zeros(5, dtype=torch.float64)
             mine = [chunk for batch in step_batches[group.rank::group.world]
-                    for chunk in _split(batch, examples, cfg.micro_batch_tokens)]
+                    for chunk in _split(batch, examples, cfg.micro_batch_tokens, cfg.packing)]
             for batch in mine:
                 with autocast:
                     loss, info, n_tokens = _loss(model, [examples[i] for i in batch],
@@ -267,16 +342,16 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
     return adapter
 
 
-def _split(batch: list[int], examples: list[Example], max_tokens: int) -> list[list[int]]:
+def _split(batch: list[int], examples: list[Example], max_tokens: int, packed: bool = False) -> list[list[int]]:
     """Cut a batch into runs of examples with at most max_tokens tokens through the model at once
-    (each sequence counts with its prompt); an example above the limit goes alone. The loss of each
+    (see _tokens); an example above the limit goes alone. The loss of each
     piece is weighted by its share of the step's pairs, so the step's gradient is the same: only
     the activations held for the backward pass shrink."""
     if max_tokens <= 0:
         return [batch]
     pieces, current, used = [], [], 0
     for i in batch:
-        n = sum(len(examples[i].prompt) + len(seq) for seq in examples[i].sequences())
+        n = _tokens(examples[i], packed)
         if current and used + n > max_tokens:
             pieces.append(current)
             current, used = [], 0
@@ -307,7 +382,7 @@ class _null:
 def _loss(model, batch: list[Example], reference, cfg: TrainSection, pad_id: int):
     """Loss of one micro-batch, its statistics, and the tokens it processed."""
     items = [(ex.prompt, seq) for ex in batch for seq in ex.sequences()]
-    token_logps, mask = response_logps(model, items, pad_id, cfg.max_length)
+    token_logps, mask = response_logps(model, items, pad_id, cfg.max_length, cfg.packing)
     n_tokens = sum(len(p) + len(r) for p, r in items)
     total, mean = _sums(token_logps, mask)
     if cfg.loss == "sft":
@@ -360,15 +435,16 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
     was_training = scorer.training
     scorer.eval()
     reference = torch.zeros((len(examples), 4), dtype=torch.float32)
-    starts = range(0, len(examples), cfg.batch_size)
+    # in length order, so a forward pass carries little padding; each row's values land in its own place
+    order = sorted(range(len(examples)), key=lambda i: _tokens(examples[i], cfg.packing))
+    batches = [chunk for start in range(0, len(order), cfg.batch_size)
+               for chunk in _split(order[start:start + cfg.batch_size], examples, cfg.micro_batch_tokens, cfg.packing)]
     with context:
-        for start in list(starts)[group.rank::group.world]:
-            batch = examples[start:start + cfg.batch_size]
-            items = [(ex.prompt, seq) for ex in batch for seq in ex.sequences()]
-            token_logps, mask = response_logps(scorer, items, pad_id, cfg.max_length)
+        for batch in batches[group.rank::group.world]:
+            items = [(examples[i].prompt, seq) for i in batch for seq in examples[i].sequences()]
+            token_logps, mask = response_logps(scorer, items, pad_id, cfg.max_length, cfg.packing)
             total, mean = _sums(token_logps, mask)
-            reference[start:start + len(batch)] = torch.stack([total[0::2], total[1::2], mean[0::2], mean[1::2]],
-                                                              dim=1).float().cpu()
+            reference[batch] = torch.stack([total[0::2], total[1::2], mean[0::2], mean[1::2]], dim=1).float().cpu()
     scorer.train(was_training)
     reference = group.sum(reference)
     if group.rank == 0:

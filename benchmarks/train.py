@@ -1,12 +1,14 @@
 """LoRA-DPO training throughput: selfalign's trainer versus TRL's DPOTrainer, same data, one process.
 
-64 preference pairs (prompt about 64 tokens, responses about 128), LoRA r=16 on every linear
-projection, batch size 8, one epoch, fp32, gradient checkpointing off (TRL's fastest settings on a
-CPU; its defaults, bf16 and checkpointing, are far slower here). Tokens counted: prompt + chosen +
-rejected of every pair per epoch, over the whole wall time of each trainer (reference log-probs
-included). Target: ours >= 2x TRL, with a comparable final loss.
+64 preference pairs with lengths like a real round's (prompt 32-160 tokens, each response 16-192),
+LoRA r=16 on every linear projection, batch size 8, one epoch, fp32, gradient checkpointing off
+(TRL's fastest settings on a CPU; its defaults, bf16 and checkpointing, are far slower here). Ours
+runs twice: one padded row per response (train.packing=false) and packed (the default). Tokens
+counted: prompt + chosen + prompt + rejected of every pair per epoch, over the whole wall time of each
+trainer (reference log-probs included); each rate is also put as a share of the bound (bound.py).
+Target: ours >= 2x TRL, with a comparable final loss.
 Needs the benchmark extra: pip install -e '.[bench]'
-Run: .venv/bin/python benchmarks/train.py [--pairs 64] [--epochs 1] [--model smollm2-135m]
+Run: .venv/bin/python benchmarks/train.py [--pairs 64] [--epochs 1] [--model smollm2-135m] [--skip-trl]
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--skip-trl", action="store_true", help="only our trainer's levers")
     args = parser.parse_args()
+
+    import bound
 
     from selfalign import config, models
     from selfalign.training.trainer import Example, train
@@ -35,24 +40,42 @@ def main() -> None:
     def text(n: int) -> str:
         return tok.decode([rng.choice(vocab) for _ in range(n)])
 
-    rows = [{"prompt": text(64), "chosen": text(128), "rejected": text(128)} for _ in range(args.pairs)]
+    rows = [{"prompt": text(rng.randint(32, 160)), "chosen": text(rng.randint(16, 192)),
+             "rejected": text(rng.randint(16, 192))} for _ in range(args.pairs)]
     examples = [Example(tok(r["prompt"], add_special_tokens=False)["input_ids"],
                         tok(r["chosen"], add_special_tokens=False)["input_ids"],
                         tok(r["rejected"], add_special_tokens=False)["input_ids"]) for r in rows]
     tokens = sum(len(e.prompt) * 2 + len(e.chosen) + len(e.rejected) for e in examples) * args.epochs
-    cfg = config.build(sets=[f"train.batch_size={args.batch_size}", f"train.epochs={args.epochs}",
-                             "train.learning_rate=5e-5", "train.lora_r=16", "train.lora_alpha=32",
-                             "train.lora_dropout=0.0", "train.max_length=512",
-                             "train.sft_weight=0.0"]).train  # plain DPO, as TRL's DPOTrainer runs it
+    sets = [f"train.batch_size={args.batch_size}", f"train.epochs={args.epochs}", "train.learning_rate=5e-5",
+            "train.lora_r=16", "train.lora_alpha=32", "train.lora_dropout=0.0", "train.max_length=512",
+            "train.sft_weight=0.0"]  # plain DPO, as TRL's DPOTrainer runs it
+    cfg = config.build(sets=sets).train
+    gflops = bound.matmul_gflops()
+    weights = bound.linear_weights(model)
+    reference_tokens = tokens // args.epochs
+    flop_per_token = (4 * weights * tokens + 2 * weights * reference_tokens) / tokens
     print(f"{args.pairs} pairs, {tokens} tokens per run (prompt counted with each response), "
-          f"batch {args.batch_size}, {args.epochs} epoch(s)")
+          f"batch {args.batch_size}, {args.epochs} epoch(s); matmul {gflops:.0f} GFLOP/s, "
+          f"{flop_per_token / 1e6:.0f} MFLOP per token")
 
-    losses = []
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        train(model, examples, cfg, out, pad_id=tok.pad_token_id, on_step=losses.append, checkpoint_every=0)
-        ours_s = time.perf_counter() - start
-    print(f"ours: {ours_s:7.1f} s = {tokens / ours_s:6.1f} tok/s, loss {losses[0].loss:.4f} -> {losses[-1].loss:.4f}")
+    def ours(packing: bool) -> float:
+        losses = []
+        lever = config.build(sets=sets + [f"train.packing={str(packing).lower()}"]).train
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            train(model, examples, lever, out, pad_id=tok.pad_token_id, on_step=losses.append, checkpoint_every=0)
+            seconds = time.perf_counter() - start
+        name = "packed" if packing else "padded"
+        print(f"ours, {name}: {seconds:7.1f} s = {tokens / seconds:6.1f} tok/s, "
+              f"{bound.share(tokens / seconds, flop_per_token, gflops)}, "
+              f"loss {losses[0].loss:.4f} -> {losses[-1].loss:.4f}", flush=True)
+        return seconds
+
+    padded_s = ours(False)
+    ours_s = ours(True)
+    print(f"lever packing: {padded_s / ours_s:.2f}x")
+    if args.skip_trl:
+        return
 
     from datasets import Dataset
     from peft import LoraConfig
@@ -70,7 +93,8 @@ def main() -> None:
         trainer.train()
         trl_s = time.perf_counter() - start
     trl_losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    print(f"TRL:  {trl_s:7.1f} s = {tokens / trl_s:6.1f} tok/s, loss {trl_losses[0]:.4f} -> {trl_losses[-1]:.4f}")
+    print(f"TRL:  {trl_s:7.1f} s = {tokens / trl_s:6.1f} tok/s, {bound.share(tokens / trl_s, flop_per_token, gflops)}, "
+          f"loss {trl_losses[0]:.4f} -> {trl_losses[-1]:.4f}")
     print(f"ratio ours / TRL: {trl_s / ours_s:.2f}x (target >= 2x)")
 
 

@@ -134,3 +134,23 @@ def test_sampler_is_exact_when_the_nucleus_is_wider_than_the_candidates():
     logits = torch.zeros(2000, 1000)  # flat: a 0.9 nucleus needs 900 tokens, more than the first top-k
     tokens, _ = _sample(logits, torch.ones(2000), torch.full((2000,), 0.9), torch.Generator().manual_seed(1))
     assert int(tokens.max()) > 256 and len(set(tokens.tolist())) > 600
+
+
+def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine):
+    """The cache reserved at the prefill (the default) against transformers' DynamicCache: the same tokens
+    and log-probs, with rows finishing at different steps so finished rows are dropped mid-batch."""
+    requests = [GenerationRequest(key=i, messages=chat(p), n=3, temperature=1.0, top_p=0.9, seed=3,
+                                  max_new_tokens=6 + 7 * i) for i, p in enumerate(PROMPTS)]
+    assert engine.reserve_cache
+    reserved = {(r.key, r.sample_index): r for r in engine.generate(requests)}
+    engine.reserve_cache = False
+    try:
+        plain = {(r.key, r.sample_index): r for r in engine.generate(requests)}
+    finally:
+        engine.reserve_cache = True
+    assert reserved.keys() == plain.keys()
+    assert len({r.tokens for r in plain.values()}) > 1  # rows ended at different steps
+    for key, r in plain.items():
+        assert (reserved[key].text, reserved[key].tokens, reserved[key].finish_reason) == \
+            (r.text, r.tokens, r.finish_reason)
+        assert reserved[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-4)

@@ -7,6 +7,8 @@ vocabulary sort for top-p on every row) and keeps computing rows that already fi
   - does top-p on the top-k candidates only, falling back to a full sort for a row whose nucleus
     is wider than k (so the result is exact),
   - drops finished rows from the batch and its KV cache once enough of them have finished,
+  - reserves the KV cache for the whole answer at the prefill, so a step writes one column in place
+    instead of copying the cache (engines/kv_cache.py),
   - records the log-probability of each sampled token under the untempered policy (the judges
     rank responses by it), and stops on stop strings.
 LoRA adapters are merged into a copy of the base weights, so sampling from an adapter costs
@@ -42,8 +44,10 @@ class _Row:
 class TransformersEngine:
     name = "transformers"
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 32, max_context: int = 2048):
+    def __init__(self, model, tokenizer, *, batch_size: int = 32, max_context: int = 2048,
+                 reserve_cache: bool = True):
         self.base = model
+        self.reserve_cache = reserve_cache  # off: transformers' DynamicCache (the benchmark's baseline)
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -143,8 +147,13 @@ class TransformersEngine:
             mask[i, width - len(ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
+        cache = None
+        if self.reserve_cache:
+            from selfalign.engines.kv_cache import growing_cache
+
+            cache = growing_cache(self.model, room=max(request.max_new_tokens for request, _ in chunk))
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1)
+                         logits_to_keep=1, **({_cache_argument(self.model): cache} if cache is not None else {}))
 
         # One prompt row becomes n sample rows: copy its logits, mask and KV cache n times.
         counts = torch.tensor([request.n for request, _ in chunk], device=device)

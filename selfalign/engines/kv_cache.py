@@ -1,0 +1,74 @@
+"""A KV cache that grows in place: room for the whole answer is reserved at the prefill, so each decode
+step writes one column instead of copying every layer's keys and values (DynamicCache concatenates
+the whole cache on every step: at a few hundred tokens and 128 rows, gigabytes of copies per step on
+a CPU). Imported only by the transformers engine's decode loop, so transformers loads lazily."""
+
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+
+class GrowingLayer(DynamicLayer):
+    """One layer's keys and values, [batch, heads, length, dim] views into buffers of `length + room`."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+        self._length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        end = self._length + key_states.shape[-2]
+        if self._keys is None or end > self._keys.shape[-2]:
+            self._reserve(key_states, value_states, end + self.room)
+        self._keys[:, :, self._length:end] = key_states
+        self._values[:, :, self._length:end] = value_states
+        self._length = end
+        self._expose()
+        return self.keys, self.values
+
+    def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor, capacity: int) -> None:
+        batch, heads, _, dim = key_states.shape
+        keys = key_states.new_empty((batch, heads, capacity, dim))
+        values = value_states.new_empty((batch, heads, capacity, value_states.shape[-1]))
+        if self._length:
+            keys[:, :, :self._length] = self._keys[:, :, :self._length]
+            values[:, :, :self._length] = self._values[:, :, :self._length]
+        self._keys, self._values = keys, values
+
+    def _expose(self) -> None:
+        self.keys = self._keys[:, :, :self._length]
+        self.values = self._values[:, :, :self._length]
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self._keys is not None and self._length:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self._expose()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self._keys is not None and self._length:
+            self._keys = self._keys.repeat_interleave(repeats, dim=0)
+            self._values = self._values.repeat_interleave(repeats, dim=0)
+            self._expose()
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("a growing KV cache is not cropped (the engine never asks)")
+
+    def reset(self) -> None:
+        self._keys = self._values = None
+        self._length = 0
+        super().reset()
+
+
+def growing_cache(model, room: int) -> DynamicCache | None:
+    """A cache whose every layer reserves `room` tokens past the prefill, or None when the model's cache
+    is not plain full attention everywhere (sliding windows and the like keep transformers' own)."""
+    plain = DynamicCache(config=model.config)
+    if not plain.layers or any(type(layer) is not DynamicLayer for layer in plain.layers):
+        return None
+    plain.layers = [GrowingLayer(room) for _ in plain.layers]
+    return plain

@@ -2,8 +2,7 @@
 
 Each setting trains in its own process (peak RSS is per process) on the same pairs: batch 8,
 prompts of 64 tokens, responses of 192, LoRA r=16 on every projection, one epoch, fp32 on CPU.
-Settings: the whole batch at once (baseline), train.micro_batch_tokens at two sizes, the default
-micro-batches with glibc's mmap threshold fixed (loop.map_large_blocks, what `selfalign run` does), and
+Settings: the whole batch at once (baseline), train.micro_batch_tokens at two sizes, and
 gradient checkpointing. Prints peak RSS, tokens/s and the final loss (the same steps are taken
 in every setting, so the losses should agree), with ratios against the baseline.
 Run: .venv/bin/python benchmarks/train_memory.py [--pairs 32] [--model smollm2-135m]
@@ -23,19 +22,12 @@ SETTINGS = {
     "whole batch": ["train.micro_batch_tokens=0"],
     "micro_batch_tokens=4096": ["train.micro_batch_tokens=4096"],
     "micro_batch_tokens=2048": ["train.micro_batch_tokens=2048"],
-    "2048, large blocks mapped": ["train.micro_batch_tokens=2048", "map"],
     "gradient checkpointing": ["train.micro_batch_tokens=0", "train.gradient_checkpointing=true"],
 }
 
 
 def child(model_name: str, pairs: int, sets: list[str]) -> None:
     import random
-
-    if "map" in sets:
-        from selfalign.loop import map_large_blocks
-
-        map_large_blocks()
-        sets = [s for s in sets if s != "map"]
 
     from selfalign import config, models
     from selfalign.training.trainer import Example, train

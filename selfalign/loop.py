@@ -297,22 +297,6 @@ def _run(folder, cfg, store, log, controls, rounds, engine_factory, mirror: repo
     return EXIT_OK
 
 
-MMAP_THRESHOLD = 4 * 2**20  # bytes; see map_large_blocks
-
-
-def map_large_blocks(threshold: int = MMAP_THRESHOLD) -> None:
-    """Serve every block of at least `threshold` bytes from its own mapping, returned to the OS when freed.
-    glibc raises this threshold by itself each time a large block is freed (up to 32 MB), after which a
-    training step's activations (a few MB each) come from the heap, where freed gaps are reused badly:
-    the process's memory grows far past what is alive. A fixed threshold stops that; a decode step's
-    small blocks still come from the heap."""
-    import contextlib
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to set
-        ctypes.CDLL("libc.so.6").mallopt(-3, threshold)  # M_MMAP_THRESHOLD
-
-
 def return_freed_memory() -> None:
     """Hand memory freed by a stage back to the OS. glibc keeps freed heap pages, so without this
     the process stays at its training peak through the next round's generation (seen: 14 GB RSS

@@ -115,8 +115,7 @@ def _rows(items: list[tuple[list[int], list[int]]], max_length: int, packed: boo
     for index, (prompt, response) in enumerate(items):
         whole = len(prompt) + len(response) <= max_length
         last = rows[-1] if rows else None
-        if packed and whole and last is not None and last.slots[-1][0] == index - 1 and last.whole \
-                and items[index - 1][0] == prompt:
+        if packed and whole and last is not None and last.whole and items[index - 1][0] == prompt:
             row = last
         else:
             prompt, response = _truncate(prompt, response, max_length)

@@ -31,7 +31,7 @@ def main() -> None:
     import bound
 
     from selfalign import config, models
-    from selfalign.training.trainer import Example, train
+    from selfalign.training.trainer import Example, TrainJob, train
 
     model, tok = models.load(args.model, device="cpu")
     rng = random.Random(0)
@@ -63,7 +63,8 @@ def main() -> None:
         lever = config.build(sets=sets + [f"train.packing={str(packing).lower()}"]).train
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
-            train(model, examples, lever, out, pad_id=tok.pad_token_id, on_step=losses.append, checkpoint_every=0)
+            train(model, TrainJob(examples, lever, out, pad_id=tok.pad_token_id, checkpoint_every=0),
+                  on_step=losses.append)
             seconds = time.perf_counter() - start
         name = "packed" if packing else "padded"
         print(f"ours, {name}: {seconds:7.1f} s = {tokens / seconds:6.1f} tok/s, "

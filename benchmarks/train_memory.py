@@ -30,7 +30,7 @@ def child(model_name: str, pairs: int, sets: list[str]) -> None:
     import random
 
     from selfalign import config, models
-    from selfalign.training.trainer import Example, train
+    from selfalign.training.trainer import Example, TrainJob, train
 
     model, tok = models.load(model_name, device="cpu")
     rng = random.Random(0)
@@ -45,7 +45,7 @@ def child(model_name: str, pairs: int, sets: list[str]) -> None:
     steps = []
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        train(model, examples, cfg, out, pad_id=tok.pad_token_id, on_step=steps.append, checkpoint_every=0)
+        train(model, TrainJob(examples, cfg, out, pad_id=tok.pad_token_id, checkpoint_every=0), on_step=steps.append)
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     after = _rss_mib()

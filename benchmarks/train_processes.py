@@ -28,7 +28,7 @@ def main() -> None:
 
     from selfalign import config, models
     from selfalign.training import distributed
-    from selfalign.training.trainer import Example, train
+    from selfalign.training.trainer import Example, TrainJob, train
 
     model, tok = models.load(args.model)
     rng = random.Random(0)
@@ -49,14 +49,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         single_steps = []
-        train(model, examples, one.train, out, pad_id=tok.pad_token_id, on_step=single_steps.append,
-              checkpoint_every=0)
+        train(model, TrainJob(examples, one.train, out, pad_id=tok.pad_token_id, checkpoint_every=0),
+              on_step=single_steps.append)
         one_s = time.perf_counter() - start
     print(f"1 process:   {one_s:7.1f} s = {tokens / one_s:6.1f} tok/s, loss {single_steps[-1].loss:.4f}")
     del model
 
     with tempfile.TemporaryDirectory() as out:
-        folder = distributed.write_job(Path(out) / "job", examples, many, seed=0, round_k=1, out_dir=Path(out),
+        folder = distributed.write_job(Path(out) / "job", examples, many, seed=0, out_dir=Path(out),
                                        init_adapter=None, reference_adapter=None)
         steps = []
         start = time.perf_counter()

@@ -142,26 +142,25 @@ def models_pull(name, force):
 @click.pass_context
 def serve(ctx, name, model_name, round_k, host, port):
     """Serve a run's policy (or any model) as an OpenAI-compatible endpoint."""
+    import dataclasses
+
     from selfalign import config, runs
-    from selfalign.engines.transformers_engine import TransformersEngine
+    from selfalign.engines import select
     from selfalign.errors import UsageError
     from selfalign.serve import make_server
 
     if not name and not model_name:
         raise UsageError("name a run (selfalign serve RUN) or a model (selfalign serve --model NAME)")
     adapter = None
+    cfg = config.build()
     if name:
         folder = runs.locate(name, ctx.obj["runs_dir"])
         cfg = config.load(folder.config_path)
-        model_name = model_name or cfg.model.name
-        rounds = folder.adapter_rounds()
-        if round_k is not None and round_k not in rounds + [0]:
-            raise UsageError(f"run {name} has no adapter for round {round_k}; rounds with adapters: {rounds or 'none'}")
-        k = round_k if round_k is not None else (rounds[-1] if rounds else 0)
-        adapter = str(folder.adapter_dir(k)) if k else None
-    engine = TransformersEngine.load(model_name)
-    engine.set_adapter(adapter)
-    server = make_server(engine, name or model_name, host, port)
+        adapter = folder.adapter_of(folder.policy_round(round_k))
+    # the run's model and engine settings; --model names another model
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=model_name or cfg.model.name))
+    engine, _ = select.make(cfg)
+    server = make_server(engine, name or model_name, host, port, adapter=adapter)
     click.echo(f"serving {model_name}{' + ' + adapter if adapter else ''} at http://{host}:{server.server_port}/v1 "
                "(Ctrl-C stops)")
     try:
@@ -270,13 +269,13 @@ def status(ctx, names, fmt):
 def eval_cmd(ctx, name, round_k, prompt_file, every, against, fmt):
     """Evaluate a round's policy on held-out prompts (or your own file): satisfaction with 95% intervals,
     per constraint type, and the paired gain over another round."""
-    from selfalign import loop, runs
+    from selfalign import evaluation, runs
 
     folder = runs.locate(name, ctx.obj["runs_dir"])
-    evaluation = loop.evaluate_round(folder, round_k, prompt_file, every=every,
-                                     against=against if against is not None else (0 if round_k != 0 else None))
-    click.echo(loop.render_evaluation(folder, evaluation, evaluation.rounds[-1] if len(evaluation.rounds) > 1
-                                      else None, fmt))
+    result = evaluation.evaluate_round(folder, round_k, prompt_file, every=every,
+                                       against=against if against is not None else (0 if round_k != 0 else None))
+    click.echo(evaluation.render_evaluation(folder, result, result.rounds[-1] if len(result.rounds) > 1 else None,
+                                            fmt))
 
 
 @cli.command()

@@ -66,12 +66,30 @@ class RunFolder:
     def lock_path(self) -> Path:
         return self.path / LOCK_FILE
 
+    def round_dir(self, k: int) -> Path:
+        """What round k's training writes: adapter/, reference.pt, distributed/."""
+        return self.path / "rounds" / str(k)
+
     def adapter_dir(self, k: int) -> Path:
-        return self.path / "rounds" / str(k) / "adapter"
+        return self.round_dir(k) / "adapter"
 
     def adapter_label(self, k: int | None) -> str:
         """How responses record the policy that sampled them: 'base' or the adapter's path in the run."""
         return f"rounds/{k}/adapter" if k else "base"
+
+    def policy_round(self, k: int | None) -> int:
+        """The round whose policy a command uses (eval, serve): k, or the newest adapter when k is None;
+        0 is the base model. A round without an adapter is an error that lists the ones there are."""
+        adapters = self.adapter_rounds()
+        if k is None:
+            return adapters[-1] if adapters else 0
+        if k and k not in adapters:
+            raise UsageError(f"round {k} of {self.name} has no adapter; rounds with adapters: {adapters or 'none'}")
+        return k
+
+    def adapter_of(self, k: int) -> str | None:
+        """The adapter folder of round k's policy as a string (None: round 0, the base model)."""
+        return str(self.adapter_dir(k)) if k else None
 
     def adapter_rounds(self) -> list[int]:
         """Rounds that saved an adapter, oldest first."""

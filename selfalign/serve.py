@@ -16,7 +16,9 @@ from typing import Any
 from selfalign.engines.base import GenerationRequest
 
 
-def make_server(engine, model_name: str, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
+def make_server(engine, model_name: str, host: str = "127.0.0.1", port: int = 8000,
+                adapter: str | None = None) -> ThreadingHTTPServer:
+    """Serve the base model plus `adapter` (a LoRA folder; None: the base model)."""
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -60,7 +62,7 @@ def make_server(engine, model_name: str, host: str = "127.0.0.1", port: int = 80
             except (ValueError, TypeError, KeyError) as exc:
                 return self._error(400, f"bad request body: {exc}")
             with lock:
-                results = sorted(engine.generate([request]), key=lambda r: r.sample_index)
+                results = sorted(engine.generate([request], adapter=adapter), key=lambda r: r.sample_index)
             choices = []
             for r in results:
                 reason = "length" if r.finish_reason == "length" else "stop"

@@ -12,7 +12,7 @@ from selfalign import config, loop, models
 from selfalign.errors import EXIT_OK
 from selfalign.store import open_store
 from selfalign.training import distributed
-from selfalign.training.trainer import StopTraining, train
+from selfalign.training.trainer import StopTraining, TrainJob, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -24,7 +24,7 @@ def job(tmp_path, tiny_model_dir, data, **train_sets):
             "train.sft_weight=0.0"] + [f"train.{k}={v}" for k, v in train_sets.items()]  # as test_trainer.train_cfg
     cfg = config.build(sets=sets)
     out = tmp_path / "round"
-    folder = distributed.write_job(out / "distributed", data, cfg, seed=7, round_k=1, out_dir=out,
+    folder = distributed.write_job(out / "distributed", data, cfg, seed=7, out_dir=out,
                                    init_adapter=None, reference_adapter=None)
     return cfg, folder, out
 
@@ -39,8 +39,8 @@ def test_two_processes_train_what_one_process_with_accumulation_trains(tmp_path,
 
     model, tok = models.load(str(tiny_model_dir), device="cpu")
     single_steps = []
-    single = train(model, data, train_cfg(grad_accum=2), tmp_path / "single", pad_id=tok.pad_token_id, seed=7,
-                   on_step=single_steps.append, round_k=1)
+    single = train(model, TrainJob(data, train_cfg(grad_accum=2), tmp_path / "single", pad_id=tok.pad_token_id, seed=7),
+                   on_step=single_steps.append)
     # 14 examples in batches of 4 -> 4 batches, two per step -> 2 steps per epoch, 3 epochs
     assert [s.step for s in steps] == list(range(6)) == [s.step for s in single_steps]
     for ours, theirs in zip(steps, single_steps, strict=True):
@@ -72,7 +72,7 @@ def test_a_stop_reaches_every_process_and_a_failure_is_one_line(tmp_path, tiny_m
     assert "\n" not in message and "no-such-model" in message
 
 
-def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_root, monkeypatch):
+def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_root):
     folder = make_run(tiny_model_dir, "dp", "self-reward", "run.rounds=1", "train.processes=2",
                       "train.launcher=\"torchrun\"", "run.device=cpu")
     assert loop.run(folder, quiet=True) == EXIT_OK
@@ -90,6 +90,7 @@ def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_ro
     from types import SimpleNamespace
 
     from selfalign.engines.transformers_engine import TransformersEngine
+    from selfalign.engines.vllm_engine import VLLMEngine
     from selfalign.stages import StageContext
     from selfalign.stages import train as train_stage
 
@@ -97,11 +98,10 @@ def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_ro
     engine = TransformersEngine.load(str(tiny_model_dir), device="cpu")
     with open_store(folder.db_path) as store:
         full = train_stage.build_examples(StageContext(cfg, store, engine, round=1, run_dir=folder.path))
-        cache = {}
-        monkeypatch.setattr(train_stage, "_TRAINING_ENGINES", cache)
-        vllm_like = SimpleNamespace(tokenizer=engine.tokenizer)
+        # the real vLLM engine class around a stand-in for vllm.LLM that only has the tokenizer
+        vllm_like = VLLMEngine(SimpleNamespace(get_tokenizer=lambda: engine.tokenizer))
         light = train_stage.build_examples(StageContext(cfg, store, vllm_like, round=1, run_dir=folder.path))
-    assert light == full and full and not cache
+    assert light == full and full and vllm_like.trainable is None  # no transformers copy was loaded
 
 
 def test_the_loop_itself_refuses_to_run_under_a_launcher(runs_root):

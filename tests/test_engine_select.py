@@ -43,9 +43,8 @@ def test_http_policy_reads_logprobs_and_loads_each_rounds_adapter():
         first = engine.generate([request])
         assert [r.mean_logprob for r in first] == [-2.0, -0.5]
         assert [r.finish_reason for r in first] == ["stop", "length"]
-        engine.set_adapter("/runs/x/rounds/1/adapter")
-        engine.set_adapter("/runs/x/rounds/1/adapter")  # the same adapter is not loaded twice
-        engine.generate([request])
+        engine.generate([request], adapter="/runs/x/rounds/1/adapter")
+        engine.generate([], adapter="/runs/x/rounds/1/adapter")  # the same adapter is not loaded twice
         (p1, _, b1), (p2, _, b2), (p3, _, b3) = server.received
         assert p1.endswith("/chat/completions") and b1["model"] == "base-model" and b1["logprobs"] is True
         assert p2.endswith("/load_lora_adapter") and b2["lora_path"] == "/runs/x/rounds/1/adapter"

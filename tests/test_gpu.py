@@ -16,20 +16,18 @@ def test_engine_samples_on_cuda_in_bf16(tiny_model_dir):
                                   temperature=1.0) for i, p in enumerate(["Hi.", "Write a long poem about rain."])]
     results = engine.generate(requests)
     assert len(results) == 6 and all(r.mean_logprob is None or r.mean_logprob < 0 for r in results)
-    scores = engine.score([([{"role": "user", "content": "Hi."}], "hello there")])
-    assert scores[0] < 0
 
 
 def test_trainer_on_cuda_changes_only_lora(tiny_model_dir, tmp_path):
     from test_trainer import examples, lora_state, train_cfg
 
     from selfalign import models
-    from selfalign.training.trainer import train
+    from selfalign.training.trainer import TrainJob, train
 
     model, tok = models.load(str(tiny_model_dir), device="cuda", dtype="float32")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     steps = []
-    adapter = train(model, examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id, on_step=steps.append)
+    adapter = train(model, TrainJob(examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id), on_step=steps.append)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in lora_state(adapter).items())
     assert steps[-1].loss < steps[0].loss
@@ -40,13 +38,13 @@ needs_vllm = pytest.mark.skipif(pytest.importorskip("importlib").util.find_spec(
 
 
 @needs_vllm
-def test_vllm_engine_samples_scores_switches_adapters_and_sleeps(tiny_model_dir, tmp_path):
+def test_vllm_engine_samples_switches_adapters_and_sleeps(tiny_model_dir, tmp_path):
     from test_trainer import examples, train_cfg
 
     from selfalign import models
     from selfalign.engines.base import GenerationRequest
     from selfalign.engines.vllm_engine import VLLMEngine
-    from selfalign.training.trainer import train
+    from selfalign.training.trainer import TrainJob, train
 
     engine = VLLMEngine.load(str(tiny_model_dir), max_context=512, gpu_memory_utilization=0.3)
     requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": p}], n=3, max_new_tokens=8,
@@ -55,13 +53,11 @@ def test_vllm_engine_samples_scores_switches_adapters_and_sleeps(tiny_model_dir,
     assert len(first) == 6 and all(r.mean_logprob is None or r.mean_logprob <= 0 for r in first)
     again = engine.generate(requests)
     assert [r.text for r in again] == [r.text for r in first]  # seeds reproduce
-    assert engine.score([([{"role": "user", "content": "Hi."}], "hello there")])[0] < 0
 
     model, tok = models.load(str(tiny_model_dir), device="cuda", dtype="float32")
     engine.release_memory()  # the trainer gets the GPU
-    adapter = train(model, examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id)
-    engine.set_adapter(str(adapter))
-    tuned = engine.generate(requests)  # wakes up and samples through the LoRARequest
+    adapter = train(model, TrainJob(examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id))
+    tuned = engine.generate(requests, adapter=str(adapter))  # wakes up and samples through the LoRARequest
     assert len(tuned) == 6 and engine.lora is not None and not engine.asleep
 
 
@@ -83,7 +79,7 @@ def test_two_gpus_train_what_one_gpu_with_accumulation_trains(tiny_model_dir, tm
 
     from selfalign import config, models
     from selfalign.training import distributed
-    from selfalign.training.trainer import train
+    from selfalign.training.trainer import TrainJob, train
 
     data = examples(n=14)
     cfg, folder, out = job(tmp_path, tiny_model_dir, data)
@@ -92,6 +88,6 @@ def test_two_gpus_train_what_one_gpu_with_accumulation_trains(tiny_model_dir, tm
     steps = []
     distributed.launch(folder, cfg, on_step=steps.append, should_stop=lambda: False, log_path=tmp_path / "log.txt")
     model, tok = models.load(str(tiny_model_dir), device="cuda", dtype="float32")
-    single = train(model, data, train_cfg(grad_accum=2), tmp_path / "single", pad_id=tok.pad_token_id, seed=7)
+    single = train(model, TrainJob(data, train_cfg(grad_accum=2), tmp_path / "single", pad_id=tok.pad_token_id, seed=7))
     a, b = lora_state(out / "adapter"), lora_state(single)
     assert all(torch.allclose(a[k], b[k], atol=2e-3) for k in a)

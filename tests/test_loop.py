@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_http import Scripted
 
-from selfalign import config, loop, runs, verifiers
+from selfalign import config, evaluation, loop, runs, verifiers
 from selfalign.errors import EXIT_OK, EXIT_STOPPED
 from selfalign.stages.pairs import REPAIR_POLICY
 from selfalign.store import open_store
@@ -65,10 +65,10 @@ def test_self_reward_two_rounds_then_eval_and_export(tiny_model_dir, runs_root, 
         assert store.heartbeat()[0] == os.getpid()  # the loop's heartbeat thread wrote its pid
     assert loop.run(folder, quiet=True) == EXIT_OK  # all rounds done: nothing to do
 
-    evaluation = loop.evaluate_round(folder, None)
-    metrics, k = evaluation.metrics, evaluation.round
+    result = evaluation.evaluate_round(folder, None)
+    metrics, k = result.metrics, result.round
     assert k == 2 and "eval/win_rate" in metrics and "eval/win_rate_decided" in metrics
-    text = loop.render_metrics(metrics, k, "sr", "md")
+    text = evaluation.render_metrics(metrics, k, "sr", "md")
     assert "| eval/csr_prompt |" in text
 
     from selfalign.export import export_round

@@ -135,11 +135,11 @@ def test_health_metrics_on_fixed_judgements(tmp_path):
     store.add_judgement(NewJudgement(ids["BYE"], "self", "additive5", None, False, "??", sample_index=1))
     # position bias: one consistent pair, one that flips with the order
     a, b = ids["hi there"], ids["HI THERE"]
-    store.add_judgement(NewJudgement(a, "self", f"pairwise:{b}:ab", 1.0, True, "A"))
-    store.add_judgement(NewJudgement(a, "self", f"pairwise:{b}:ba", 1.0, True, "B"))
+    store.add_judgement(NewJudgement(a, "self", "pairwise", 1.0, True, "A", other_id=b, position="first"))
+    store.add_judgement(NewJudgement(a, "self", "pairwise", 1.0, True, "B", other_id=b, position="second"))
     c, d = ids["bye"], ids["BYE"]
-    store.add_judgement(NewJudgement(c, "self", f"pairwise:{d}:ab", 1.0, True, "A"))
-    store.add_judgement(NewJudgement(c, "self", f"pairwise:{d}:ba", 0.0, True, "A"))
+    store.add_judgement(NewJudgement(c, "self", "pairwise", 1.0, True, "A", other_id=d, position="first"))
+    store.add_judgement(NewJudgement(c, "self", "pairwise", 0.0, True, "A", other_id=d, position="second"))
     store.add_judgement(NewJudgement(ids["Score: 5 hi"], "flag", "judge_format", 1.0, True))
     from selfalign import verifiers
 
@@ -162,11 +162,12 @@ def test_health_metrics_on_fixed_judgements(tmp_path):
 def test_win_rate_counts_splits_as_half_and_reports_how_many_comparisons_were_decided():
     from selfalign.stages.evaluate import summarize_wins
 
-    verdicts = {1: {"ab": 1.0, "ba": 1.0}, 2: {"ab": 1.0, "ba": 0.0}, 3: {"ab": 0.0, "ba": 0.0}, 5: {"ab": 1.0}}
+    verdicts = {1: {"first": 1.0, "second": 1.0}, 2: {"first": 1.0, "second": 0.0},
+                3: {"first": 0.0, "second": 0.0}, 5: {"first": 1.0}}
     rate, decided = summarize_wins(verdicts, identical={4: 0.5})
     assert rate == pytest.approx((1 + 0.5 + 0 + 0.5) / 4)  # prompt 5 lacks an order: not counted
     assert decided == pytest.approx(2 / 3)  # identical answers are not judged, so not in the share
-    always_a = {i: {"ab": 1.0, "ba": 0.0} for i in range(6)}  # a judge that always names the first answer
+    always_a = {i: {"first": 1.0, "second": 0.0} for i in range(6)}  # a judge that always names the first answer
     assert summarize_wins(always_a, {}) == (0.5, 0.0)
     assert summarize_wins({}, {}) == (None, None)
 
@@ -276,10 +277,8 @@ def test_the_win_rate_comes_from_the_black_box_judge_when_one_is_set(tmp_path):
         return "A" if len(a) >= len(b) else "B"  # the longer answer, whatever its place
 
     class NoPolicy:
-        def set_adapter(self, path):
+        def generate(self, requests, **kwargs):
             raise AssertionError("the policy was asked to judge")
-
-        generate = set_adapter
 
     server = Scripted(respond=judge)
     try:
@@ -300,5 +299,7 @@ def test_the_win_rate_comes_from_the_black_box_judge_when_one_is_set(tmp_path):
         server.close()
     assert len(asked) == 6 and len(server.received) == 6  # 3 differing answers x 2 orders; identical ones skipped
     assert rate == pytest.approx((1 + 1 + 1 + 0.5) / 4) and decided == 1.0 and again == (rate, decided)
-    wins = [j for j in store.judgements(round=1) if j.rubric.startswith("winrate:")]
+    wins = [j for j in store.judgements(round=1) if j.rubric == "winrate"]
+    assert {(j.other_id, j.position) for j in wins} == {(store.responses(round=0)[i].id, position)
+                                                        for i in range(3) for position in ("first", "second")}
     assert len(wins) == 6 and {j.judge for j in wins} == {"blackbox"} and all(j.parsed_ok for j in wins)

@@ -29,14 +29,14 @@ def test_pragmas_and_indexes(store):
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"responses_by_round", "judgements_by_response", "pairs_by_round"} <= indexes
-    assert store.schema_version() == "m004_controller"
+    assert store.schema_version() == "m005_pair_columns"
 
 
 def test_reopen_applies_nothing_twice(tmp_path, store):
     store.close()
     with open_store(tmp_path / "selfalign.db") as again:
         assert again.run_info().name == "demo"
-        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 4
+        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 5
 
 
 def test_prompts_are_deduplicated_by_normalised_text(store):
@@ -171,3 +171,30 @@ def test_heartbeat_keeps_one_row(store):
     store.beat(456)
     pid, ts = store.heartbeat()
     assert pid == 456 and ts.startswith("20")
+
+
+def test_side_by_side_judgements_move_from_rubric_text_into_columns(tmp_path):
+    """m005: a run written before it (ids and order as text in `rubric`) reads the same after it."""
+    import sqlite_utils
+
+    from selfalign.store.schema import migrations
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="m005_pair_columns")
+    db.execute("INSERT INTO prompts (id, text, source, split, constraints, hash, created_at) "
+               "VALUES (1, 'Say hi.', 'seed', 'train', '[]', 'h', 'now')")
+    for rid in (11, 12):
+        db.execute("INSERT INTO responses (id, prompt_id, round, policy, sample_index, text, tokens, finish_reason, "
+                   "params, created_at) VALUES (?, 1, 1, 'base', ?, 'hi', 1, 'stop', '{}', 'now')", [rid, rid])
+    rows = [(11, "self", "additive5", 4.0), (11, "self", "pairwise:12:ab", 1.0), (11, "self", "pairwise:12:ba", 0.0),
+            (11, "base", "winrate:12:ab", 1.0)]
+    for rid, judge, rubric, score in rows:
+        db.execute("INSERT INTO judgements (response_id, judge, rubric, score, parsed_ok, created_at) "
+                   "VALUES (?, ?, ?, ?, 1, 'now')", [rid, judge, rubric, score])
+    db.conn.commit()
+    db.close()
+    with open_store(path) as store:
+        got = [(j.judge, j.rubric, j.other_id, j.position, j.score) for j in store.judgements(round=1)]
+    assert got == [("self", "additive5", 0, "", 4.0), ("self", "pairwise", 12, "first", 1.0),
+                   ("self", "pairwise", 12, "second", 0.0), ("base", "winrate", 12, "first", 1.0)]

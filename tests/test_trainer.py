@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from selfalign import config, models
-from selfalign.training.trainer import Example, StopTraining, response_logps, train
+from selfalign.training.trainer import Example, StopTraining, TrainJob, response_logps, train
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_dpo_learns_and_only_lora_weights_change(tiny, tmp_path):
     model, tok = tiny
     before = {k: v.clone() for k, v in model.state_dict().items()}
     steps = []
-    adapter = train(model, examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id, on_step=steps.append)
+    adapter = train(model, TrainJob(examples(), train_cfg(), tmp_path, pad_id=tok.pad_token_id), on_step=steps.append)
     assert (adapter / "adapter_config.json").is_file()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # base untouched
     weights = lora_state(adapter)
@@ -61,14 +61,14 @@ def test_other_losses_train(tiny, tmp_path, loss):
     data = examples(ranked=loss == "rrhf")
     if loss == "sft":
         data = [Example(e.prompt, e.chosen) for e in data]
-    train(model, data, train_cfg(loss=f'"{loss}"'), tmp_path, pad_id=tok.pad_token_id, on_step=steps.append)
+    train(model, TrainJob(data, train_cfg(loss=f'"{loss}"'), tmp_path, pad_id=tok.pad_token_id), on_step=steps.append)
     assert steps[-1].loss < steps[0].loss
 
 
 def test_resume_after_a_stop_reaches_the_same_adapter(tiny, tmp_path):
     model, tok = tiny
     cfg = train_cfg(epochs=4)
-    whole = train(model, examples(), cfg, tmp_path / "a", pad_id=tok.pad_token_id, checkpoint_every=2)
+    whole = train(model, TrainJob(examples(), cfg, tmp_path / "a", pad_id=tok.pad_token_id, checkpoint_every=2))
     calls = []
 
     def stop_at_seven():
@@ -76,11 +76,11 @@ def test_resume_after_a_stop_reaches_the_same_adapter(tiny, tmp_path):
         return len(calls) == 7
 
     with pytest.raises(StopTraining):
-        train(model, examples(), cfg, tmp_path / "b", pad_id=tok.pad_token_id, checkpoint_every=2,
+        train(model, TrainJob(examples(), cfg, tmp_path / "b", pad_id=tok.pad_token_id, checkpoint_every=2),
               should_stop=stop_at_seven)
     assert (tmp_path / "b" / "checkpoint" / "state.pt").is_file()
     resumed_steps = []
-    resumed = train(model, examples(), cfg, tmp_path / "b", pad_id=tok.pad_token_id, checkpoint_every=2,
+    resumed = train(model, TrainJob(examples(), cfg, tmp_path / "b", pad_id=tok.pad_token_id, checkpoint_every=2),
                     on_step=resumed_steps.append)
     assert resumed_steps[0].step == 6  # continued from the checkpoint at step 6
     a, b = lora_state(whole), lora_state(resumed)
@@ -91,10 +91,10 @@ def test_resume_after_a_stop_reaches_the_same_adapter(tiny, tmp_path):
 
 def test_continuing_from_an_adapter_with_the_previous_policy_as_reference(tiny, tmp_path):
     model, tok = tiny
-    first = train(model, examples(), train_cfg(epochs=1), tmp_path / "r1", pad_id=tok.pad_token_id)
+    first = train(model, TrainJob(examples(), train_cfg(epochs=1), tmp_path / "r1", pad_id=tok.pad_token_id))
     steps = []
-    train(model, examples(seed=1), train_cfg(epochs=1), tmp_path / "r2", pad_id=tok.pad_token_id,
-          init_adapter=str(first), reference_adapter=str(first), on_step=steps.append)
+    train(model, TrainJob(examples(seed=1), train_cfg(epochs=1), tmp_path / "r2", pad_id=tok.pad_token_id,
+                          init_adapter=str(first), reference_adapter=str(first)), on_step=steps.append)
     assert abs(steps[0].reward_margin) < 1e-4  # before any step the policy equals its reference
 
 
@@ -114,9 +114,9 @@ import sys, random
 sys.path.insert(0, sys.argv[3])
 from test_trainer import examples, train_cfg
 from selfalign import models
-from selfalign.training.trainer import train
+from selfalign.training.trainer import TrainJob, train
 model, tok = models.load(sys.argv[1], device="cpu")
-train(model, examples(), train_cfg(epochs=4), sys.argv[2], pad_id=tok.pad_token_id, checkpoint_every=2,
+train(model, TrainJob(examples(), train_cfg(epochs=4), sys.argv[2], pad_id=tok.pad_token_id, checkpoint_every=2),
       on_step=lambda s: print("step", s.step, flush=True))
 print("finished", flush=True)
 """
@@ -130,7 +130,8 @@ def test_sigkill_mid_train_then_resume_matches_an_uninterrupted_run(tiny, tiny_m
     from pathlib import Path
 
     model, tok = tiny
-    whole = train(model, examples(), train_cfg(epochs=4), tmp_path / "a", pad_id=tok.pad_token_id, checkpoint_every=2)
+    whole = train(model, TrainJob(examples(), train_cfg(epochs=4), tmp_path / "a", pad_id=tok.pad_token_id,
+                                  checkpoint_every=2))
     args = [sys.executable, "-c", KILLABLE, str(tiny_model_dir), str(tmp_path / "b"), str(Path(__file__).parent)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     for line in proc.stdout:
@@ -159,9 +160,9 @@ def test_splitting_batches_by_tokens_takes_the_same_steps(tiny, tmp_path):
 
     model, tok = tiny
     whole, split = [], []
-    a = train(model, data, train_cfg(micro_batch_tokens=0), tmp_path / "a", pad_id=tok.pad_token_id,
+    a = train(model, TrainJob(data, train_cfg(micro_batch_tokens=0), tmp_path / "a", pad_id=tok.pad_token_id),
               on_step=whole.append)
-    b = train(model, data, train_cfg(micro_batch_tokens=30), tmp_path / "b", pad_id=tok.pad_token_id,
+    b = train(model, TrainJob(data, train_cfg(micro_batch_tokens=30), tmp_path / "b", pad_id=tok.pad_token_id),
               on_step=split.append)
     assert [s.loss for s in whole] == pytest.approx([s.loss for s in split], abs=1e-5)
     wa, wb = lora_state(a), lora_state(b)
@@ -195,8 +196,8 @@ def test_sft_weight_keeps_the_chosen_answer_likely(tiny, tmp_path):
         tuned.unload()
         return float((logps * mask).sum() / mask.sum())
 
-    dpo_only = train(model, data, train_cfg(), tmp_path / "dpo", pad_id=tok.pad_token_id)
-    rpo = train(model, data, train_cfg(sft_weight=1.0), tmp_path / "rpo", pad_id=tok.pad_token_id)
+    dpo_only = train(model, TrainJob(data, train_cfg(), tmp_path / "dpo", pad_id=tok.pad_token_id))
+    rpo = train(model, TrainJob(data, train_cfg(sft_weight=1.0), tmp_path / "rpo", pad_id=tok.pad_token_id))
     assert chosen_logp(rpo) > chosen_logp(dpo_only)
 
 
@@ -246,9 +247,10 @@ def test_training_packed_and_unpacked_reaches_the_same_adapter(tiny, tmp_path):
     model, tok = tiny
     data = examples(n=6, seed=2)
     steps = {True: [], False: []}
-    adapters = {packing: train(model, data, train_cfg(batch_size=6, epochs=2, micro_batch_tokens=0,
-                                                      packing=str(packing).lower()),
-                               tmp_path / str(packing), pad_id=tok.pad_token_id, on_step=steps[packing].append)
+    adapters = {packing: train(model, TrainJob(data, train_cfg(batch_size=6, epochs=2, micro_batch_tokens=0,
+                                                          packing=str(packing).lower()),
+                                               tmp_path / str(packing), pad_id=tok.pad_token_id),
+                               on_step=steps[packing].append)
                 for packing in (True, False)}
     assert [s.loss for s in steps[True]] == pytest.approx([s.loss for s in steps[False]], abs=1e-5)
     a, b = lora_state(adapters[True]), lora_state(adapters[False])

@@ -1,4 +1,4 @@
-"""The engine interface: requests in, results out, plus a log-probability scorer.
+"""The engine interface: requests in, results out; which adapter samples is an argument of each call.
 
 Small on purpose so that three backends fit it: transformers (CPU, default), vLLM (CUDA) and
 any OpenAI-compatible HTTP server. Stages only ever talk to this interface.
@@ -48,18 +48,56 @@ Progress = Callable[[int, int], None]  # (results done, results total)
 OnResult = Callable[[GenerationResult], None]
 
 
+class Tokenizing(Protocol):
+    """What building training examples needs: the tokenizer and the prompt formatting the policy saw."""
+
+    tokenizer: Any
+
+    def prompt_ids(self, messages_or_prompt: list[dict[str, str]] | str) -> list[int]: ...
+
+
+class Trainable(Tokenizing, Protocol):
+    """What the trainer needs: the base model (no adapter) and the pad id, besides tokenizing."""
+
+    base: Any
+    pad_id: int
+
+
 class Engine(Protocol):
     name: str
+    where: str  # what it samples on, for the log: a torch device, "cuda" under vLLM, a server's URL
 
-    def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None,
-                 progress: Progress | None = None) -> list[GenerationResult]:
-        """Sample every request; `on_result` is called as each sample finishes (stages store it then)."""
+    def generate(self, requests: Sequence[GenerationRequest], *, adapter: str | None = None,
+                 on_result: OnResult | None = None, progress: Progress | None = None) -> list[GenerationResult]:
+        """Sample every request from the base model plus the LoRA adapter in folder `adapter` (None: the
+        base model); `on_result` is called as each sample finishes (stages store it then)."""
 
-    def score(self, items: Sequence[tuple[list[dict[str, str]] | str, str]]) -> list[float | None]:
-        """Mean token log-probability of each response given its prompt (messages or raw text)."""
+    def for_training(self, cfg, *, weights: bool = True) -> Trainable | Tokenizing:
+        """The model training uses: this engine's own when it holds one, else a transformers copy of
+        cfg.model loaded once per engine; `weights=False`: only what tokenizing needs."""
 
-    def set_adapter(self, path: str | None) -> None:
-        """Sample from base + this LoRA adapter (None: the base model)."""
+    def release_memory(self) -> None:
+        """Make room for training in this process (vLLM sleeps until its next call; others do nothing)."""
 
     def close(self) -> None:
-        """Hand back memory (GPU memory before training in the same process)."""
+        """Drop the model."""
+
+
+class TokenizerOnly:
+    """Tokenizing with a tokenizer and no model (a data-parallel round's parent process under vLLM)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def prompt_ids(self, messages_or_prompt) -> list[int]:
+        from selfalign.engines.transformers_engine import prompt_ids
+
+        return prompt_ids(self.tokenizer, messages_or_prompt)
+
+
+def load_for_training(cfg):
+    """cfg.model with transformers, for an engine that samples elsewhere (vLLM, a server)."""
+    from selfalign.engines.transformers_engine import TransformersEngine
+
+    return TransformersEngine.load(cfg.model.name, device=cfg.run.device, dtype=cfg.model.dtype,
+                                   max_context=cfg.model.max_context)

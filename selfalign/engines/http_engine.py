@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress
+from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress, load_for_training
 from selfalign.errors import SelfalignError
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -181,9 +181,13 @@ class HttpEngine:
         self.adapter: str | None = None
         self.served_as: str | None = None  # the name the server knows the current adapter by
         self.load_adapters = load_adapters
+        self.where = client.base_url
+        self.trainable = None  # cfg.model loaded with transformers on the first train stage
 
-    def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None,
-                 progress: Progress | None = None) -> list[GenerationResult]:
+    def generate(self, requests: Sequence[GenerationRequest], *, adapter: str | None = None,
+                 on_result: OnResult | None = None, progress: Progress | None = None) -> list[GenerationResult]:
+        self._use(adapter)
+
         def one(request: GenerationRequest) -> list[GenerationResult]:
             started = time.perf_counter()
             kwargs = dict(max_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p,
@@ -211,11 +215,7 @@ class HttpEngine:
                     progress(len(results), total)
         return results
 
-    def score(self, items) -> list[float | None]:
-        raise SelfalignError("the http engine cannot score log-likelihoods; use generate.engine = transformers "
-                             "or set judge.weight_likelihood = 0")
-
-    def set_adapter(self, path: str | None) -> None:
+    def _use(self, path: str | None) -> None:
         """Serve this round's adapter: vLLM's server loads it at runtime (started with --enable-lora and
         VLLM_ALLOW_RUNTIME_LORA_UPDATING=True), and requests then name it as their model. The server must
         see the same path (same machine or a shared disk)."""
@@ -230,6 +230,15 @@ class HttpEngine:
         name = "selfalign-" + hashlib.sha256(path.encode()).hexdigest()[:12]
         self.client.post_text("/load_lora_adapter", {"lora_name": name, "lora_path": path})
         self.served_as = name
+
+    def for_training(self, cfg, *, weights: bool = True):
+        """The served model must also load here: training runs in this process."""
+        if self.trainable is None:
+            self.trainable = load_for_training(cfg)
+        return self.trainable
+
+    def release_memory(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

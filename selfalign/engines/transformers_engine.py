@@ -27,7 +27,6 @@ from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult
 
 TOP_K_CANDIDATES = 256  # top-p is computed on these; rows needing more fall back to a full sort
 COMPACT_FRACTION = 0.25  # drop finished rows from the KV cache once this share of the batch is done
-SCORE_LOGITS_BUDGET = 256 * 2**20  # bytes of logits one scoring batch may hold
 
 
 @dataclass
@@ -69,9 +68,14 @@ class TransformersEngine:
     def device(self):
         return next(self.model.parameters()).device
 
-    # ------------------------------------------------------------ adapters
+    @property
+    def where(self) -> str:
+        return str(self.device)
 
-    def set_adapter(self, path: str | None) -> None:
+    # ------------------------------------------------------------ adapters, memory
+
+    def _use(self, path: str | None) -> None:
+        """Sample from base + this adapter, merged into a copy of the base (the same path is merged once)."""
         if path == self.adapter:
             return
         if path is None:
@@ -83,6 +87,12 @@ class TransformersEngine:
             self.model = merged.eval()
         self.adapter = path
 
+    def for_training(self, cfg, *, weights: bool = True) -> TransformersEngine:
+        return self
+
+    def release_memory(self) -> None:
+        pass
+
     def close(self) -> None:
         self.model = self.base = None
 
@@ -93,10 +103,11 @@ class TransformersEngine:
 
     # ------------------------------------------------------------ generation
 
-    def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None,
-                 progress: Progress | None = None) -> list[GenerationResult]:
+    def generate(self, requests: Sequence[GenerationRequest], *, adapter: str | None = None,
+                 on_result: OnResult | None = None, progress: Progress | None = None) -> list[GenerationResult]:
         import torch
 
+        self._use(adapter)
         results: list[GenerationResult] = []
         total = sum(r.n for r in requests)
 
@@ -222,57 +233,6 @@ class TransformersEngine:
         mean = row.logprob_sum / len(row.tokens) if row.tokens else None
         return GenerationResult(row.request.key, row.sample_index, text.strip(), len(row.tokens), reason, mean,
                                 time.perf_counter() - row.started)
-
-    # ------------------------------------------------------------ scoring
-
-    def score(self, items) -> list[float | None]:
-        """Mean log-probability of each response's tokens given its prompt, teacher-forced."""
-        import torch
-
-        encoded = []
-        for index, (prompt, response) in enumerate(items):
-            prompt_ids = self.prompt_ids(prompt)
-            response_ids = self.tokenizer(response, add_special_tokens=False)["input_ids"]
-            encoded.append((index, prompt_ids, response_ids))
-        encoded.sort(key=lambda item: len(item[1]) + len(item[2]))
-        scores: list[float | None] = [None] * len(encoded)
-        vocab = self.model.config.vocab_size
-        with torch.inference_mode():
-            start = 0
-            while start < len(encoded):
-                longest = max(len(r) for _, _, r in encoded[start:start + self.batch_size]) + 1
-                size = max(1, min(self.batch_size, SCORE_LOGITS_BUDGET // (longest * vocab * 4)))
-                batch = encoded[start:start + size]
-                self._score_batch(batch, scores)
-                start += size
-        return scores
-
-    def _score_batch(self, batch, scores) -> None:
-        import torch
-
-        device = self.device
-        seqs = [p + r for _, p, r in batch]
-        width = max(len(s) for s in seqs)
-        keep = max(len(r) for _, _, r in batch) + 1
-        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for i, seq in enumerate(seqs):  # left padding: every response ends at the right edge
-            input_ids[i, width - len(seq):] = torch.tensor(seq)
-            mask[i, width - len(seq):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                         position_ids=positions.to(device), logits_to_keep=keep)
-        logits = out.logits.float()  # positions width-keep .. width-1
-        for i, (index, _, response) in enumerate(batch):
-            if not response:
-                continue
-            n = len(response)
-            # logits at position t predict token t+1; the response occupies the last n positions
-            predicting = logits[i, keep - n - 1: keep - 1]
-            targets = torch.tensor(response, device=predicting.device)
-            lp = predicting.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
-            scores[index] = float(lp.mean())
-
 
 def _chunk_seed(chunk) -> int:
     """Same requests in the same order give the same samples."""

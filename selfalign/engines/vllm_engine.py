@@ -3,15 +3,13 @@
 - K samples per prompt in one request (`SamplingParams(n=K)`), stop strings, per-request seeds, and
   the sampled tokens' log-probabilities (`logprobs=0` returns the sampled token's own), from which
   the mean token log-probability the judges need is computed.
-- `set_adapter(path)` makes a new `LoRARequest` for a new adapter folder; vLLM loads it on first use
-  and keeps at most `max_loras` in GPU memory.
+- `generate(..., adapter=path)` makes a `LoRARequest` for a new adapter folder; vLLM loads it on first
+  use and keeps at most `max_loras` in GPU memory.
 - Memory before training: the engine is created with vLLM's sleep mode, and `release_memory()`
-  (called by the loop before the train stage) puts it to sleep at level 1: weights are offloaded to
+  (called by the train stage) puts it to sleep at level 1: weights are offloaded to
   CPU memory and the KV cache is discarded, so the trainer in the same process gets the GPU; the
   next `generate` wakes it. Chosen over a separate generation process because it keeps one process
   per run (one lock, one log, one place that resumes), which is the loop's contract.
-- `score()` teacher-forces prompt + response with `prompt_logprobs=0` and averages the response's
-  tokens.
 
 Nothing here imports vllm or torch until an engine is built.
 """
@@ -21,7 +19,14 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress
+from selfalign.engines.base import (
+    GenerationRequest,
+    GenerationResult,
+    OnResult,
+    Progress,
+    TokenizerOnly,
+    load_for_training,
+)
 from selfalign.errors import ModelError
 
 
@@ -48,6 +53,8 @@ class VLLMEngine:
         self.lora = None
         self.lora_ids: dict[str, int] = {}
         self.asleep = False
+        self.where = "cuda"
+        self.trainable = None  # the transformers copy training uses, loaded on the first train stage
 
     @classmethod
     def load(cls, model_name: str, *, dtype: str = "auto", max_context: int = 2048, tensor_parallel_size: int = 1,
@@ -81,7 +88,7 @@ class VLLMEngine:
             self.llm.wake_up()
             self.asleep = False
 
-    def set_adapter(self, path: str | None) -> None:
+    def _use(self, path: str | None) -> None:
         from vllm.lora.request import LoRARequest
 
         if path is None:
@@ -90,6 +97,13 @@ class VLLMEngine:
         if path not in self.lora_ids:
             self.lora_ids[path] = len(self.lora_ids) + 1  # vLLM wants a distinct positive int per adapter
         self.lora = LoRARequest(f"adapter-{self.lora_ids[path]}", self.lora_ids[path], path)
+
+    def for_training(self, cfg, *, weights: bool = True):
+        if not weights:  # the launched processes load the model; this one only tokenizes
+            return TokenizerOnly(self.tokenizer)
+        if self.trainable is None:  # on CUDA while vLLM sleeps
+            self.trainable = load_for_training(cfg)
+        return self.trainable
 
     def close(self) -> None:
         self.llm = None
@@ -101,11 +115,12 @@ class VLLMEngine:
             return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
         return request.prompt or ""
 
-    def generate(self, requests: Sequence[GenerationRequest], on_result: OnResult | None = None,
-                 progress: Progress | None = None) -> list[GenerationResult]:
+    def generate(self, requests: Sequence[GenerationRequest], *, adapter: str | None = None,
+                 on_result: OnResult | None = None, progress: Progress | None = None) -> list[GenerationResult]:
         from vllm import SamplingParams
 
         self._awake()
+        self._use(adapter)
         started = time.perf_counter()
         prompts, params, kept = [], [], []
         results: list[GenerationResult] = []
@@ -140,24 +155,3 @@ class VLLMEngine:
             if progress:
                 progress(n, total)
         return results
-
-    def score(self, items) -> list[float | None]:
-        """Mean log-probability of each response given its prompt, from vLLM's prompt log-probabilities."""
-        from vllm import SamplingParams
-
-        self._awake()
-        texts, starts = [], []
-        for prompt, response in items:
-            head = self._prompt(GenerationRequest(key=0, messages=prompt) if isinstance(prompt, list)
-                                else GenerationRequest(key=0, prompt=prompt))
-            starts.append(len(self.tokenizer(head).input_ids))
-            texts.append(head + response)
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0)
-        outputs = self.llm.generate(texts, params, lora_request=self.lora, use_tqdm=False)
-        scores: list[float | None] = []
-        for start, output in zip(starts, outputs, strict=True):
-            ids = output.prompt_token_ids[start:]
-            logprobs = output.prompt_logprobs[start:]
-            values = [lp[token].logprob for token, lp in zip(ids, logprobs, strict=True) if lp and token in lp]
-            scores.append(sum(values) / len(values) if values else None)
-        return scores

@@ -11,11 +11,11 @@ with their 95 % bootstrap interval (`..._low`, `..._high`); `selfalign eval --al
 
 from __future__ import annotations
 
-from selfalign import prompts, scoring, stats, verifiers
+from selfalign import judging, prompts, stats, verifiers
 from selfalign.engines.base import GenerationRequest
 from selfalign.heldout import WIN_RATE_MIN_DECIDED
 from selfalign.stages import StageContext, derive_seed, policy_request
-from selfalign.store.rows import NewJudgement, NewPrompt, NewResponse
+from selfalign.store.rows import NewPrompt, NewResponse
 
 NAME = "evaluate"
 
@@ -30,7 +30,12 @@ def heldout_prompts(ctx: StageContext, file: str | None = None, every: bool = Fa
     return [store.prompt(i) for i in ids]
 
 
-def run(ctx: StageContext, file: str | None = None, every: bool = False) -> dict[str, float | None]:
+def run(ctx: StageContext) -> dict[str, float | None]:
+    """The loop's evaluation: the first eval.prompts held-out prompts, stored as the round's metrics."""
+    return answer(ctx)
+
+
+def answer(ctx: StageContext, file: str | None = None, every: bool = False) -> dict[str, float | None]:
     """Answer the held-out prompts (skipping those answered before) and return the metrics. They are
     stored as the round's eval/ metrics only for the loop's own sample (no file, not every prompt), so
     a larger or different evaluation never changes the figures the controller decided on."""
@@ -56,7 +61,8 @@ def run(ctx: StageContext, file: str | None = None, every: bool = False) -> dict
 
     for start in range(0, len(todo), cfg.generate.batch_size):
         ctx.check_stop()
-        ctx.engine.generate(todo[start:start + cfg.generate.batch_size], on_result=store_result)
+        ctx.engine.generate(todo[start:start + cfg.generate.batch_size], adapter=ctx.adapter,
+                            on_result=store_result)
 
     answers = {r.prompt_id: r for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
     metrics = response_metrics([(p.constraints, answers[p.id]) for p in heldout if p.id in answers])
@@ -114,69 +120,48 @@ def win_rate(ctx: StageContext, heldout, answers) -> tuple[float | None, float |
     identical answers score 0.5 without asking. Also returns the share of judged prompts whose two
     orders agreed: a small judge often names the same position every time, and then the win rate is
     0.5 because of the judge, not because the rounds are equal."""
-    cfg, store = ctx.config, ctx.store
-    judge = _judge_label(cfg)
+    store = ctx.store
+    how = _win_rate_judge(ctx)
     baseline = {r.prompt_id: r for r in store.responses(round=0) if r.policy == "base"}
-    template = prompts.load_template("judge_pairwise.txt", ("instruction", "response_a", "response_b"), ctx.run_dir)
-    done = store.judgement_keys(ctx.round)
-    requests, outcomes = [], {}
+    items, identical = [], {}
     for p in heldout:
         if p.id not in answers or p.id not in baseline:
             continue
         new, old = answers[p.id], baseline[p.id]
         if new.text.strip() == old.text.strip():
-            outcomes[p.id] = 0.5
-            continue
-        for order, (a, b) in (("ab", (new, old)), ("ba", (old, new))):
-            if (new.id, judge, f"winrate:{old.id}:{order}", 0) in done:
-                continue
-            text = template.render(instruction=verifiers.attach(p.text, p.constraints), response_a=a.text,
-                                   response_b=b.text)
-            key = (new.id, old.id, order)
-            if judge == "blackbox":  # a chat model behind an OpenAI-compatible endpoint: always chat messages
-                requests.append(GenerationRequest(key=key, messages=[{"role": "user", "content": text}], n=1,
-                                                  max_new_tokens=16, temperature=0.0, top_p=1.0, seed=new.id))
-            else:
-                requests.append(policy_request(ctx, text, key=key, n=1, seed=new.id, max_new_tokens=8,
-                                               temperature=0.0, top_p=1.0))
-    if requests:
-        for result in _judge_pairs(ctx, judge, requests):
-            new_id, old_id, order = result.key
-            verdict = scoring.parse_verdict(result.text)
-            new_wins = None if verdict is None else float((verdict == "A") == (order == "ab"))
-            store.add_judgement(NewJudgement(new_id, judge, f"winrate:{old_id}:{order}", new_wins,
-                                             verdict is not None, result.text))
-    verdicts: dict[int, dict[str, float]] = {}
-    for p in heldout:
-        if p.id in answers:
-            for j in store.judgements(response_id=answers[p.id].id):
-                if j.judge == judge and j.rubric.startswith("winrate:") and j.parsed_ok:
-                    verdicts.setdefault(p.id, {})[j.rubric.rsplit(":", 1)[1]] = j.score
-    return summarize_wins(verdicts, outcomes)
+            identical[p.id] = 0.5
+        else:
+            items.append((judging.instruction(p), new, old))
+    judging.both_orders(ctx, how, items)
+    mine = {answers[p.id].id: p.id for p in heldout if p.id in answers}  # response id -> its prompt
+    judged = judging.verdicts([j for rid in mine for j in store.judgements(response_id=rid)], how.judge, "winrate")
+    return summarize_wins({mine[x]: v for (x, _y), v in judged.items()}, identical)
 
 
-def _judge_pairs(ctx: StageContext, judge: str, requests):
-    """The win-rate judge's replies: from the black-box endpoint, or from the base model (adapter off)."""
-    if judge == "blackbox":
+def _win_rate_judge(ctx: StageContext) -> judging.SideBySide:
+    """The black-box endpoint (a chat model: always chat messages), or the base model (no adapter)."""
+    if _judge_label(ctx.config) == "blackbox":
         from selfalign.engines.http_engine import HttpEngine, blackbox_client
 
-        return HttpEngine(blackbox_client(ctx.config.judge), load_adapters=False).generate(requests)
-    adapter = ctx.adapter
-    ctx.engine.set_adapter(None)  # a fixed judge across rounds: the base model
-    try:
-        return ctx.engine.generate(requests)
-    finally:
-        ctx.engine.set_adapter(adapter)
+        engine = HttpEngine(blackbox_client(ctx.config.judge), load_adapters=False)
+        return judging.SideBySide(
+            "blackbox", "winrate", lambda text, key, seed: GenerationRequest(
+                key=key, messages=[{"role": "user", "content": text}], n=1, max_new_tokens=16, temperature=0.0,
+                top_p=1.0, seed=seed), engine.generate)
+    return judging.SideBySide(
+        "base", "winrate", lambda text, key, seed: policy_request(ctx, text, key=key, n=1, seed=seed, max_new_tokens=8,
+                                                                  temperature=0.0, top_p=1.0),
+        lambda requests: ctx.engine.generate(requests, adapter=None))  # a fixed judge across rounds
 
 
 def summarize_wins(verdicts: dict[int, dict[str, float]], identical: dict[int, float]) -> tuple[float | None,
                                                                                                float | None]:
-    """(win rate, share decided) from per-prompt verdicts {"ab": new won?, "ba": new won?} and the
-    prompts whose answers were identical (0.5, not counted as judged)."""
+    """(win rate, share decided) from per-prompt verdicts {"first": new won shown first?, "second": ...}
+    and the prompts whose answers were identical (0.5, not counted as judged)."""
     outcomes, agreed = dict(identical), []
     for pid, v in verdicts.items():
-        if "ab" in v and "ba" in v:
-            outcomes[pid] = (v["ab"] + v["ba"]) / 2
-            agreed.append(v["ab"] == v["ba"])
+        if "first" in v and "second" in v:
+            outcomes[pid] = (v["first"] + v["second"]) / 2
+            agreed.append(v["first"] == v["second"])
     rate = sum(outcomes.values()) / len(outcomes) if outcomes else None
     return rate, (sum(agreed) / len(agreed) if agreed else None)

@@ -37,7 +37,7 @@ def run(ctx: StageContext) -> None:
     for group in _groups(requests, cfg.generate.batch_size):
         ctx.check_stop()
         writer.requests = {r.key: r for r in group}
-        ctx.engine.generate(group, on_result=writer)
+        ctx.engine.generate(group, adapter=ctx.adapter, on_result=writer)
 
 
 def _groups(requests: list, rows: int):

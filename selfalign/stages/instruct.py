@@ -90,7 +90,8 @@ def run(ctx: StageContext) -> None:
             if kept >= target:
                 break
             ctx.check_stop()
-            ctx.engine.generate(requests[start:start + cfg.generate.batch_size], on_result=accept)
+            ctx.engine.generate(requests[start:start + cfg.generate.batch_size], adapter=ctx.adapter,
+                                on_result=accept)
     have = kept
     store.log_event("info" if have >= target else "warning",
                     f"instruct: {have} of {target} new prompts kept", round=k, stage=NAME,

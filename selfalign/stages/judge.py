@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import json
 import random
-from collections import defaultdict
 
-from selfalign import prompts, scoring, verifiers
-from selfalign.stages import StageContext, by_prompt, derive_seed, policy_request, round_responses
-from selfalign.store.rows import NewJudgement, Response
+from selfalign import judging, prompts, scoring, verifiers
+from selfalign.stages import StageContext, by_prompt, derive_seed, round_responses
+from selfalign.store.rows import NewJudgement, Response, judgement_key
 
 NAME = "judge"
 RUBRICS = {"additive5": ["additive5"], "isheep": ["isheep_quality", "isheep_following"], "none": []}
@@ -41,7 +40,7 @@ def run(ctx: StageContext) -> None:
     if cfg.judge.weight_blackbox > 0:
         _blackbox_judge(ctx, responses, train, done_keys)
     if cfg.judge.position_bias_pairs and cfg.judge.rubric != "none":
-        _position_bias(ctx, responses, train, done_keys)
+        _position_bias(ctx, responses, train)
     health(ctx)
 
 
@@ -54,10 +53,6 @@ class _Progress:
         self.ctx.report(NAME, min(self.done, self.total), self.total)
 
 
-def _instruction(prompt) -> str:
-    return verifiers.attach(prompt.text, prompt.constraints)
-
-
 def _verify_and_flag(ctx, responses, train, done_keys) -> None:
     store = ctx.store
     verified = store.round_verifications(ctx.round)
@@ -66,10 +61,10 @@ def _verify_and_flag(ctx, responses, train, done_keys) -> None:
             constraints = train[r.prompt_id].constraints
             if constraints and r.id not in verified:
                 store.add_verifications(r.id, verifiers.check_all(constraints, r.text))
-            if (r.id, "likelihood", "mean_logprob", 0) not in done_keys:
+            if judgement_key(r.id, "likelihood", "mean_logprob") not in done_keys:
                 store.add_judgement(NewJudgement(r.id, "likelihood", "mean_logprob", r.mean_logprob,
                                                  r.mean_logprob is not None))
-            if scoring.mask_judge_format(r.text)[1] and (r.id, "flag", "judge_format", 0) not in done_keys:
+            if scoring.mask_judge_format(r.text)[1] and judgement_key(r.id, "flag", "judge_format") not in done_keys:
                 store.add_judgement(NewJudgement(r.id, "flag", "judge_format", 1.0, True,
                                                  "response contains judge-format text; judged with it removed"))
 
@@ -78,41 +73,7 @@ def _rubric_judge(ctx, rubric, responses, train, done_keys, progress) -> None:
     cfg = ctx.config
     name = cfg.judge.rubric_prompt if cfg.judge.rubric_prompt and rubric == "additive5" else f"judge_{rubric}.txt"
     template = prompts.load_template(name, ("instruction", "response"), ctx.run_dir)
-    judge_with_template(ctx, template, rubric, rubric, responses, train, done_keys, cfg.judge.samples, progress.add)
-
-
-def judge_with_template(ctx, template, label: str, scale: str, responses, train, done_keys, samples: int,
-                        advance=lambda n=1: None) -> None:
-    """Score each response `samples` times with a rubric template; judgements are stored under `label`
-    (what a resume checks in done_keys) and parsed on the `scale` of scoring.SCALES. The rubric
-    rewrite scores its candidate through here too, so both rubrics are asked the same way."""
-    cfg = ctx.config
-    todo = []
-    for r in responses:
-        missing = [i for i in range(samples) if (r.id, "self", label, i) not in done_keys]
-        advance(samples - len(missing))
-        if missing:
-            text = template.render(instruction=_instruction(train[r.prompt_id]),
-                                   response=scoring.mask_judge_format(r.text)[0])
-            todo.append(_judge_request(ctx, text, key=(r.id, tuple(missing)), n=len(missing),
-                                       seed=derive_seed(cfg.run.seed, ctx.round, label, r.id)))
-
-    def store_result(result) -> None:
-        response_id, missing = result.key
-        score = scoring.parse_score(result.text, scale)
-        ctx.store.add_judgement(NewJudgement(response_id, "self", label, score, score is not None, result.text,
-                                             missing[result.sample_index]))
-        advance()
-
-    for start in range(0, len(todo), cfg.generate.batch_size):
-        ctx.check_stop()
-        ctx.engine.generate(todo[start:start + cfg.generate.batch_size], on_result=store_result)
-
-
-def _judge_request(ctx, text, *, key, n, seed):
-    cfg = ctx.config
-    return policy_request(ctx, text, key=key, n=n, seed=seed, max_new_tokens=cfg.judge.max_new_tokens,
-                          temperature=cfg.judge.temperature, top_p=1.0)
+    judging.with_template(ctx, template, rubric, rubric, responses, train, done_keys, cfg.judge.samples, progress.add)
 
 
 # ---------------------------------------------------------------- black-box judge (CycleAlign)
@@ -126,7 +87,7 @@ def _blackbox_judge(ctx, responses, train, done_keys) -> None:
     template = prompts.load_template("blackbox_rank.txt", ("instruction", "responses"), ctx.run_dir)
     groups = by_prompt(responses)
     todo = [pid for pid, group in groups.items()
-            if len(group) >= 2 and not all((r.id, "blackbox", "rank", 0) in done_keys for r in group)]
+            if len(group) >= 2 and not all(judgement_key(r.id, "blackbox", "rank") in done_keys for r in group)]
     # A batch of concurrent requests shares one set of demonstrations; agreed examples from it
     # replace the demonstrations for the next batch (and, being stored, for a resumed run).
     for start in range(0, len(todo), cfg.judge.blackbox_concurrency):
@@ -137,7 +98,9 @@ def _blackbox_judge(ctx, responses, train, done_keys) -> None:
         def ask(pid, demos=demos):
             group = groups[pid]
             listing = "\n\n".join(f"[{i + 1}]\n{scoring.mask_judge_format(r.text)[0]}" for i, r in enumerate(group))
-            text = template.render(demos=demos, instruction=_instruction(train[pid]), responses=listing, k=len(group))
+            text = template.render(demos=demos, instruction=judging.instruction(train[pid]),
+                                   responses=listing,
+                                   k=len(group))
             return client.chat([{"role": "user", "content": text}], max_tokens=64, temperature=0.0)[0]["text"]
 
         for pid, reply in zip(batch, client.map(ask, batch), strict=True):
@@ -161,7 +124,7 @@ def _remember_agreement(ctx, pid, prompt, group: list[Response], blackbox_order:
     white = scoring.order_by({i: r.mean_logprob for i, r in enumerate(group)})
     common = _common_order(blackbox_order, white)
     if len(common) >= 2:
-        ctx.store.add_demonstration(ctx.round, pid, {"instruction": _instruction(prompt),
+        ctx.store.add_demonstration(ctx.round, pid, {"instruction": judging.instruction(prompt),
                                                      "responses": [group[i].text for i in common],
                                                      "ranking": list(range(len(common)))})
 
@@ -204,33 +167,17 @@ def _demonstrations(ctx) -> str:
 # ---------------------------------------------------------------- health
 
 
-def _position_bias(ctx, responses, train, done_keys) -> None:
+def _position_bias(ctx, responses, train) -> None:
     """The same two responses asked in both orders; a fair judge names the same winner."""
     cfg = ctx.config
-    template = prompts.load_template("judge_pairwise.txt", ("instruction", "response_a", "response_b"), ctx.run_dir)
     rng = random.Random(derive_seed(cfg.run.seed, ctx.round, "position-bias"))
     groups = [g for g in by_prompt(responses).values() if len(g) >= 2]
     rng.shuffle(groups)
-    requests = []
-    for group in groups[: cfg.judge.position_bias_pairs]:
-        a, b = group[0], group[1]
-        for order, (first, second) in (("ab", (a, b)), ("ba", (b, a))):
-            rubric = f"pairwise:{b.id}:{order}"
-            if (a.id, "self", rubric, 0) in done_keys:
-                continue
-            text = template.render(instruction=_instruction(train[a.prompt_id]),
-                                   response_a=scoring.mask_judge_format(first.text)[0],
-                                   response_b=scoring.mask_judge_format(second.text)[0])
-            requests.append(_judge_request(ctx, text, key=(a.id, rubric, order), n=1, seed=a.id))
-    if not requests:
-        return
-    ctx.check_stop()
-    for result in ctx.engine.generate(requests):
-        response_id, rubric, order = result.key
-        verdict = scoring.parse_verdict(result.text)
-        # score: 1.0 when response `a` (the judgement's response) is named the better one
-        a_wins = None if verdict is None else float((verdict == "A") == (order == "ab"))
-        ctx.store.add_judgement(NewJudgement(response_id, "self", rubric, a_wins, verdict is not None, result.text))
+    how = judging.SideBySide(
+        "self", "pairwise", lambda text, key, seed: judging.judge_request(ctx, text, key=key, n=1, seed=seed),
+        lambda requests: ctx.engine.generate(requests, adapter=ctx.adapter), mask_judge_format=True)
+    judging.both_orders(ctx, how, [(judging.instruction(train[g[0].prompt_id]), g[0], g[1])
+                                   for g in groups[: cfg.judge.position_bias_pairs]])
 
 
 def health(ctx) -> dict[str, float | None]:
@@ -251,7 +198,8 @@ def health(ctx) -> dict[str, float | None]:
         metrics["judge/parse_fail_rate"] = 1 - len(parsed) / len(rubric_rows)
         top_share = max(values.count(v) for v in set(values)) / len(values) if values else 1.0
         metrics["judge/collapse"] = float(not values or top_share >= COLLAPSE_SHARE or (std or 0) < 0.02)
-    flips = _pairwise(judgements)
+    flips = [(v["first"], v["second"]) for v in judging.verdicts(judgements, "self", "pairwise").values()
+             if len(v) == 2]
     if flips:
         metrics["judge/position_bias"] = sum(1 for ab, ba in flips if ab != ba) / len(flips)
         metrics["judge/first_position_rate"] = sum(ab + (1 - ba) for ab, ba in flips) / (2 * len(flips))
@@ -260,7 +208,7 @@ def health(ctx) -> dict[str, float | None]:
     groups = [[r.id for r in group if r.id in csr] for group in by_prompt(responses.values()).values()]
     if rubric_rows:
         metrics["judge/rubric_verifier_agreement"] = scoring.grouped_agreement(
-            groups, _mean_by_response(rubric_rows), csr)
+            groups, judging.mean_rubric_scores(rubric_rows), csr)
     metrics["judge/likelihood_verifier_agreement"] = scoring.grouped_agreement(
         groups, {rid: r.mean_logprob for rid, r in responses.items()}, csr)
     metrics["judge/hacking_rate"] = (sum(1 for j in judgements if j.judge == "flag") / len(responses)
@@ -285,20 +233,3 @@ def health(ctx) -> dict[str, float | None]:
         store.log_event("warning", f"judge health: {text}", round=k, stage=NAME)
     store.log_event("info", "judge health", round=k, stage=NAME, data=metrics)
     return metrics
-
-
-def _pairwise(judgements) -> list[tuple[float, float]]:
-    verdicts: dict[tuple[int, int], dict[str, float]] = defaultdict(dict)
-    for j in judgements:
-        if j.rubric.startswith("pairwise:") and j.parsed_ok:
-            _, other, order = j.rubric.split(":")
-            verdicts[(j.response_id, int(other))][order] = j.score
-    return [(v["ab"], v["ba"]) for v in verdicts.values() if "ab" in v and "ba" in v]
-
-
-def _mean_by_response(rows) -> dict[int, float]:
-    sums: dict[int, list[float]] = defaultdict(list)
-    for j in rows:
-        if j.parsed_ok:
-            sums[j.response_id].append(scoring.normalise(j.rubric, j.score))
-    return {rid: sum(v) / len(v) for rid, v in sums.items()}

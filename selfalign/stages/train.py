@@ -7,60 +7,25 @@ retrains from the base); the DPO reference is the base model or the previous pol
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from pathlib import Path
 
 from selfalign import config as config_mod
 from selfalign import verifiers
+from selfalign.runs import RunFolder
 from selfalign.stages import StageContext, StageStopped, policy_request
-from selfalign.training.trainer import Example, StopTraining, optimizer_steps, train
+from selfalign.store.rows import TrainStep
+from selfalign.training.trainer import Example, StepRecord, StopTraining, TrainJob, optimizer_steps, train
 
 NAME = "train"
 
 
-_TRAINING_ENGINES: dict[str, object] = {}
-
-
-def training_engine(ctx: StageContext):
-    """What training needs from the policy: the base model, its tokenizer and pad id. The transformers
-    engine has them; with vLLM or an http server, the same model is loaded once per process with
-    transformers (on CUDA while vLLM sleeps; for http the model must also be loadable here)."""
-    if hasattr(ctx.engine, "base"):
-        return ctx.engine
-    cfg = ctx.config
-    if cfg.model.name not in _TRAINING_ENGINES:
-        from selfalign.engines.transformers_engine import TransformersEngine
-
-        _TRAINING_ENGINES[cfg.model.name] = TransformersEngine.load(cfg.model.name, device=cfg.run.device,
-                                                                    dtype=cfg.model.dtype,
-                                                                    max_context=cfg.model.max_context)
-    return _TRAINING_ENGINES[cfg.model.name]
-
-
-class _Tokenizing:
-    """What building examples needs from an engine: its tokenizer and the prompt formatting."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer = tokenizer
-
-    def prompt_ids(self, messages_or_prompt) -> list[int]:
-        from selfalign.engines.transformers_engine import prompt_ids
-
-        return prompt_ids(self.tokenizer, messages_or_prompt)
-
-
-def tokenizing_engine(ctx: StageContext):
-    """In a data-parallel round this process only tokenizes (the launched processes load the model),
-    so a vLLM engine's tokenizer serves and no transformers copy takes memory here."""
-    if ctx.config.train.processes > 1 and not hasattr(ctx.engine, "base") and \
-            getattr(ctx.engine, "tokenizer", None) is not None:
-        return _Tokenizing(ctx.engine.tokenizer)
-    return training_engine(ctx)
-
-
 def build_examples(ctx: StageContext) -> list[Example]:
     """Token ids for the round's pairs, formatted exactly as the policy saw the prompts."""
-    store, engine, cfg = ctx.store, tokenizing_engine(ctx), ctx.config
+    store, cfg = ctx.store, ctx.config
+    # a data-parallel round's launched processes load the model; this one only tokenizes
+    engine = ctx.engine.for_training(cfg, weights=cfg.train.processes <= 1)
     tokenizer = engine.tokenizer
     responses = {r.id: r for r in store.responses(round=ctx.round)}
     prompts: dict[int, list[int]] = {}
@@ -98,18 +63,19 @@ def _train_distributed(ctx: StageContext, examples: list[Example], out_dir: Path
     from selfalign.training import distributed
 
     cfg, k = ctx.config, ctx.round
-    folder = distributed.write_job(out_dir / "distributed", examples, cfg, seed=cfg.run.seed + k, round_k=k,
-                                   out_dir=out_dir, init_adapter=init_adapter, reference_adapter=reference_adapter)
-    log_path = run_dir / "logs" / f"round-{k}-train-processes.txt"
+    folder = distributed.write_job(out_dir / "distributed", examples, cfg, seed=cfg.run.seed + k, out_dir=out_dir,
+                                   init_adapter=init_adapter, reference_adapter=reference_adapter)
+    log_path = RunFolder(run_dir).logs_dir / f"round-{k}-train-processes.txt"
     ctx.store.log_event("info", f"train: {cfg.train.processes} processes under {cfg.train.launcher} "
                         f"(output in {log_path.relative_to(run_dir)})", round=k, stage=NAME)
     distributed.launch(folder, cfg, on_step=on_step, should_stop=ctx.should_stop, log_path=log_path)
     return out_dir / "adapter"
 
 
-def run(ctx: StageContext, run_dir: Path) -> str | None:
+def run(ctx: StageContext) -> str | None:
     """Train and return the new adapter's path; None when there was nothing to train on."""
-    cfg, store, k = ctx.config, ctx.store, ctx.round
+    cfg, store, k, run_dir = ctx.config, ctx.store, ctx.round, ctx.run_dir
+    ctx.engine.release_memory()  # vLLM hands the GPU to the trainer until its next call
     examples = build_examples(ctx)
     if not examples:
         store.log_event("warning", f"train: round {k} has no pairs to train on; the policy stays as it was",
@@ -119,21 +85,21 @@ def run(ctx: StageContext, run_dir: Path) -> str | None:
     steps_total = optimizer_steps(len(examples), cfg.train, cfg.train.processes)
     ctx.report(NAME, 0, steps_total)
 
-    def on_step(step) -> None:
-        store.add_train_step(step)
-        ctx.report(NAME, step.step + 1, steps_total)
+    def on_step(record: StepRecord) -> None:
+        store.add_train_step(TrainStep(round=k, **dataclasses.asdict(record)))
+        ctx.report(NAME, record.step + 1, steps_total)
 
-    out_dir = run_dir / "rounds" / str(k)
+    out_dir = RunFolder(run_dir).round_dir(k)
     init_adapter = previous if cfg.train.init_from == "previous" else None
     reference_adapter = previous if cfg.train.reference == "previous" else None
     try:
         if cfg.train.processes > 1:
             adapter = _train_distributed(ctx, examples, out_dir, run_dir, init_adapter, reference_adapter, on_step)
         else:
-            engine = training_engine(ctx)
-            adapter = train(engine.base, examples, cfg.train, out_dir, pad_id=engine.pad_id, seed=cfg.run.seed + k,
-                            init_adapter=init_adapter, reference_adapter=reference_adapter,
-                            on_step=on_step, should_stop=ctx.should_stop, round_k=k)
+            engine = ctx.engine.for_training(cfg)
+            job = TrainJob(examples, cfg.train, out_dir, pad_id=engine.pad_id, seed=cfg.run.seed + k,
+                           init_adapter=init_adapter, reference_adapter=reference_adapter)
+            adapter = train(engine.base, job, on_step=on_step, should_stop=ctx.should_stop)
     except StopTraining:
         raise StageStopped() from None
     # the configuration this round trained with: config.toml plus the controller's overrides

@@ -98,6 +98,14 @@ class NewJudgement:
     parsed_ok: bool
     raw_output: str = ""
     sample_index: int = 0
+    other_id: int = 0  # side by side: the response compared with (0: judged alone)
+    position: str = ""  # side by side: 'first' or 'second', where this response was shown
+
+
+def judgement_key(response_id: int, judge: str, rubric: str, sample_index: int = 0, other_id: int = 0,
+                  position: str = "") -> tuple[int, str, str, int, int, str]:
+    """What makes a judgement unique (the table's UNIQUE columns): what a resumed stage looks up to skip it."""
+    return (response_id, judge, rubric, sample_index, other_id, position)
 
 
 @dataclass

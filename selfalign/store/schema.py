@@ -230,3 +230,45 @@ def m004_controller(db) -> None:
         );
         """
     )
+
+
+@migrations(name="m005_pair_columns")
+def m005_pair_columns(db) -> None:
+    # A judgement of two responses side by side (position bias, win rate) names the other response and
+    # where this one was shown in columns; before, both were text in `rubric` ('pairwise:ID:ab').
+    # SQLite cannot change a UNIQUE constraint in place, so the table is rebuilt.
+    _run_statements(
+        db,
+        """
+        CREATE TABLE judgements_new (
+            id INTEGER PRIMARY KEY,
+            response_id INTEGER NOT NULL REFERENCES responses(id),
+            judge TEXT NOT NULL,                        -- self, base, blackbox, flag
+            rubric TEXT NOT NULL,                       -- a scale, 'pairwise' or 'winrate'
+            sample_index INTEGER NOT NULL DEFAULT 0,
+            other_id INTEGER NOT NULL DEFAULT 0,        -- the response compared with (0: judged alone)
+            position TEXT NOT NULL DEFAULT '',          -- 'first' or 'second': where this one was shown
+            score REAL,                                 -- side by side: 1.0 when this response won
+            raw_output TEXT NOT NULL DEFAULT '',
+            parsed_ok INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (response_id, judge, rubric, sample_index, other_id, position)
+        );
+        INSERT INTO judgements_new (id, response_id, judge, rubric, sample_index, other_id, position, score,
+                                    raw_output, parsed_ok, created_at)
+            SELECT id, response_id, judge,
+                   CASE WHEN rubric LIKE 'pairwise:%' THEN 'pairwise'
+                        WHEN rubric LIKE 'winrate:%' THEN 'winrate' ELSE rubric END,
+                   sample_index,
+                   CASE WHEN rubric LIKE 'pairwise:%' OR rubric LIKE 'winrate:%'
+                        THEN CAST(substr(rubric, instr(rubric, ':') + 1,
+                                         length(rubric) - instr(rubric, ':') - 3) AS INTEGER) ELSE 0 END,
+                   CASE WHEN rubric LIKE 'pairwise:%:ab' OR rubric LIKE 'winrate:%:ab' THEN 'first'
+                        WHEN rubric LIKE 'pairwise:%:ba' OR rubric LIKE 'winrate:%:ba' THEN 'second' ELSE '' END,
+                   score, raw_output, parsed_ok, created_at
+            FROM judgements;
+        DROP TABLE judgements;
+        ALTER TABLE judgements_new RENAME TO judgements;
+        CREATE INDEX judgements_by_response ON judgements(response_id);
+        """
+    )

@@ -287,10 +287,11 @@ class Store:
         where, params = _where({"response_id": response_id})
         return self._fetch(Judgement, f"SELECT * FROM judgements {where} ORDER BY id", params)
 
-    def judgement_keys(self, round: int) -> set[tuple[int, str, str, int]]:
-        """(response, judge, rubric, sample) already judged in a round: what a resumed judge skips."""
-        rows = self.db.execute("SELECT j.response_id, j.judge, j.rubric, j.sample_index FROM judgements j "
-                               "JOIN responses r ON r.id = j.response_id WHERE r.round = ?", [round]).fetchall()
+    def judgement_keys(self, round: int) -> set[tuple[int, str, str, int, int, str]]:
+        """The keys (NewJudgement.key) of a round's judgements: what a resumed judge skips."""
+        rows = self.db.execute("SELECT j.response_id, j.judge, j.rubric, j.sample_index, j.other_id, j.position "
+                               "FROM judgements j JOIN responses r ON r.id = j.response_id WHERE r.round = ?",
+                               [round]).fetchall()
         return {tuple(row) for row in rows}
 
     def round_verifications(self, round: int) -> dict[int, dict[str, bool]]:

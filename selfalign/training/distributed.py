@@ -31,7 +31,7 @@ from pathlib import Path
 
 from selfalign import config as config_mod
 from selfalign.errors import EXIT_STOPPED, SelfalignError, quiet_library_warnings
-from selfalign.store.rows import TrainStep
+from selfalign.training.trainer import StepRecord
 
 PARENT_ENV = "SELFALIGN_LOOP_PID"  # set by launch(): the processes stop when that process is gone
 POLL_SECONDS = 0.5
@@ -44,13 +44,13 @@ class DistributedTrainingError(SelfalignError):
 # ------------------------------------------------------------------ the loop's side
 
 
-def write_job(folder: Path, examples, cfg: config_mod.Config, *, seed: int, round_k: int, out_dir: Path,
+def write_job(folder: Path, examples, cfg: config_mod.Config, *, seed: int, out_dir: Path,
               init_adapter: str | None, reference_adapter: str | None) -> Path:
     """Everything the processes need, as files: config.toml, examples.json, job.json."""
     folder.mkdir(parents=True, exist_ok=True)
     config_mod.save(cfg, folder / "config.toml")
     (folder / "examples.json").write_text(json.dumps([dataclasses.asdict(e) for e in examples]), encoding="utf-8")
-    job = {"seed": seed, "round": round_k, "out_dir": str(out_dir), "init_adapter": init_adapter,
+    job = {"seed": seed, "out_dir": str(out_dir), "init_adapter": init_adapter,
            "reference_adapter": reference_adapter}
     (folder / "job.json").write_text(json.dumps(job, indent=1), encoding="utf-8")
     return folder
@@ -79,7 +79,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(folder: Path, cfg: config_mod.Config, *, on_step: Callable[[TrainStep], None],
+def launch(folder: Path, cfg: config_mod.Config, *, on_step: Callable[[StepRecord], None],
            should_stop: Callable[[], bool], log_path: Path) -> None:
     """Run the job in `folder` to the end, copying its steps to on_step as they come.
 
@@ -121,7 +121,7 @@ def launch(folder: Path, cfg: config_mod.Config, *, on_step: Callable[[TrainStep
             f"{_first_error(folder, log_path)}; see {log_path}, or set train.processes=1")
 
 
-def _copy_steps(path: Path, offset: int, on_step: Callable[[TrainStep], None]) -> int:
+def _copy_steps(path: Path, offset: int, on_step: Callable[[StepRecord], None]) -> int:
     """Hand over the complete lines written since `offset`; return the new offset."""
     if not path.is_file():
         return offset
@@ -131,7 +131,7 @@ def _copy_steps(path: Path, offset: int, on_step: Callable[[TrainStep], None]) -
     end = data.rfind(b"\n") + 1  # a line still being written waits for the next poll
     for line in data[:end].splitlines():
         if line.strip():
-            on_step(TrainStep(**json.loads(line)))
+            on_step(StepRecord(**json.loads(line)))
     return offset + end
 
 
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch.distributed as dist
 
     from selfalign import models
-    from selfalign.training.trainer import Example, StopTraining, TorchDistributed, train
+    from selfalign.training.trainer import Example, StopTraining, TorchDistributed, TrainJob, train
 
     quiet_library_warnings()
     args = sys.argv[1:] if argv is None else argv
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = models.load(cfg.model.name, device=str(device), dtype=cfg.model.dtype)
         examples = [Example(**e) for e in json.loads((folder / "examples.json").read_text(encoding="utf-8"))]
 
-        def on_step(step: TrainStep) -> None:  # rank 0 only; one whole line per step
+        def on_step(step: StepRecord) -> None:  # rank 0 only; one whole line per step
             with open(folder / "steps.jsonl", "a", encoding="utf-8") as steps:
                 steps.write(json.dumps(dataclasses.asdict(step)) + "\n")
 
@@ -189,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             return (folder / "stop").exists() or (parent is not None and not _alive(parent))
 
         try:
-            train(model, examples, cfg.train, job["out_dir"], pad_id=tokenizer.pad_token_id, seed=job["seed"],
-                  init_adapter=job["init_adapter"], reference_adapter=job["reference_adapter"], on_step=on_step,
-                  should_stop=should_stop, round_k=job["round"], group=group)
+            train(model, TrainJob(examples, cfg.train, job["out_dir"], pad_id=tokenizer.pad_token_id, seed=job["seed"],
+                                  init_adapter=job["init_adapter"], reference_adapter=job["reference_adapter"]),
+                  on_step=on_step, should_stop=should_stop, group=group)
         except StopTraining:
             if group.rank == 0:
                 (folder / "stopped").touch()

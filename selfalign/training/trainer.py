@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 from selfalign.config import TrainSection
-from selfalign.store.rows import TrainStep
 from selfalign.training import losses
 
 CHECKPOINT_EVERY = 10  # optimizer steps between checkpoints
@@ -238,19 +237,48 @@ def _batches(examples: list[Example], size: int, seed: int, epoch: int, packed: 
     return batches
 
 
-def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str | Path, *, pad_id: int, seed: int = 0,
-          init_adapter: str | None = None, reference_adapter: str | None = None,
-          on_step: Callable[[TrainStep], None] | None = None, should_stop: Callable[[], bool] = lambda: False,
-          round_k: int = 0, checkpoint_every: int = CHECKPOINT_EVERY, group: SingleProcess | None = None) -> Path:
-    """Train a LoRA adapter on `examples` and save it to out_dir/adapter (peft format); return that path.
+@dataclass
+class TrainJob:
+    """What one training run learns from and where it writes: everything train() needs besides the model."""
 
-    `init_adapter`: continue from this adapter (else a fresh LoRA). `reference_adapter`: the DPO
-    reference is base + this adapter (None: the base model with adapters off). `group`: the process
-    group of a data-parallel round; every process calls train() with the same examples, and only
-    rank 0 writes files and calls on_step; should_stop is asked on rank 0 and its answer shared.
+    examples: list[Example]
+    cfg: TrainSection
+    out_dir: str | Path  # gets adapter/ (and checkpoint/, reference.pt while it runs)
+    pad_id: int
+    seed: int = 0
+    init_adapter: str | None = None  # continue from this adapter (None: a fresh LoRA)
+    reference_adapter: str | None = None  # the DPO reference is base + this adapter (None: the base model)
+    checkpoint_every: int = CHECKPOINT_EVERY  # optimizer steps between resumable checkpoints (0: none)
+
+
+@dataclass
+class StepRecord:
+    """One optimizer step's figures, as train() reports them (the train stage stores them for its round)."""
+
+    step: int
+    loss: float
+    rewards_chosen: float | None = None
+    rewards_rejected: float | None = None
+    reward_margin: float | None = None
+    accuracy: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None
+    tokens_per_s: float | None = None
+
+
+def train(base_model, job: TrainJob, *, on_step: Callable[[StepRecord], None] | None = None,
+          should_stop: Callable[[], bool] = lambda: False, group: SingleProcess | None = None) -> Path:
+    """Train a LoRA adapter on the job's examples and save it to out_dir/adapter (peft format); return that path.
+
+    `group`: the process group of a data-parallel round; every process calls train() with the same
+    job, and only rank 0 writes files and calls on_step; should_stop is asked on rank 0 and its
+    answer shared.
     """
     from peft import LoraConfig, PeftModel, get_peft_model
 
+    examples, cfg, pad_id, seed = job.examples, job.cfg, job.pad_id, job.seed
+    init_adapter, reference_adapter, checkpoint_every = job.init_adapter, job.reference_adapter, job.checkpoint_every
+    out_dir = job.out_dir
     group = group or SingleProcess()
     main = group.rank == 0
     out_dir = Path(out_dir)
@@ -320,7 +348,7 @@ def train(base_model, examples: list[Example], cfg: TrainSection, out_dir: str |
             seconds = time.perf_counter() - started
             loss_v, chosen_v, rejected_v, accuracy_v, tokens = stats.tolist()
             if on_step and main:
-                on_step(TrainStep(round=round_k, step=step, loss=loss_v, rewards_chosen=chosen_v,
+                on_step(StepRecord(step=step, loss=loss_v, rewards_chosen=chosen_v,
                                   rewards_rejected=rejected_v, reward_margin=chosen_v - rejected_v,
                                   accuracy=accuracy_v, lr=lr, grad_norm=float(grad_norm),
                                   tokens_per_s=tokens / seconds if seconds else None))

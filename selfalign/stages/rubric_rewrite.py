@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfalign import prompts, scoring, verifiers
+from selfalign import judging, prompts, scoring, verifiers
 from selfalign.stages import StageContext, by_prompt, derive_seed, policy_request, round_responses
-from selfalign.stages import judge as judge_stage
 
 CRITERION_RE = re.compile(r"^\s*(\d+)[.)]\s+(\S.*)$")
 MIN_GAIN = 0.05  # agreement the rewrite must add over the current rubric to be kept
@@ -62,7 +61,7 @@ def attempt(ctx: StageContext) -> Trial:
     train, responses = round_responses(ctx)
     verified = store.round_verifications(k)
     csr = {rid: verifiers.share_met(res) for rid, res in verified.items() if res}
-    rubric_scores = _mean_scores(store, k, "additive5")
+    rubric_scores = judging.mean_rubric_scores(store.judgements(round=k), {"additive5": "additive5"}, raw=True)
     groups = [[r for r in group if r.id in csr] for group in by_prompt(responses).values()]
     groups = [g for g in groups if len({csr[r.id] for r in g}) > 1]  # the verifiers tell them apart
     shown, held = groups[0::2], groups[1::2]
@@ -82,7 +81,8 @@ def attempt(ctx: StageContext) -> Trial:
         criteria="\n".join(f"{i}. {c}" for i, c in enumerate(old, 1)), count=len(old),
         examples="\n\n".join(examples) or "(none in this round's sample)")
     reply = ctx.engine.generate([policy_request(ctx, request, key="rewrite", n=1, seed=derive_seed(
-        cfg.run.seed, k, "rubric-rewrite"), max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, top_p=1.0)])[0].text
+        cfg.run.seed, k, "rubric-rewrite"), max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, top_p=1.0)],
+        adapter=ctx.adapter)[0].text
     proposed = criteria(reply)[:len(old)]
     data: dict[str, Any] = {"held": len(held_responses), "proposed": proposed, "current": old,
                             "reply": reply[:2000]}  # what the policy wrote, for the decision's record
@@ -92,12 +92,13 @@ def attempt(ctx: StageContext) -> Trial:
 
     candidate = prompts.Template(current.path, with_criteria(current.body, proposed), {})
     label = f"rewrite{k}"
-    judge_stage.judge_with_template(ctx, candidate, label, "additive5", held_responses, train,
-                                    store.judgement_keys(k), samples=1)
+    judging.with_template(ctx, candidate, label, "additive5", held_responses, train, store.judgement_keys(k),
+                          samples=1)
     held_ids = {r.id for r in held_responses}
     held_groups = [[r.id for r in g if r.id in held_ids] for g in held]
     before = scoring.grouped_agreement(held_groups, rubric_scores, csr)
-    after = scoring.grouped_agreement(held_groups, _mean_scores(store, k, label), csr)
+    after = scoring.grouped_agreement(held_groups, judging.mean_rubric_scores(
+        store.judgements(round=k), {label: "additive5"}, raw=True), csr)
     data |= {"agreement_before": before, "agreement_after": after}
     if after is None or before is None or after < before + MIN_GAIN:
         return Trial(False, f"the policy's rewritten rubric agreed with the verifiers on {_share(after)} of "
@@ -124,11 +125,3 @@ def _example(prompt, best, worst, csr, scores) -> str:
                 f"{scores.get(r.id, '-')}):\n{text}")
 
     return f"Request:\n{verifiers.attach(prompt.text, prompt.constraints)}\n{show(best)}\n{show(worst)}"
-
-
-def _mean_scores(store, k: int, label: str) -> dict[int, float]:
-    sums: dict[int, list[float]] = {}
-    for j in store.judgements(round=k):
-        if j.judge == "self" and j.rubric == label and j.parsed_ok and j.score is not None:
-            sums.setdefault(j.response_id, []).append(j.score)
-    return {rid: sum(v) / len(v) for rid, v in sums.items()}

@@ -198,3 +198,16 @@ def test_side_by_side_judgements_move_from_rubric_text_into_columns(tmp_path):
         got = [(j.judge, j.rubric, j.other_id, j.position, j.score) for j in store.judgements(round=1)]
     assert got == [("self", "additive5", 0, "", 4.0), ("self", "pairwise", 12, "first", 1.0),
                    ("self", "pairwise", 12, "second", 0.0), ("base", "winrate", 12, "first", 1.0)]
+
+
+def test_every_row_dataclass_matches_its_tables_columns(store):
+    import dataclasses
+
+    from selfalign.store.rows import PLAIN_TABLES, ROW_TYPES
+
+    tables = {name for (name,) in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+              if not name.startswith(("_sqlite", "responses_fts"))}
+    assert tables == set(ROW_TYPES) | set(PLAIN_TABLES)  # a new table names its row type
+    for table, row_type in ROW_TYPES.items():
+        columns = {row[1] for row in store.db.execute(f"PRAGMA table_info({table})")}
+        assert {f.name for f in dataclasses.fields(row_type)} == columns, table

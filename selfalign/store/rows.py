@@ -202,3 +202,14 @@ class Override:
     round: int
     action: str
     created_at: str
+
+
+# Each table's row type: reads map columns onto these fields by name, so a test holds them equal.
+ROW_TYPES: dict[str, type] = {
+    "runs": RunInfo, "rounds": Round, "stages": Stage, "prompts": Prompt, "responses": Response,
+    "judgements": Judgement, "verifications": Verification, "pairs": Pair, "train_steps": TrainStep,
+    "demonstrations": Demonstration, "events": Event, "controls": Control, "decisions": Decision,
+    "overrides": Override,
+}
+# Tables read as plain values, not rows: (round, name) -> value, and the writer's (pid, time).
+PLAIN_TABLES = ("metrics", "heartbeat")

@@ -57,9 +57,9 @@ def init(ctx, name, recipe, model_name, config_file, sets, note, force):
     runs.check_name(name)
     extra = list(sets)
     if model_name:
-        extra.insert(0, f"model.name={_toml_string(model_name)}")
+        extra.insert(0, f"model.name={config.toml_value(model_name)}")
     if note:
-        extra.insert(0, f"run.note={_toml_string(note)}")
+        extra.insert(0, f"run.note={config.toml_value(note)}")
     if config_file:
         cfg = config.load(config_file, sets=extra, recipe=recipe)
     else:
@@ -69,12 +69,6 @@ def init(ctx, name, recipe, model_name, config_file, sets, note, force):
                          version=__version__)
     click.echo(f"created run {name} at {folder.path} (recipe {cfg.run.recipe}, model {cfg.model.name})")
     click.echo(f"next: selfalign run {name}")
-
-
-def _toml_string(value: str) -> str:
-    import json
-
-    return json.dumps(value)
 
 
 @cli.command("config")

@@ -15,23 +15,12 @@ from typing import Any
 
 from selfalign import config as config_mod
 from selfalign import heldout, runs, verifiers
+from selfalign import metrics as metrics_mod
 from selfalign.stages import STAGES
 from selfalign.store import open_store
 from selfalign.store.rows import ROUND_FINISHED
 
-METRICS = [
-    ("eval/csr_prompt", "held-out CSR (prompt)"), ("eval/csr_prompt_low", "  95 % interval, low"),
-    ("eval/csr_prompt_high", "  95 % interval, high"), ("eval/csr_instruction", "held-out CSR (instruction)"),
-    ("eval/degenerate_rate", "degenerate (looping or empty) answers"),
-    ("eval/win_rate", "win rate over round 0"),
-    ("eval/win_rate_decided", "win-rate comparisons decided (both orders agree)"),
-    ("eval/length_mean", "mean length (tokens)"),
-    ("eval/distinct2", "distinct-2"), ("judge/score_mean", "judge score mean"),
-    ("judge/position_bias", "judge position bias"), ("judge/collapse", "judge score collapse"),
-    ("judge/likelihood_verifier_agreement", "likelihood/verifier agreement"),
-    ("pairs/weight_likelihood", "likelihood weight after agreement"), ("pairs/count", "pairs built"),
-    ("train/loss_last", "final training loss"),
-]
+METRICS = metrics_mod.labelled(metrics_mod.COMPARE)
 
 
 def _flatten(cfg: config_mod.Config) -> dict[str, Any]:

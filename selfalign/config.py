@@ -354,6 +354,27 @@ def load(path: str | Path, *, sets: list[str] | tuple[str, ...] = (), recipe: st
     return build(data, sets=sets, recipe=recipe, source=str(path), text=text)
 
 
+class Watched:
+    """A config file read again only when it changed (its mtime or size): for pollers such as the UI's
+    feed, which would otherwise parse and validate it twice a second."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._seen: tuple[int, int] | None = None
+        self._config: Config | None = None
+
+    def get(self) -> Config:
+        try:
+            st = self.path.stat()
+            seen = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            seen = None
+        if self._config is None or seen is None or seen != self._seen:
+            self._config = load(self.path)  # a missing or broken file raises as load() does
+            self._seen = seen
+        return self._config
+
+
 def parse_set(item: str) -> tuple[str, Any]:
     """`section.key=value`; the value is read as TOML and, failing that, as a bare string."""
     if "=" not in item:
@@ -492,12 +513,13 @@ def dumps(config: Config) -> str:
         section = getattr(config, name)
         for f in dataclasses.fields(cls):
             out.append(f"# {f.metadata['help']}")
-            out.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+            out.append(f"{f.name} = {toml_value(getattr(section, f.name))}")
         out.append("")
     return "\n".join(out)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A value as TOML text (what config.toml, `--set` and the controller's overrides are written with)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -506,7 +528,7 @@ def _toml_value(value: Any) -> str:
         # JSON string escapes are a subset of TOML basic-string escapes.
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
@@ -524,6 +546,6 @@ def describe_keys() -> list[tuple[str, str, str]]:
     defaults = Config()
     for name, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            rows.append((f"{name}.{f.name}", _toml_value(getattr(getattr(defaults, name), f.name)),
+            rows.append((f"{name}.{f.name}", toml_value(getattr(getattr(defaults, name), f.name)),
                          f.metadata["help"]))
     return rows

@@ -24,6 +24,7 @@ from typing import Any
 
 from selfalign import config as config_mod
 from selfalign import heldout
+from selfalign import metrics as metrics_mod
 from selfalign.store.rows import Decision, NewDecision
 
 
@@ -103,15 +104,8 @@ def effective_config(cfg: config_mod.Config, overrides: dict[str, Any]) -> confi
     """config.toml with the controller's overrides applied (validated like `--set`)."""
     if not overrides:
         return cfg
-    return config_mod.build(cfg.to_dict(), sets=[f"{key}={_toml(value)}" for key, value in overrides.items()])
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
+    return config_mod.build(cfg.to_dict(), sets=[f"{key}={config_mod.toml_value(value)}"
+                                                 for key, value in overrides.items()])
 
 
 def decide(cfg: config_mod.Config, round_cfg: config_mod.Config, k: int, metrics: dict[int, dict[str, float | None]],
@@ -183,11 +177,10 @@ def judge_problems(round_cfg: config_mod.Config, m: dict[str, float | None]) -> 
     problems = []
     if m.get("judge/collapse"):
         problems.append(f"score collapse (std {m.get('judge/score_std') or 0:.2f})")
-    if (m.get("judge/position_bias") or 0) > 0.5:
+    if metrics_mod.position_biased(m):
         problems.append(f"position bias {m['judge/position_bias']:.2f}")
-    agreement = m.get("judge/rubric_verifier_agreement")
-    if agreement is not None and agreement < 0.5:
-        problems.append(f"rubric/verifier agreement {agreement:.2f}")
+    if metrics_mod.disagrees(m, "judge/rubric_verifier_agreement"):
+        problems.append(f"rubric/verifier agreement {m['judge/rubric_verifier_agreement']:.2f}")
     return problems
 
 
@@ -213,8 +206,7 @@ def _judge_repair(k: int, round_cfg: config_mod.Config, m: dict[str, float | Non
         return NewDecision(k, "judge", "rubric judge unhealthy (" + "; ".join(problems) + ") but kept: the SFT "
                            "filter of this recipe is built on it", {"problems": problems})
     overrides: dict[str, Any] = {"judge.rubric": "none", "judge.weight_rubric": 0.0}
-    likelihood = m.get("judge/likelihood_verifier_agreement")
-    if likelihood is not None and likelihood < 0.5:
+    if metrics_mod.disagrees(m, "judge/likelihood_verifier_agreement"):
         overrides["judge.weight_likelihood"] = round_cfg.judge.weight_likelihood * 0.5
     data: dict[str, Any] = {"problems": problems, "overrides": overrides}
     if trial is not None:

@@ -16,22 +16,25 @@ from typing import Any
 
 from selfalign import config as config_mod
 from selfalign import heldout, runs
+from selfalign import metrics as metrics_mod
 from selfalign.store import Store, open_store
 from selfalign.store.rows import ROUND_FINISHED
 
 HUNG_AFTER_S = 60  # the loop beats every 5 s: twelve missed beats
 
-HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "pairs/count")
+HEADLINE = metrics_mod.HEADLINE
 
 
-def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: bool = True) -> dict[str, Any]:
-    """The run's state and headline figures. Pass an open `store` to reuse a connection (the TUI does);
-    `activity=False` skips the newest-row scan, which costs a table scan on large runs."""
+def run_status(folder: runs.RunFolder, store: Store | None = None, *, activity: bool = True,
+               config: config_mod.Watched | None = None) -> dict[str, Any]:
+    """The run's state and headline figures. Pass an open `store` to reuse a connection and a watched
+    `config` to skip parsing an unchanged config.toml (the TUI does both); `activity=False` skips the
+    newest-row scan, which costs a table scan on large runs."""
     if store is None:
         with open_store(folder.db_path) as own:
-            return run_status(folder, own, activity=activity)
+            return run_status(folder, own, activity=activity, config=config)
     pid = runs.holder_pid(folder)
-    cfg = config_mod.load(folder.config_path)
+    cfg = (config or config_mod.Watched(folder.config_path)).get()
     rounds = store.rounds()
     current = rounds[-1] if rounds else None
     stages = store.stages(current.k) if current else []

@@ -123,3 +123,15 @@ def test_describe_keys_covers_every_field():
     keys = {k for k, _, _ in config.describe_keys()}
     assert "train.lora_r" in keys and "judge.blackbox_key_env" in keys
     assert len(keys) == sum(len(dataclasses.fields(c)) for c in config.SECTIONS.values())
+
+
+def test_a_watched_config_is_parsed_again_only_when_the_file_changes(tmp_path, monkeypatch):
+    path = tmp_path / "config.toml"
+    config.save(config.build(), path)
+    watched = config.Watched(path)
+    first = watched.get()
+    parsed = []
+    monkeypatch.setattr(config, "load", lambda p: parsed.append(p) or config.build(sets=["run.rounds=9"]))
+    assert watched.get() is first and not parsed  # unchanged: no parsing
+    path.write_text(path.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    assert watched.get().run.rounds == 9 and parsed == [path]

@@ -17,6 +17,7 @@ import json
 import random
 
 from selfalign import judging, prompts, scoring, verifiers
+from selfalign import metrics as metrics_mod
 from selfalign.stages import StageContext, by_prompt, derive_seed, round_responses
 from selfalign.store.rows import NewJudgement, Response, judgement_key
 
@@ -223,9 +224,9 @@ def health(ctx) -> dict[str, float | None]:
     warnings = []
     if metrics.get("judge/collapse"):
         warnings.append("rubric scores have collapsed onto one value; its weight should go down")
-    if (metrics.get("judge/position_bias") or 0) > 0.5:
+    if metrics_mod.position_biased(metrics):
         warnings.append(f"position bias {metrics['judge/position_bias']:.2f}: verdicts flip with the order")
-    if (metrics.get("judge/parse_fail_rate") or 0) > 0.3:
+    if metrics_mod.parse_failing(metrics):
         warnings.append(f"{metrics['judge/parse_fail_rate']:.0%} of judge outputs could not be parsed")
     if metrics.get("judge/hacking_rate"):
         warnings.append(f"{metrics['judge/hacking_rate']:.0%} of responses contain judge-format text (flagged)")

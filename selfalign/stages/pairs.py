@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from selfalign import scoring, verifiers
+from selfalign import judging, scoring, verifiers
 from selfalign.stages import StageContext, by_prompt, round_responses
 from selfalign.store.rows import NewPair, NewResponse
 
@@ -40,12 +40,12 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, floa
     cfg, store, k = ctx.config, ctx.store, ctx.round
     _, responses = round_responses(ctx)
     verified = store.round_verifications(k)
-    rubric: dict[int, list[float]] = defaultdict(list)
+    judgements = store.judgements(round=k)
+    rubric = judging.mean_rubric_scores(judgements)
     raw_rubric: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     blackbox: dict[int, float | None] = {}
-    for j in store.judgements(round=k):
+    for j in judgements:
         if j.judge == "self" and j.rubric in scoring.SCALES and j.parsed_ok:
-            rubric[j.response_id].append(scoring.normalise(j.rubric, j.score))
             raw_rubric[j.response_id][j.rubric].append(j.score)
         elif j.judge == "blackbox" and j.parsed_ok:
             blackbox[j.response_id] = j.score
@@ -58,7 +58,7 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, floa
         for r in group:
             results = verified.get(r.id)
             components = {
-                "rubric": sum(rubric[r.id]) / len(rubric[r.id]) if rubric.get(r.id) else None,
+                "rubric": rubric.get(r.id),
                 "verifiers": sum(results.values()) / len(results) if results else None,
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Input, RichLog, Static, TabbedCon
 from textual.worker import Worker, WorkerState
 
 from selfalign import heldout
+from selfalign import metrics as metrics_mod
 from selfalign.runs import RunFolder
 from selfalign.tui.feed import KEEP_RESPONSES, Feed, FeedClosed, PairView, ResponseView, Snapshot, matches, word_diff
 from selfalign.tui.screens import QuitScreen, ResponseScreen, SearchScreen
@@ -41,12 +42,7 @@ POLL_S = 0.5
 LIVE_ROWS = 300
 TABS = ["live", "judgements", "pairs", "training", "rounds", "log"]
 TAB_FOCUS = {"live": "#live-table", "judgements": "#judgement-table", "pairs": "#pair-table", "log": "#log-view"}
-ROUND_METRICS = [("eval/csr_prompt", "CSR (prompt)"), ("eval/csr_instruction", "CSR (instruction)"),
-                 ("eval/win_rate", "win rate vs r0"), ("eval/length_mean", "length (tokens)"),
-                 ("eval/distinct2", "distinct-2"), ("eval/truncated_rate", "truncated"),
-                 ("pairs/count", "pairs"), ("train/loss_last", "final loss"), ("judge/score_mean", "judge score"),
-                 ("judge/position_bias", "position bias"), ("judge/likelihood_verifier_agreement",
-                                                            "lik./verifier agree")]
+ROUND_METRICS = metrics_mod.labelled(metrics_mod.ROUNDS_TABLE, short=True)
 LEVEL_STYLE = {"error": "bold red", "warning": "yellow", "info": ""}
 ACTION_WORDS = {"pause": "pause", "resume": "resume", "stop": "stop now", "stop_after_stage": "stop after stage"}
 
@@ -183,6 +179,8 @@ class RunApp(App):
 
     def on_feed_updated(self, message: FeedUpdated) -> None:
         self.polling = False
+        if not self.query("#controls"):  # a poll that finished while the app was closing: nothing to draw
+            return
         self.polls += 1
         snap = message.snapshot
         self.snapshot, self.state = snap, snap.state

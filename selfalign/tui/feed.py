@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from selfalign import config as config_mod
 from selfalign import runs, scoring, verifiers
 from selfalign import status as run_status
 from selfalign.store import Store, open_store
@@ -109,6 +110,7 @@ class Feed:
         self.views: dict[int, ResponseView] = {}
         self.cursor: dict[str, int] = {}
         self.train_cursor: dict[int, int] = {}
+        self.config = config_mod.Watched(folder.config_path)  # parsed again only when the file changes
 
     def _open(self) -> Store:
         if self.closed:
@@ -146,7 +148,7 @@ class Feed:
         self._read_responses(store, changed)
         self._read_judgements(store, changed)
         self._read_verifications(store, changed)
-        state = run_status.run_status(self.folder, store, activity=False)
+        state = run_status.run_status(self.folder, store, activity=False, config=self.config)
         rounds = store.rounds()
         stages = store.stages(rounds[-1].k) if rounds else []
         steps = []

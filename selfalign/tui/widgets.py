@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import Static
 
+from selfalign import metrics as metrics_mod
 from selfalign.stages import STAGES
 from selfalign.tui.feed import smooth
 
@@ -192,15 +193,15 @@ def health_lines(metrics: dict[int, dict[str, float | None]]) -> Group:
         warnings = []
         if m.get("judge/collapse"):
             warnings.append(("score collapse", "bold red"))
-        if (m.get("judge/position_bias") or 0) > 0.5:
+        if metrics_mod.position_biased(m):
             warnings.append((f"position bias {m['judge/position_bias']:.2f}", "bold red"))
-        if (m.get("judge/parse_fail_rate") or 0) > 0.3:
+        if metrics_mod.parse_failing(m):
             warnings.append((f"parse failures {m['judge/parse_fail_rate']:.0%}", "bold yellow"))
         if m.get("judge/hacking_rate"):
             warnings.append((f"hacking flags {m['judge/hacking_rate']:.0%}", "bold magenta"))
-        agreement = m.get("judge/likelihood_verifier_agreement")
-        if agreement is not None and agreement < 0.5:
-            warnings.append((f"likelihood/verifier agreement {agreement:.2f}", "yellow"))
+        if metrics_mod.disagrees(m, "judge/likelihood_verifier_agreement"):
+            warnings.append((f"likelihood/verifier agreement {m['judge/likelihood_verifier_agreement']:.2f}",
+                             "yellow"))
         line = Text(f"round {k}: ")
         if not warnings:
             line.append("healthy", style="green")

@@ -1,0 +1,64 @@
+"""Metric names, how every view labels them, and the judge-health thresholds: one table for all.
+
+Names are stored with slashes (`eval/csr_prompt`). `compare`, the UI's rounds table and `selfalign
+status` each show a list of names from here, with the long label (compare) or the short one (the UI).
+The judge stage warns, the UI colours and the controller repairs at the same thresholds.
+"""
+
+from __future__ import annotations
+
+# name -> (long label, short label for narrow tables)
+LABELS: dict[str, tuple[str, str]] = {
+    "eval/csr_prompt": ("held-out CSR (prompt)", "CSR (prompt)"),
+    "eval/csr_prompt_low": ("  95 % interval, low", "CSR low"),
+    "eval/csr_prompt_high": ("  95 % interval, high", "CSR high"),
+    "eval/csr_instruction": ("held-out CSR (instruction)", "CSR (instruction)"),
+    "eval/degenerate_rate": ("degenerate (looping or empty) answers", "degenerate"),
+    "eval/win_rate": ("win rate over round 0", "win rate vs r0"),
+    "eval/win_rate_decided": ("win-rate comparisons decided (both orders agree)", "win rate decided"),
+    "eval/length_mean": ("mean length (tokens)", "length (tokens)"),
+    "eval/distinct2": ("distinct-2", "distinct-2"),
+    "eval/truncated_rate": ("truncated answers", "truncated"),
+    "judge/score_mean": ("judge score mean", "judge score"),
+    "judge/position_bias": ("judge position bias", "position bias"),
+    "judge/collapse": ("judge score collapse", "collapse"),
+    "judge/likelihood_verifier_agreement": ("likelihood/verifier agreement", "lik./verifier agree"),
+    "pairs/weight_likelihood": ("likelihood weight after agreement", "lik. weight"),
+    "pairs/count": ("pairs built", "pairs"),
+    "train/loss_last": ("final training loss", "final loss"),
+}
+
+COMPARE = ("eval/csr_prompt", "eval/csr_prompt_low", "eval/csr_prompt_high", "eval/csr_instruction",
+           "eval/degenerate_rate", "eval/win_rate", "eval/win_rate_decided", "eval/length_mean", "eval/distinct2",
+           "judge/score_mean", "judge/position_bias", "judge/collapse", "judge/likelihood_verifier_agreement",
+           "pairs/weight_likelihood", "pairs/count", "train/loss_last")
+ROUNDS_TABLE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "eval/distinct2",
+                "eval/truncated_rate", "pairs/count", "train/loss_last", "judge/score_mean", "judge/position_bias",
+                "judge/likelihood_verifier_agreement")
+HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "pairs/count")
+
+
+def labelled(names, short: bool = False) -> list[tuple[str, str]]:
+    """(name, label) for each name, in order."""
+    return [(name, LABELS[name][1 if short else 0]) for name in names]
+
+
+# ------------------------------------------------------------------ judge health
+
+POSITION_BIAS_MAX = 0.5  # above: verdicts follow the order more than the answers
+PARSE_FAIL_MAX = 0.3  # above: the judge's replies are too often unreadable
+AGREEMENT_MIN = 0.5  # below: a judge orders responses against the verifiers more often than with them
+
+
+def position_biased(m: dict) -> bool:
+    return (m.get("judge/position_bias") or 0) > POSITION_BIAS_MAX
+
+
+def parse_failing(m: dict) -> bool:
+    return (m.get("judge/parse_fail_rate") or 0) > PARSE_FAIL_MAX
+
+
+def disagrees(m: dict, name: str) -> bool:
+    """Whether an agreement metric (judge/..._verifier_agreement) is measured and below AGREEMENT_MIN."""
+    value = m.get(name)
+    return value is not None and value < AGREEMENT_MIN

@@ -1,4 +1,4 @@
-"""Configuration: dataclasses with a help string per field, TOML load and save, validation.
+"""Configuration: TOML load and save, validation, and the sections of config_sections.py re-exported.
 
 One `Config` serves the headless loop, the TUI and every command. The defaults are the
 embedded demo (SmolLM2-135M on 2 CPU cores): one round must finish in minutes.
@@ -14,282 +14,33 @@ import math
 import re
 import sys
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfalign.config_sections import (  # noqa: F401 (re-exported: config.TrainSection and so on)
+    PAIR_LOSSES,
+    RECIPE_DEFAULTS,
+    RECIPES,
+    SECTIONS,
+    Config,
+    ControllerSection,
+    EvalSection,
+    GenerateSection,
+    InstructSection,
+    JudgeSection,
+    ModelSection,
+    PairsSection,
+    ReportSection,
+    RunSection,
+    TrainSection,
+    opt,
+)
 from selfalign.errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
-
-RECIPES = ("self-reward", "isheep", "cyclealign")
-PAIR_LOSSES = ("dpo", "ipo", "ln-dpo", "rrhf")
-
-
-def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-        max: float | None = None, min_exclusive: bool = False) -> Any:
-    """A config field: its default, one line of help, and what values are allowed."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass
-class RunSection:
-    recipe: str = opt("self-reward", "method: self-reward (DPO on judged samples), isheep (SFT on "
-                      "self-filtered answers) or cyclealign (black-box and white-box rankings agree)",
-                      choices=RECIPES)
-    prompting: str = opt("chat", "chat: the tokenizer's chat template; urial: in-context examples "
-                         "for base models without one", choices=("chat", "urial"))
-    rounds: int = opt(3, "rounds to run before the loop stops", min=1)
-    seed: int = opt(0, "seed for sampling, shuffling and LoRA initialisation", min=0)
-    device: str = opt("auto", "where the policy runs: auto picks cuda, then mps, then cpu",
-                      choices=("auto", "cpu", "cuda", "mps"))
-    note: str = opt("", "free text: why this run exists (shown by compare and status)")
-
-
-@dataclass
-class ModelSection:
-    name: str = opt("smollm2-135m", "registry name (see `selfalign models list`), Hugging Face id "
-                    "(org/name) or local folder")
-    dtype: str = opt("auto", "weights dtype: auto is float32 on CPU (bf16 is emulated there and "
-                     "slow) and bfloat16 on CUDA", choices=("auto", "float32", "bfloat16", "float16"))
-    max_context: int = opt(2048, "tokens of prompt plus response the policy may see", min=128)
-
-
-@dataclass
-class InstructSection:
-    prompts_per_round: int = opt(240, "new training prompts the policy writes each round (I-SHEEP); hundreds per "
-                                  "round are what moved the embedded model (docs/gain.md)", min=0)
-    seed_prompts_per_round: int = opt(16, "seed tasks also trained on each round, each used once", min=0)
-    seed_file: str = opt("seed_tasks.jsonl", "seed instructions, in prompts/ or a path")
-    template: str = opt("self_instruct.txt", "self-instruct prompt template, in prompts/ or a path")
-    demos: int = opt(3, "seed demonstrations shown per synthesis request", min=1, max=10)
-    temperature: float = opt(1.0, "sampling temperature when writing instructions", min=0.0)
-    top_p: float = opt(0.95, "nucleus sampling when writing instructions", min=0.0, max=1.0,
-                       min_exclusive=True)
-    max_new_tokens: int = opt(96, "token budget for one written instruction", min=8)
-    rouge_threshold: float = opt(0.7, "drop a new instruction whose ROUGE-L against any earlier "
-                                 "one exceeds this", min=0.0, max=1.0)
-    min_words: int = opt(4, "drop instructions shorter than this", min=1)
-    max_words: int = opt(150, "drop instructions longer than this", min=1)
-    constraint_share: float = opt(1.0, "share of prompts that get verifiable constraints (ACT); a prompt without "
-                                  "one has no exact signal, so on a small model it builds no pair",
-                                  min=0.0, max=1.0)
-    max_constraints: int = opt(3, "at most this many constraints on one prompt", min=0, max=6)
-
-
-@dataclass
-class GenerateSection:
-    engine: str = opt("auto", "auto: vllm when importable with CUDA, else transformers; http: an "
-                      "OpenAI-compatible server", choices=("auto", "transformers", "vllm", "http"))
-    tensor_parallel_size: int = opt(1, "vllm: GPUs one model is split over", min=1)
-    gpu_memory_utilization: float = opt(0.6, "vllm: share of GPU memory it may take (the trainer needs the rest "
-                                        "while vLLM sleeps)", min=0.05, max=0.99)
-    http_url: str = opt("", "http: base URL of the server that serves the policy, e.g. http://127.0.0.1:8000/v1")
-    http_model: str = opt("", "http: the model name the server knows the base policy by")
-    http_key_env: str = opt("OPENAI_API_KEY", "http: environment variable holding the API key (never stored)")
-    http_load_adapters: bool = opt(True, "http: load each round's adapter into the server at runtime (vLLM "
-                                   "with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)")
-    samples_per_prompt: int = opt(4, "responses sampled per prompt (K)", min=1, max=64)
-    temperature: float = opt(0.7, "sampling temperature", min=0.0)
-    top_p: float = opt(0.9, "nucleus sampling", min=0.0, max=1.0, min_exclusive=True)
-    max_new_tokens: int = opt(192, "token budget for one response (at 128, 62 % of the embedded model's "
-                               "answers were cut off, so ending and length constraints could never be met)", min=1)
-    batch_size: int = opt(128, "sequences decoded together (on 2 CPU cores larger batches pay; a stop "
-                          "request waits for the current batch)", min=1)
-    stop: list[str] = opt([], "extra stop strings (URIAL adds its own)")
-    urial_template: str = opt("urial.txt", "in-context template used when run.prompting = urial")
-
-
-@dataclass
-class JudgeSection:
-    rubric: str = opt("none", "self-judge prompt: additive5 (Self-Rewarding, 'Score: N'), isheep (two 1-10 "
-                      "scales) or none (the default: a 135M judge is noise and cost half a round; turn it on "
-                      "for larger policies)", choices=("additive5", "isheep", "none"))
-    samples: int = opt(1, "judge samples averaged per response", min=1, max=8)
-    temperature: float = opt(0.0, "judge sampling temperature (0 is greedy)", min=0.0)
-    max_new_tokens: int = opt(48, "token budget for one judgement", min=4)
-    rubric_prompt: str = opt("", "a file replacing prompts/judge_additive5.txt (a bare name is looked up in the "
-                             "run's prompts/ first); the controller's rubric rewrite sets it")
-    weight_rubric: float = opt(0.25, "weight of the rubric self-judge in the combined score (a 135M "
-                               "judge mostly gives every answer the same score)", min=0.0)
-    weight_verifiers: float = opt(1.0, "weight of the constraint satisfaction rate", min=0.0)
-    weight_likelihood: float = opt(0.5, "weight of the policy's length-normalised log-likelihood rank",
-                                   min=0.0)
-    weight_blackbox: float = opt(0.0, "weight of the black-box model's ranking", min=0.0)
-    weigh_by_agreement: bool = opt(True, "scale each weight but the verifiers' by how far above chance that signal "
-                                   "orders the round's answers as the verifiers do (a coin gets weight 0)")
-    blackbox_url: str = opt("", "base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    blackbox_model: str = opt("", "model name sent to the black-box server")
-    blackbox_key_env: str = opt("OPENAI_API_KEY", "environment variable holding the black-box key "
-                                "(the key itself is never stored)")
-    blackbox_timeout_s: float = opt(60.0, "seconds before one black-box request is retried", min=1.0)
-    blackbox_concurrency: int = opt(4, "black-box requests in flight at once", min=1)
-    blackbox_retries: int = opt(3, "retries (with exponential backoff) for timeouts, 429 and 5xx", min=0)
-    demos: int = opt(2, "CycleAlign: agreed examples shown to the black-box judge", min=0, max=8)
-    position_bias_pairs: int = opt(16, "response pairs judged in both orders to measure position bias",
-                                   min=0)
-
-
-@dataclass
-class PairsSection:
-    rule: str = opt("best-vs-worst", "best-vs-worst: one DPO pair per prompt; ranked: the full "
-                    "order (RRHF); sft: keep answers scoring at least sft_min_score",
-                    choices=("best-vs-worst", "ranked", "sft"))
-    min_margin: float = opt(0.05, "drop pairs whose combined scores differ by less (ties)", min=0.0)
-    max_pairs_per_prompt: int = opt(1, "best-vs-worst: pairs per prompt (best/worst, second/second-worst...)",
-                                    min=1)
-    quality_gate: bool = opt(True, "a response cut off by the token budget or looping scores below every clean one: "
-                             "it may be rejected, never chosen (verifiers alone cannot see a loop)")
-    repair: bool = opt(True, "when no answer to a constrained prompt meets all its constraints, edit the best one "
-                       "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
-                       "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "
-                       "of form, never new content")
-    prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
-                               "reward verbosity)")
-    sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "
-                               "scales", min=1.0, max=10.0)
-
-
-@dataclass
-class TrainSection:
-    loss: str = opt("dpo", "dpo, ipo, ln-dpo (length-normalised), sft or rrhf",
-                    choices=("dpo", "ipo", "ln-dpo", "sft", "rrhf"))
-    beta: float = opt(0.1, "DPO/IPO temperature: larger keeps the policy nearer the reference",
-                      min=0.0, min_exclusive=True)
-    learning_rate: float = opt(1e-4, "peak AdamW learning rate", min=0.0, min_exclusive=True)
-    epochs: int = opt(2, "passes over the round's pairs", min=1)
-    batch_size: int = opt(8, "pairs per optimizer step (before accumulation)", min=1)
-    grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", min=1)
-    warmup_ratio: float = opt(0.1, "share of steps spent warming up", min=0.0, max=1.0)
-    scheduler: str = opt("cosine", "learning-rate decay after warm-up",
-                         choices=("cosine", "linear", "constant"))
-    sft_weight: float = opt(1.0, "dpo, ipo, ln-dpo: add this times the chosen answer's per-token negative "
-                            "log-likelihood (RPO style), so preference training cannot lower the chosen answer "
-                            "along with the rejected one (and a repaired answer is learned, not only preferred); "
-                            "0 for plain DPO", min=0.0)
-    max_grad_norm: float = opt(1.0, "gradient clipping norm", min=0.0, min_exclusive=True)
-    max_length: int = opt(512, "prompt plus response tokens per training example", min=16)
-    lora_r: int = opt(16, "LoRA rank", min=1)
-    lora_alpha: int = opt(32, "LoRA alpha (scale = alpha / r)", min=1)
-    lora_dropout: float = opt(0.05, "LoRA dropout", min=0.0, max=1.0)
-    lora_targets: list[str] = opt(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                   "down_proj"], "module names that get LoRA adapters")
-    reference: str = opt("base", "DPO reference: base (adapter off) or previous (last round's policy)",
-                         choices=("base", "previous"))
-    init_from: str = opt("previous", "each round trains from the previous adapter or from the base",
-                         choices=("previous", "base"))
-    micro_batch_tokens: int = opt(2048, "most tokens through the model at once (a prompt counts once when packed, "
-                                  "else with each response); a larger batch is split and its gradients summed: "
-                                  "the same step with less activation memory; 0 = no limit", min=0)
-    packing: bool = opt(True, "one row per prompt: the prompt once, then each response, masked so a response "
-                        "sees only the prompt and itself; no padding inside and the prompt computed once (the "
-                        "same log-probs as one row per response)")
-    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass: less memory, about "
-                                       "a third slower")
-    processes: int = opt(1, "data-parallel processes for the train stage, one per GPU; above 1 the stage runs "
-                         "under the launcher below (batch_size is then per process)", min=1)
-    launcher: str = opt("accelerate", "what starts those processes: accelerate (accelerate launch) or torchrun",
-                        choices=("accelerate", "torchrun"))
-    accelerate_config: str = opt("", "an accelerate config file for `accelerate launch --config_file` "
-                                 "(empty: one machine, processes = train.processes)")
-
-
-@dataclass
-class EvalSection:
-    heldout_file: str = opt("heldout.jsonl", "held-out prompts, in prompts/ or a path; never trained on")
-    prompts: int = opt(150, "held-out prompts the loop evaluates each round (the first of the benchmark's fixed "
-                    "shuffled order; `selfalign eval --all` answers all of them)", min=1)
-    max_new_tokens: int = opt(320, "token budget for one held-out response (the embedded model's greedy answers "
-                               "that do not loop end within it)", min=1)
-    temperature: float = opt(0.0, "held-out sampling temperature (0 is greedy)", min=0.0)
-    win_rate: bool = opt(False, "judge round k against round 0 in both orders by the base model (off by default: "
-                      "the embedded model names the first answer every time, so it says nothing)")
-
-
-@dataclass
-class ControllerSection:
-    enabled: bool = opt(True, "after each round, decide what the next round does (all switches below)")
-    score_weight_csr: float = opt(1.0, "held-out score = this x instruction-level CSR + ...", min=0.0)
-    score_weight_win_rate: float = opt(0.5, "... + this x win rate over round 0 (0.5 for round 0 itself)", min=0.0)
-    gate: bool = opt(True, "reject a round whose held-out score drops below the best by more than the tolerance; "
-                     "the next round starts from the best adapter")
-    tolerance: float = opt(0.05, "how far below the best held-out score a round may fall and still be kept (the "
-                           "95 % interval of 150 held-out prompts is about +-0.05 wide)",
-                           min=0.0)
-    lr_backoff: float = opt(0.5, "after a rejected round, multiply the learning rate by this", min=0.0,
-                            min_exclusive=True, max=1.0)
-    beta_boost: float = opt(2.0, "after a rejected round, multiply DPO beta by this", min=1.0)
-    curriculum: bool = opt(True, "constraint types the policy satisfies least get more of the next round's "
-                           "prompts")
-    curriculum_floor: float = opt(0.5, "least weight a constraint type keeps (1.0 = uniform); none disappears",
-                                  min=0.05, max=1.0)
-    curriculum_ceiling: float = opt(3.0, "most weight a constraint type gets", min=1.0)
-    repair_judge: bool = opt(True, "when the rubric self-judge is unhealthy (collapse, position bias, low "
-                             "verifier agreement), switch it off and lean on verifiers and likelihood")
-    rewrite_rubric: bool = opt(False, "before switching an unhealthy additive5 rubric off, let the policy rewrite "
-                               "its criteria; the rewrite is kept only if it agrees with the verifiers more "
-                               "often on held-aside responses")
-    rewrite_sample: int = opt(24, "held-aside responses the old and the rewritten rubric both score", min=4)
-    patience: int = opt(2, "stop when the best held-out score has not improved for this many rounds (0: never)",
-                        min=0)
-    max_hours: float = opt(0.0, "stop once the run has spent this many hours in rounds (0: no budget)", min=0.0)
-
-
-@dataclass
-class ReportSection:
-    to: list[str] = opt([], "mirror every train step and round metric into these, like TRL's report_to: tensorboard "
-                        "(event files in the run folder; pip install 'selfalign[report]'), wandb (a W&B run; "
-                        "WANDB_MODE=offline works without a network); the database stays the source of truth",
-                        choices=("tensorboard", "wandb"))
-    tensorboard_dir: str = opt("", "where TensorBoard event files go (empty: tensorboard/ in the run folder)")
-    wandb_project: str = opt("selfalign", "the W&B project runs are logged to")
-    wandb_entity: str = opt("", "the W&B entity (team or user); empty: your default")
-
-
-SECTIONS: dict[str, type] = {
-    "run": RunSection, "model": ModelSection, "instruct": InstructSection,
-    "generate": GenerateSection, "judge": JudgeSection, "pairs": PairsSection,
-    "train": TrainSection, "eval": EvalSection, "controller": ControllerSection, "report": ReportSection,
-}
-
-# What each recipe changes from the field defaults (the user's file and --set still win).
-RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "self-reward": {},
-    "isheep": {"generate.samples_per_prompt": 1, "judge.rubric": "isheep", "pairs.rule": "sft",
-               "train.loss": "sft", "train.init_from": "base", "train.learning_rate": 1e-4},
-    # CycleAlign as published: its pseudo-labels come from the two rankings only, no repaired answers
-    "cyclealign": {"pairs.repair": False, "judge.rubric": "none", "judge.weight_rubric": 0.0,
-                   "judge.weight_blackbox": 1.0,
-                   "judge.weight_likelihood": 1.0, "pairs.rule": "ranked", "train.loss": "rrhf"},
-}
-
-
-@dataclass
-class Config:
-    run: RunSection = field(default_factory=RunSection)
-    model: ModelSection = field(default_factory=ModelSection)
-    instruct: InstructSection = field(default_factory=InstructSection)
-    generate: GenerateSection = field(default_factory=GenerateSection)
-    judge: JudgeSection = field(default_factory=JudgeSection)
-    pairs: PairsSection = field(default_factory=PairsSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    eval: EvalSection = field(default_factory=EvalSection)
-    controller: ControllerSection = field(default_factory=ControllerSection)
-    report: ReportSection = field(default_factory=ReportSection)
-
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
-
-    def get(self, dotted: str) -> Any:
-        section, key = dotted.split(".", 1)
-        return getattr(getattr(self, section), key)
-
 
 # ---------------------------------------------------------------- building and validation
 

@@ -41,3 +41,10 @@ def test_stages_import_no_other_stage():
     for stem in stages:
         others = {f"selfalign.stages.{s}" for s in stages - {stem}}
         assert not imported_modules(PACKAGE / "stages" / f"{stem}.py") & others, f"stages/{stem}.py imports a stage"
+
+
+def test_no_module_is_over_400_lines():
+    """Small modules: a file past 400 lines holds more than one room's worth."""
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, long

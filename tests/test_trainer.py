@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from selfalign import config, models
-from selfalign.training.trainer import Example, StopTraining, TrainJob, response_logps, train
+from selfalign.training.logps import response_logps
+from selfalign.training.trainer import Example, StopTraining, TrainJob, train
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +233,7 @@ def test_packed_rows_give_the_same_log_probs_and_gradients(tiny_model_dir, atten
 
 
 def test_packed_rows_take_fewer_positions():
-    from selfalign.training.trainer import _rows
+    from selfalign.training.logps import _rows
 
     rows = _rows([([1, 2, 3], [4, 5]), ([1, 2, 3], [6]), ([7], [8])], max_length=64, packed=True)
     assert [r.tokens for r in rows] == [[1, 2, 3, 4, 5, 6], [7, 8]]

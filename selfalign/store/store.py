@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
-from selfalign.errors import StoreError
+from selfalign.store.polling import PollingReads
 from selfalign.store.rows import (
     BOOL_COLUMNS,
     JSON_COLUMNS,
@@ -58,57 +58,7 @@ def prompt_hash(text: str, split: str) -> str:
     return hashlib.sha256(f"{split}\x00{normal}".encode()).hexdigest()
 
 
-def open_store(path: str | Path, *, create: bool = False) -> Store:
-    """Open a run database, checking it is ours and not from a newer selfalign.
-
-    With `create`, a missing file is made and migrated; otherwise it must exist.
-    """
-    path = Path(path)
-    if not path.exists() and not create:
-        raise StoreError(f"no database at {path}; create the run with `selfalign init NAME`")
-    # No Python open() of the file to check its header: closing any descriptor of a database file drops
-    # every POSIX lock this process holds on it, including the WAL lock of a connection already open here
-    # (the loop's, while its heartbeat thread opens a second one); another process closing its connection
-    # then believes it is the last one and deletes the WAL under the writer, which hides every later write
-    # from readers until the writer exits. SQLite itself reports a non-database file below.
-    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        db = sqlite_utils.Database(conn, execute_plugins=False)
-        if _check_ours(db, path):  # only a database that lacks a migration takes the write lock here:
-            migrations.apply(db)   # readers polling a busy run (the UI, status, scripts) must not starve its writer
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        if "not a database" in str(exc):
-            raise StoreError(f"{path} is not a SQLite database; move it away or pick another run folder") from None
-        raise StoreError(f"{path} cannot be read as a SQLite database ({exc}); "
-                         "restore it from a copy or pick another run folder") from None
-    except BaseException:
-        conn.close()
-        raise
-    return Store(db, path)
-
-
-def _check_ours(db: sqlite_utils.Database, path: Path) -> bool:
-    """Refuse foreign and newer databases; True when some of our migrations are still to apply."""
-    tables = set(db.table_names())
-    known = {m.name for m in migrations._migrations}
-    applied = {m.name for m in migrations.applied(db)}
-    if tables and not applied:
-        raise StoreError(f"{path} is not a selfalign database (it has tables {', '.join(sorted(tables)[:4])}); "
-                         "point at a run folder made by `selfalign init`")
-    newer = applied - known
-    if newer:
-        raise StoreError(f"{path} was written by a newer selfalign (schema {max(newer)}); "
-                         "upgrade selfalign with `pip install -U selfalign`")
-    return bool(known - applied)
-
-
-class Store:
+class Store(PollingReads):
     def __init__(self, db: sqlite_utils.Database, path: Path):
         self.db = db
         self.path = path
@@ -414,72 +364,6 @@ class Store:
     def overrides(self) -> dict[int, str]:
         return {o.round: o.action for o in self._fetch(Override, "SELECT * FROM overrides ORDER BY id")}
 
-    # ------------------------------------------------------------ incremental reads (the TUI polls these)
-
-    def max_id(self, table: str) -> int:
-        assert table in ("responses", "judgements", "verifications", "pairs", "events"), table
-        return self.db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
-
-    def responses_since(self, after_id: int, limit: int) -> list[Response]:
-        return self._fetch(Response, "SELECT * FROM responses WHERE id > ? ORDER BY id LIMIT ?", [after_id, limit])
-
-    def judgements_since(self, after_id: int, min_response_id: int = 0, limit: int = 10_000) -> list[Judgement]:
-        return self._fetch(Judgement, "SELECT * FROM judgements WHERE id > ? AND response_id >= ? ORDER BY id "
-                           "LIMIT ?", [after_id, min_response_id, limit])
-
-    def verifications_since(self, after_id: int, min_response_id: int = 0,
-                            limit: int = 10_000) -> list[Verification]:
-        return self._fetch(Verification, "SELECT * FROM verifications WHERE id > ? AND response_id >= ? "
-                           "ORDER BY id LIMIT ?", [after_id, min_response_id, limit])
-
-    def pairs_since(self, after_id: int, limit: int) -> list[Pair]:
-        return self._fetch(Pair, "SELECT * FROM pairs WHERE id > ? ORDER BY id LIMIT ?", [after_id, limit])
-
-    def response(self, response_id: int) -> Response | None:
-        rows = self._fetch(Response, "SELECT * FROM responses WHERE id = ?", [response_id])
-        return rows[0] if rows else None
-
-    def prompts_by_id(self, ids: Iterable[int]) -> dict[int, Prompt]:
-        return self._by_id(Prompt, "prompts", ids)
-
-    def responses_by_id(self, ids: Iterable[int]) -> dict[int, Response]:
-        return self._by_id(Response, "responses", ids)
-
-    def _by_id(self, cls: type[T], table: str, ids: Iterable[int]) -> dict[int, T]:
-        ids = sorted(set(ids))
-        out: dict[int, T] = {}
-        for start in range(0, len(ids), 500):  # SQLite's parameter limit
-            chunk = ids[start:start + 500]
-            for row in self._fetch(cls, f"SELECT * FROM {table} WHERE id IN ({', '.join('?' for _ in chunk)})",
-                                   chunk):
-                out[row.id] = row
-        return out
-
-    def heldout_answers(self, round: int) -> list[tuple[Prompt, Response]]:
-        """Round k's answers to the run's held-out prompts (the evaluate stage's), in prompt order."""
-        rows = self._fetch(Response, "SELECT r.* FROM responses r JOIN prompts p ON p.id = r.prompt_id "
-                           "WHERE p.split = 'heldout' AND p.source = 'heldout' AND r.round = ? "
-                           "ORDER BY r.prompt_id, r.sample_index", [round])
-        prompts = self.prompts_by_id(r.prompt_id for r in rows)
-        seen, out = set(), []
-        for r in rows:  # one answer per prompt (the evaluate stage samples one)
-            if r.prompt_id not in seen:
-                seen.add(r.prompt_id)
-                out.append((prompts[r.prompt_id], r))
-        return out
-
-    # ------------------------------------------------------------ search
-
-    def search_responses(self, query: str, limit: int = 200) -> list[Response]:
-        """Full-text search over response texts, best match first; words are matched as given, so
-        FTS syntax characters in a user's query cannot make it fail."""
-        words = [w.replace('"', '""') for w in query.split()]
-        if not words:
-            return []
-        match = " ".join(f'"{w}"' for w in words)
-        return self._fetch(Response, "SELECT r.* FROM responses_fts f JOIN responses r ON r.id = f.rowid "
-                           "WHERE responses_fts MATCH ? ORDER BY f.rank LIMIT ?", [match, limit])
-
 
 def _where(filters: dict[str, Any], extra: tuple[str, Any] | None = None) -> tuple[str, list[Any]]:
     """WHERE clause from column=value filters, skipping None; column names come from code, not users."""
@@ -491,4 +375,4 @@ def _where(filters: dict[str, Any], extra: tuple[str, Any] | None = None) -> tup
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
-__all__ = ["Store", "open_store", "now", "prompt_hash", "MIGRATION_SET"]
+__all__ = ["Store", "now", "prompt_hash", "MIGRATION_SET"]

@@ -138,10 +138,11 @@ def serve(ctx, name, model_name, round_k, host, port):
     """Serve a run's policy (or any model) as an OpenAI-compatible endpoint."""
     import dataclasses
 
-    from selfalign import config, runs
+    from selfalign import config, controller, runs
     from selfalign.engines import select
     from selfalign.errors import UsageError
     from selfalign.serve import make_server
+    from selfalign.store import open_store
 
     if not name and not model_name:
         raise UsageError("name a run (selfalign serve RUN) or a model (selfalign serve --model NAME)")
@@ -150,7 +151,9 @@ def serve(ctx, name, model_name, round_k, host, port):
     if name:
         folder = runs.locate(name, ctx.obj["runs_dir"])
         cfg = config.load(folder.config_path)
-        adapter = folder.adapter_of(folder.policy_round(round_k))
+        with open_store(folder.db_path) as store:
+            preferred = controller.best_kept_round(cfg, store, folder.adapter_rounds())
+        adapter = folder.adapter_of(folder.policy_round(round_k, preferred))
     # the run's model and engine settings; --model names another model
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=model_name or cfg.model.name))
     engine, _ = select.make(cfg)

@@ -71,6 +71,16 @@ def best_round(scores: dict[int, float | None], kept: list[int]) -> int | None:
     return max(candidates)[1] if candidates else None
 
 
+def best_kept_round(cfg: config_mod.Config, store, adapters: list[int]) -> int | None:
+    """With the controller's decisions: the kept round with an adapter and the best held-out score (None
+    without decisions). What export, eval and serve use when no round is named."""
+    decisions = store.decisions()
+    if not decisions:
+        return None
+    kept, _ = kept_rounds(decisions, store.overrides(), [r.k for r in store.rounds()])
+    return best_round(heldout_scores(store.metrics(), cfg), [k for k in kept if k in adapters])
+
+
 def plan(cfg: config_mod.Config, decisions: list[Decision], user: dict[int, str], finished: list[int],
          scores: dict[int, float | None], adapter_rounds: list[int]) -> Plan:
     kept, rejected = kept_rounds(decisions, user, finished)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from selfalign import config as config_mod
+from selfalign import controller
 from selfalign.engines import select
 from selfalign.errors import UsageError
 from selfalign.runs import RunFolder
@@ -36,9 +37,9 @@ def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | No
 
     with folder.lock():
         cfg = config_mod.load(folder.config_path)
-        k = folder.policy_round(round_k)
-        rounds = [k] + ([folder.policy_round(against)] if against is not None and against != k else [])
         with open_store(folder.db_path) as store:
+            k = folder.policy_round(round_k, controller.best_kept_round(cfg, store, folder.adapter_rounds()))
+            rounds = [k] + ([folder.policy_round(against)] if against is not None and against != k else [])
             if k and not store.round(0):
                 raise UsageError(f"{folder.name} has no round 0 baseline yet; run `selfalign run {folder.name}` first")
             engine, _ = engine_factory(cfg)

@@ -8,21 +8,10 @@ import shutil
 from pathlib import Path
 
 from selfalign import config as config_mod
-from selfalign import verifiers
+from selfalign import controller, verifiers
 from selfalign.errors import UsageError
 from selfalign.runs import RunFolder
 from selfalign.store import open_store
-
-
-def _best_kept(cfg, store, adapters: list[int]) -> int | None:
-    """With the controller's decisions: the kept round with an adapter and the best held-out score."""
-    from selfalign import controller
-
-    decisions = store.decisions()
-    if not decisions:
-        return None
-    kept, _ = controller.kept_rounds(decisions, store.overrides(), [r.k for r in store.rounds()])
-    return controller.best_round(controller.heldout_scores(store.metrics(), cfg), [k for k in kept if k in adapters])
 
 
 def export_round(folder: RunFolder, round_k: int | None, out: str | None = None, merged: bool = False) -> Path:
@@ -31,7 +20,7 @@ def export_round(folder: RunFolder, round_k: int | None, out: str | None = None,
     with open_store(folder.db_path) as store:
         rounds_with_pairs = sorted({k for k in range(1, (store.rounds()[-1].k if store.rounds() else 0) + 1)
                                     if store.pairs(k)})
-        k = round_k if round_k is not None else _best_kept(cfg, store, adapters)
+        k = round_k if round_k is not None else controller.best_kept_round(cfg, store, adapters)
         if k is None:
             k = adapters[-1] if adapters else (rounds_with_pairs or [None])[-1]
         if k is None:

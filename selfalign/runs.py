@@ -77,12 +77,13 @@ class RunFolder:
         """How responses record the policy that sampled them: 'base' or the adapter's path in the run."""
         return f"rounds/{k}/adapter" if k else "base"
 
-    def policy_round(self, k: int | None) -> int:
-        """The round whose policy a command uses (eval, serve): k, or the newest adapter when k is None;
-        0 is the base model. A round without an adapter is an error that lists the ones there are."""
+    def policy_round(self, k: int | None, preferred: int | None = None) -> int:
+        """The round whose policy a command uses (eval, serve): k; when k is None, `preferred` (the
+        controller's best kept round) or else the newest adapter; 0 is the base model. A round without an
+        adapter is an error that lists the ones there are."""
         adapters = self.adapter_rounds()
         if k is None:
-            return adapters[-1] if adapters else 0
+            return preferred if preferred is not None else (adapters[-1] if adapters else 0)
         if k and k not in adapters:
             raise UsageError(f"round {k} of {self.name} has no adapter; rounds with adapters: {adapters or 'none'}")
         return k

@@ -133,6 +133,10 @@ class PairsSection:
                        "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
                        "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "
                        "of form, never new content")
+    rejected: str = opt("worst", "best-vs-worst: which answer is rejected. worst: the lowest-scoring one (often an "
+                        "answer cut off by the token budget, so pairs also teach brevity); finished: the "
+                        "lowest-scoring answer that finished cleanly, when one is at least min_margin below the "
+                        "chosen, else the worst", choices=("worst", "finished"))
     prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
                                "reward verbosity)")
     sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "

@@ -20,6 +20,22 @@ def test_best_vs_worst_with_margin_and_several_pairs():
                                                                                  False, 1)[0]]
 
 
+def test_finished_rejects_the_worst_clean_answer_not_the_cut_off_one():
+    s = scores((1, 0.9, 40), (2, 0.5, 60), (3, 0.4, 50), (4, 0.3, 192))
+    s[4]["gated"] = True
+    s[4]["combined"] -= 2.0  # what the quality gate does to a cut-off answer
+    (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished")
+    assert (pair.chosen_id, pair.rejected_id, round(pair.margin, 6)) == (1, 3, 0.5)
+    assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1)[0].rejected_id == 4  # the default keeps the worst
+    # a second pair: no clean answer is left below the second best, so it falls back to the cut-off one
+    two = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 2, "finished")
+    assert [(p.chosen_id, p.rejected_id) for p in two] == [(1, 3), (2, 4)]
+    # no clean answer far enough below the chosen: fall back to the worst (a loop is still worth rejecting)
+    s[3]["combined"] = s[2]["combined"] = 0.88
+    (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished")
+    assert pair.rejected_id == 4
+
+
 def test_ties_are_dropped_unless_shorter_breaks_them():
     s = scores((1, 0.5, 40), (2, 0.5, 12), (3, 0.5, 25))
     assert best_vs_worst(1, 1, [1, 2, 3], s, 0.05, False, 1) == []

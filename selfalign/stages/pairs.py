@@ -173,7 +173,7 @@ def run(ctx: StageContext) -> None:
             pairs += ranked_pairs(k, pid, ids, scores, cfg.pairs.min_margin, cfg.pairs.prefer_shorter)
         else:
             pairs += best_vs_worst(k, pid, ids, scores, cfg.pairs.min_margin, cfg.pairs.prefer_shorter,
-                                   cfg.pairs.max_pairs_per_prompt)
+                                   cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected)
     with store.transaction():
         store.clear_pairs(k)
         for pair in pairs:
@@ -212,18 +212,32 @@ def _brief(s: dict) -> dict:
             "tokens": s["tokens"], **({"gated": True} if s["gated"] else {})}
 
 
-def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs) -> list[NewPair]:
+def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, rejected="worst") -> list[NewPair]:
+    """The n-th best answer against the n-th worst. rejected='finished' takes the rejected answer from the
+    answers that finished cleanly (not cut off, not looping) when one of them is at least min_margin below
+    the chosen, and falls back to the worst answer otherwise: a cut-off answer is usually also the longest,
+    so always rejecting it teaches "say less" as much as "meet the constraint" (docs/gain.md)."""
     ranked = [rid for rid in _ranked(ids, scores, prefer_shorter) if scores[rid]["combined"] is not None]
-    pairs = []
+    pairs, used = [], set()
     for n in range(min(max_pairs, len(ranked) // 2)):
-        chosen, rejected = ranked[n], ranked[-1 - n]
-        margin = scores[chosen]["combined"] - scores[rejected]["combined"]
+        chosen = ranked[n]
+        if chosen in used:
+            continue  # an earlier pair rejected it
+        if rejected == "finished":
+            below = [rid for rid in reversed(ranked[n + 1:]) if rid not in used]
+            clean = [rid for rid in below if not scores[rid]["gated"]
+                     and scores[chosen]["combined"] - scores[rid]["combined"] >= max(min_margin, TIE)]
+            worse = clean[0] if clean else below[0]
+        else:
+            worse = ranked[-1 - n]
+        used.add(worse)
+        margin = scores[chosen]["combined"] - scores[worse]["combined"]
         tied = margin <= TIE
-        if tied and not (prefer_shorter and scores[chosen]["tokens"] < scores[rejected]["tokens"]):
+        if tied and not (prefer_shorter and scores[chosen]["tokens"] < scores[worse]["tokens"]):
             continue  # a true tie carries no preference
         if not tied and margin < min_margin:
             continue
-        pairs.append(_pair(k, pid, chosen, rejected, scores, "best-vs-worst" if not tied else "tie-shorter"))
+        pairs.append(_pair(k, pid, chosen, worse, scores, "best-vs-worst" if not tied else "tie-shorter"))
     return pairs
 
 

@@ -69,6 +69,24 @@ def test_responses_judgements_verifications_pairs(store):
     assert [(p.chosen_id, p.rejected_id) for p in store.pairs(0)] == [(a, b), (b, None)]
 
 
+def test_stage_seconds_count_working_time_across_a_kill_and_an_idle_wait(store):
+    store.start_round(1, None)
+    store.start_stage(1, "instruct", total=10)
+    # an attempt that worked 600 s, reported progress, and was killed (no finish); then the run sat idle
+    store.db.execute("UPDATE stages SET started_at = '2026-01-01T10:00:00.000+00:00' WHERE name = 'instruct'")
+    store.stage_progress(1, "instruct", 4)
+    store.db.execute("UPDATE stages SET seconds = 600 WHERE name = 'instruct'")  # progress at 10:10
+    store.db.execute("UPDATE rounds SET started_at = '2026-01-01T10:00:00.000+00:00'")
+    store.start_stage(1, "instruct")  # resumed months later
+    store.finish_stage(1, "instruct")
+    assert 600 <= store.stage(1, "instruct").seconds < 660
+    store.start_stage(1, "generate")
+    store.finish_stage(1, "generate")
+    store.finish_round(1)
+    stages = sum(s.seconds for s in store.stages(1))
+    assert store.round(1).seconds == pytest.approx(stages)  # not the months from 10:00
+
+
 def test_foreign_keys_are_enforced(store):
     with pytest.raises(sqlite3.IntegrityError):
         _response(store, prompt_id=999)

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -136,8 +136,11 @@ class Store(PollingReads):
         return self.round(k)
 
     def finish_round(self, k: int, status: str = "done") -> None:
-        self._write("UPDATE rounds SET status = ?, finished_at = ?, "
-                    "seconds = (julianday(?) - julianday(started_at)) * 86400 WHERE k = ?",
+        """A round's seconds are its stages' working time (the controller's hour budget reads them), not the
+        span from start to finish, which counts the hours a stopped run waited to be resumed."""
+        self._write("UPDATE rounds SET status = ?, finished_at = ?, seconds = COALESCE("
+                    "(SELECT SUM(seconds) FROM stages WHERE stages.round = rounds.k), "
+                    "(julianday(?) - julianday(started_at)) * 86400) WHERE k = ?",
                     [status, (t := now()), t, k])
 
     def round(self, k: int) -> Round | None:
@@ -148,17 +151,25 @@ class Store(PollingReads):
         return self._fetch(Round, "SELECT * FROM rounds ORDER BY k")
 
     def start_stage(self, k: int, name: str, total: int | None = None) -> Stage:
-        """Begin a stage, or mark a stopped/failed one as running again; finished work is kept."""
+        """Begin a stage, or mark a stopped, failed or killed one as running again; finished work is kept.
+        `seconds` is working time: a restart moves started_at forward by the time already spent, so the span
+        from it goes on from there and the hours a stopped run sat idle are not counted (a stage resumed
+        after a session ended once reported 174 minutes for 9 of work). Progress reports keep `seconds`
+        current, so a killed attempt counts up to its last report."""
+        previous = self.stage(k, name)
+        spent = (previous.seconds or 0.0) if previous else 0.0
+        start = (datetime.now(timezone.utc) - timedelta(seconds=spent)).isoformat(timespec="milliseconds")
         self._write(
             "INSERT INTO stages (round, name, status, total, started_at) VALUES (?, ?, 'running', ?, ?) "
-            "ON CONFLICT (round, name) DO UPDATE SET status = 'running', error = NULL, "
-            "total = COALESCE(excluded.total, total)",
-            [k, name, total, now()])
+            "ON CONFLICT (round, name) DO UPDATE SET status = 'running', error = NULL, finished_at = NULL, "
+            "started_at = excluded.started_at, total = COALESCE(excluded.total, total)",
+            [k, name, total, start])
         return self.stage(k, name)
 
     def stage_progress(self, k: int, name: str, done: int, total: int | None = None) -> None:
-        self._write("UPDATE stages SET done = ?, total = COALESCE(?, total) WHERE round = ? AND name = ?",
-                    [done, total, k, name])
+        self._write("UPDATE stages SET done = ?, total = COALESCE(?, total), "
+                    "seconds = (julianday(?) - julianday(started_at)) * 86400 WHERE round = ? AND name = ?",
+                    [done, total, now(), k, name])
 
     def finish_stage(self, k: int, name: str, status: str = "done", error: str | None = None) -> None:
         self._write("UPDATE stages SET status = ?, error = ?, finished_at = ?, "

@@ -10,6 +10,10 @@ answers, and wall time per stage.
     .venv/bin/python benchmarks/gain.py                       # a new run in a temporary folder
     .venv/bin/python benchmarks/gain.py --run gain-default    # create or resume runs/gain-default
     .venv/bin/python benchmarks/gain.py --run ablation-x --set train.loss=sft --set pairs.rule=sft
+    .venv/bin/python benchmarks/gain.py --run rej-fin --fork default-v3 --at 1:pairs --set pairs.rejected=finished
+
+With --fork the row starts from another run's stored work (`selfalign init --fork`): a change to a late
+stage reuses the source's prompts, samples and round-0 answers instead of making them again.
 
 Everything is resumable: the loop and the evaluations skip what the run already stored, and the
 figures so far are rewritten to RUN/gain.json and RUN/gain.md after every step, so a stopped
@@ -91,6 +95,8 @@ def main() -> None:
                         help="a setting that differs from the default recipe (one change per ablation row)")
     parser.add_argument("--model", default=None, help="model (default: the embedded smollm2-135m)")
     parser.add_argument("--note", default="", help="why this run exists")
+    parser.add_argument("--fork", metavar="RUN", help="start the new run from RUN's stored work (needs --at)")
+    parser.add_argument("--at", metavar="ROUND:STAGE", help="with --fork: where the new run goes on, e.g. 1:pairs")
     parser.add_argument("--skip-loop", action="store_true", help="only evaluate the rounds the run already has")
     args = parser.parse_args()
 
@@ -110,6 +116,8 @@ def main() -> None:
             init += ["--set", item]
         if args.model:
             init += ["--model", args.model]
+        if args.fork or args.at:
+            init += ["--fork", args.fork or "", "--at", args.at or ""]
         selfalign(*init, env=env)
     print(f"run folder: {folder}", file=sys.stderr)
 

@@ -49,12 +49,27 @@ def cli(ctx: click.Context, runs_dir: str | None) -> None:
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE", help="Override one setting.")
 @click.option("--note", default="", help="Why this run exists (shown by compare and status).")
 @click.option("--force", is_flag=True, help="Replace an existing run of that name (deletes its data).")
+@click.option("--fork", "source", default=None, metavar="RUN",
+              help="Start from RUN's stored work (its settings, with --set applied) instead of from nothing.")
+@click.option("--at", default=None, metavar="ROUND:STAGE",
+              help="With --fork: the stage the new run starts at (for example 1:pairs); earlier work is copied.")
 @click.pass_context
-def init(ctx, name, recipe, model_name, config_file, sets, note, force):
-    """Create runs/NAME/ with its resolved config.toml and database."""
+def init(ctx, name, recipe, model_name, config_file, sets, note, force, source, at):
+    """Create runs/NAME/ with its resolved config.toml and database, or fork another run."""
     from selfalign import __version__, config, models, runs
 
     runs.check_name(name)
+    if source or at:
+        from selfalign import fork
+
+        if not (source and at) or recipe or model_name or config_file:
+            raise UsageError("--fork RUN needs --at ROUND:STAGE and takes RUN's recipe, model and settings "
+                             "(change later stages with --set)")
+        folder = fork.fork(runs.locate(source, ctx.obj["runs_dir"]), name, at, sets, root=ctx.obj["runs_dir"],
+                           note=note, force=force, version=__version__)
+        click.echo(f"created run {name} at {folder.path}: a fork of {source} that goes on from {at} (round:stage)")
+        click.echo(f"next: selfalign run {name}")
+        return
     extra = list(sets)
     if model_name:
         extra.insert(0, f"model.name={config.toml_value(model_name)}")

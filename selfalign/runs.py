@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,8 +171,9 @@ def holder_pid(folder: RunFolder) -> int | None:
 
 
 def create(name: str, config_toml: str, *, root: str | Path | None = None, force: bool = False,
-           note: str = "", version: str = "") -> RunFolder:
-    """Make runs/<name>/ with config.toml and a migrated selfalign.db.
+           note: str = "", version: str = "", fill: Callable[[RunFolder], None] | None = None) -> RunFolder:
+    """Make runs/<name>/ with config.toml and a migrated selfalign.db (or, with `fill`, whatever
+    fill(staging folder) writes there besides config.toml: a fork copies another run's database).
 
     The run is built in a hidden sibling folder and renamed into place, so a killed `init`
     never leaves half a run. With `force` an existing run is replaced, but only while no
@@ -193,8 +195,11 @@ def create(name: str, config_toml: str, *, root: str | Path | None = None, force
         (staging.path / "rounds").mkdir()
         staging.logs_dir.mkdir()
         staging.config_path.write_text(config_toml, encoding="utf-8")
-        with open_store(staging.db_path, create=True) as store:
-            store.init_run(name, config_toml, version, note)
+        if fill is not None:
+            fill(staging)
+        else:
+            with open_store(staging.db_path, create=True) as store:
+                store.init_run(name, config_toml, version, note)
         if target.path.exists():
             old_lock = RunLock(target).acquire() if target.path.is_dir() else None
             trash = base / f".{name}.old-{os.getpid()}"

@@ -66,17 +66,19 @@ def render(name: str, settings: list[str], rows: dict[int, dict], seconds: dict[
     lines = [f"## Gain benchmark: {name}", "",
              f"Settings beyond the defaults: {' '.join(settings) or 'none'}", "",
              "| round | prompt-level % [95 % CI] | gain over round 0, points [95 % CI] | instruction-level % "
-             "| gain, points | length | distinct-2 | empty | degenerate | truncated | minutes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| gain, points | length | clean length | distinct-2 | empty | degenerate | truncated | minutes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, row in sorted(rows.items()):
         f, g = row["figures"], row.get("gain") or {}
         minutes = sum(seconds.get(k, {}).values()) / 60
+        clean = "-" if f.get("clean_length_mean") is None else f"{f['clean_length_mean']:.0f}"
         lines.append(f"| {k} | {pct(f['csr_prompt'])} | {pct(g.get('csr_prompt'), True)} | "
                      f"{pct(f['csr_instruction'])} | {pct(g.get('csr_instruction'), True)} | "
-                     f"{f['length_mean']:.0f} | {f['distinct2']:.3f} | {f['empty_share']:.3f} | "
+                     f"{f['length_mean']:.0f} | {clean} | {f['distinct2']:.3f} | {f['empty_share']:.3f} | "
                      f"{f['degenerate_share']:.3f} | {f['truncated_share']:.3f} | {minutes:.1f} |")
     n = next(iter(rows.values()))["figures"]["n"] if rows else 0
-    lines += ["", f"{n} held-out prompts (wordings unseen in training), greedy answers. Wall time per stage "
+    lines += ["", f"{n} held-out prompts (wordings unseen in training), greedy answers; clean length: answers that "
+              "finished by themselves without looping. Wall time per stage "
               "(minutes; evaluate is the loop's own sample, not the whole benchmark):", "",
               "| round | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
     for k in sorted(seconds):

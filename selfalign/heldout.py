@@ -102,6 +102,7 @@ def round_figures(items: list[Answer], seed: int = 0) -> dict:
         "csr_instruction": stats.bootstrap(sat, stats.ratio, seed=seed),
         "per_type": {cid: (met / asked, asked) for cid, (met, asked) in sorted(per_type.items())},
         "length_mean": sum(a.tokens for a in items) / n,
+        "clean_length_mean": _mean([a.tokens for a in items if verifiers.finished_cleanly(a.text, a.finish_reason)]),
         "distinct2": distinct2([a.text for a in items]),
         "empty_share": sum(1 for a in items if not a.text.strip()) / n,
         "degenerate_share": sum(1 for a in items if verifiers.degenerate(a.text)) / n,
@@ -151,6 +152,8 @@ def render_md(name: str, k: int, figures: dict, gain: dict | None = None, agains
                   f"{gain['csr_prompt'].fmt(signed=True)} |",
                   f"| instruction-level gain over round {against} | {gain['csr_instruction'].fmt(signed=True)} |"]
     lines += [f"| mean length (tokens) | {figures['length_mean']:.1f} |",
+              f"| mean length of answers that finished cleanly (no cut-off, no loop) | "
+              f"{_num(figures['clean_length_mean'], '.1f')} |",
               f"| distinct-2 | {_num(figures['distinct2'])} |",
               f"| empty / degenerate / truncated | {figures['empty_share']:.3f} / {figures['degenerate_share']:.3f}"
               f" / {figures['truncated_share']:.3f} |",
@@ -159,6 +162,10 @@ def render_md(name: str, k: int, figures: dict, gain: dict | None = None, agains
     return "\n".join(lines)
 
 
-def _num(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _num(value, spec: str = ".3f") -> str:
+    return "-" if value is None else f"{value:{spec}}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 

@@ -17,6 +17,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "eval/win_rate": ("win rate over round 0", "win rate vs r0"),
     "eval/win_rate_decided": ("win-rate comparisons decided (both orders agree)", "win rate decided"),
     "eval/length_mean": ("mean length (tokens)", "length (tokens)"),
+    "eval/clean_length_mean": ("mean length of clean answers (finished, no loop)", "clean length"),
     "eval/distinct2": ("distinct-2", "distinct-2"),
     "eval/truncated_rate": ("truncated answers", "truncated"),
     "judge/score_mean": ("judge score mean", "judge score"),

@@ -34,6 +34,7 @@ def test_round_figures_by_hand():
     assert f["csr_prompt"].low <= 0.5 <= f["csr_prompt"].high
     assert f["per_type"] == {"lowercase": (2 / 4, 4), "no_commas": (1 / 2, 2)}
     assert f["length_mean"] == pytest.approx(13 / 4)
+    assert f["clean_length_mean"] == pytest.approx(5.0)  # the cut-off and the empty answer left out
     assert f["empty_share"] == 0.25 and f["degenerate_share"] == 0.25 and f["truncated_share"] == 0.25
 
 

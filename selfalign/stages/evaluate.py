@@ -87,6 +87,7 @@ def response_metrics(items) -> dict[str, float | None]:
     met = [v for res in results for v in res.values()]
     bigrams = [tuple(pair) for _, r in items for pair in zip(r.text.split(), r.text.split()[1:], strict=False)]
     n = len(items)
+    clean = [r.tokens for _, r in items if verifiers.finished_cleanly(r.text, r.finish_reason)]
     sat = [(sum(res.values()), len(res)) for res in results]
     intervals = {}
     if sat:
@@ -101,6 +102,7 @@ def response_metrics(items) -> dict[str, float | None]:
         **intervals,
         "eval/degenerate_rate": sum(1 for _, r in items if verifiers.degenerate(r.text)) / n if n else None,
         "eval/length_mean": sum(r.tokens for _, r in items) / n if n else None,
+        "eval/clean_length_mean": (sum(clean) / len(clean)) if clean else None,
         "eval/distinct2": len(set(bigrams)) / len(bigrams) if bigrams else None,
         "eval/empty_rate": sum(1 for _, r in items if not r.text.strip()) / n if n else None,
         "eval/truncated_rate": sum(1 for _, r in items if r.finish_reason == "length") / n if n else None,

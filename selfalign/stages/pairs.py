@@ -63,7 +63,7 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, floa
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
-            gated = cfg.pairs.quality_gate and (r.finish_reason == "length" or verifiers.degenerate(r.text))
+            gated = cfg.pairs.quality_gate and not verifiers.finished_cleanly(r.text, r.finish_reason)
             out[r.id] = {"components": components, "tokens": r.tokens, "prompt_id": r.prompt_id,
                          "sample_index": r.sample_index, "gated": gated,
                          "rubric_raw": {name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()}}

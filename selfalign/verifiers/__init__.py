@@ -105,6 +105,12 @@ LOOP_MIN_WORDS = 40  # below this an answer is too short to call its repetition 
 LOOP_DISTINCT3 = 0.3  # distinct word-trigram share below which a long answer is a loop
 
 
+def finished_cleanly(text: str, finish_reason: str) -> bool:
+    """An answer that ended by itself (not cut off by the token budget) and does not loop: what the
+    quality gate lets be chosen, and whose length says whether answers really got shorter."""
+    return finish_reason != "length" and not degenerate(text)
+
+
 def degenerate(text: str) -> bool:
     """Empty, wordless, or looping: the same line of 3+ words three times (code fences and separators
     repeat legitimately), or a long answer made of few distinct word trigrams."""

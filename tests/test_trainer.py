@@ -66,19 +66,25 @@ def test_other_losses_train(tiny, tmp_path, loss):
     assert steps[-1].loss < steps[0].loss
 
 
+def test_a_stop_during_the_reference_pass_stops_before_any_step(tiny, tmp_path):
+    """The reference log-probs take minutes on a CPU: a stop request must not wait for them."""
+    model, tok = tiny
+    steps, asked = [], []
+    with pytest.raises(StopTraining):
+        train(model, TrainJob(examples(), train_cfg(batch_size=1), tmp_path, pad_id=tok.pad_token_id),
+              on_step=steps.append, should_stop=lambda: asked.append(1) or len(asked) == 2)
+    assert not steps and len(asked) == 2  # asked again after the first reference batch, then stopped
+    assert not (tmp_path / "reference.pt").exists()  # a resumed round computes it whole
+
+
 def test_resume_after_a_stop_reaches_the_same_adapter(tiny, tmp_path):
     model, tok = tiny
     cfg = train_cfg(epochs=4)
     whole = train(model, TrainJob(examples(), cfg, tmp_path / "a", pad_id=tok.pad_token_id, checkpoint_every=2))
-    calls = []
-
-    def stop_at_seven():
-        calls.append(1)
-        return len(calls) == 7
-
+    done = []
     with pytest.raises(StopTraining):
         train(model, TrainJob(examples(), cfg, tmp_path / "b", pad_id=tok.pad_token_id, checkpoint_every=2),
-              should_stop=stop_at_seven)
+              on_step=done.append, should_stop=lambda: len(done) == 7)
     assert (tmp_path / "b" / "checkpoint" / "state.pt").is_file()
     resumed_steps = []
     resumed = train(model, TrainJob(examples(), cfg, tmp_path / "b", pad_id=tok.pad_token_id, checkpoint_every=2),

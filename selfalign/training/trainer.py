@@ -186,7 +186,7 @@ def train(base_model, job: TrainJob, *, on_step: Callable[[StepRecord], None] | 
         model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
     if cfg.loss != "sft" and cfg.loss != "rrhf":
         reference = _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter,
-                               group)
+                               group, lambda: main and should_stop())
     else:
         reference = None
 
@@ -329,11 +329,14 @@ def _loss(model, batch: list[Example], reference, cfg: TrainSection, pad_id: int
 
 
 @torch.no_grad()
-def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter, group):
+def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter, group,
+               should_stop=lambda: False):
     """[n, 4] tensor: summed chosen, summed rejected, mean chosen, mean rejected reference log-probs.
 
     Computed once per round and saved beside the adapter, so a resumed round does not redo it. With
-    several processes each scores every world-th batch and the rows are summed into place."""
+    several processes each scores every world-th batch and the rows are summed into place. A stop
+    request is honoured between batches (the pass takes minutes on a CPU): every process asks at the
+    same points, so they leave together."""
     path = Path(out_dir) / "reference.pt"
     if path.is_file():
         saved = torch.load(path)
@@ -356,7 +359,13 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
     batches = [chunk for start in range(0, len(order), cfg.batch_size)
                for chunk in _split(order[start:start + cfg.batch_size], examples, cfg.micro_batch_tokens, cfg.packing)]
     with context:
-        for batch in batches[group.rank::group.world]:
+        for start in range(0, len(batches), group.world):
+            if group.sum(torch.tensor([float(should_stop())]))[0] > 0:
+                scorer.train(was_training)
+                raise StopTraining()
+            if start + group.rank >= len(batches):
+                continue  # the last round of batches has fewer than world
+            batch = batches[start + group.rank]
             items = [(examples[i].prompt, seq) for i in batch for seq in examples[i].sequences()]
             token_logps, mask = response_logps(scorer, items, pad_id, cfg.max_length, cfg.packing)
             total, mean = sums(token_logps, mask)

@@ -48,6 +48,9 @@ class ModelSection:
 class InstructSection:
     prompts_per_round: int = opt(240, "new training prompts the policy writes each round (I-SHEEP); hundreds per "
                                   "round are what moved the embedded model (docs/gain.md)", min=0)
+    bank: str = opt("", "a file of training tasks written beforehand (train_tasks.jsonl: ours, in prompts/; or a "
+                    "path): each round takes its prompts_per_round next unused tasks from it instead of having "
+                    "the policy write them; empty: the policy writes them (I-SHEEP self-instruct)")
     seed_prompts_per_round: int = opt(16, "seed tasks also trained on each round, each used once", min=0)
     seed_file: str = opt("seed_tasks.jsonl", "seed instructions, in prompts/ or a path")
     template: str = opt("self_instruct.txt", "self-instruct prompt template, in prompts/ or a path")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -195,3 +196,48 @@ def test_killed_generate_resumes_without_duplicates_or_gaps(tiny_run):
                             "GROUP BY prompt_id, sample_index").fetchall()
     assert len(rows) == expected and all(count == 1 for _, _, count in rows)
     assert {index for _, index, _ in rows} == {0, 1, 2, 3}
+
+
+def test_instruct_takes_unused_bank_tasks_and_never_a_held_out_one(runs_root):
+    import json
+
+    from selfalign import config, runs
+    from selfalign.store import open_store
+
+    cfg = config.build(sets=["instruct.bank=my_bank.jsonl", "instruct.prompts_per_round=3",
+                             "instruct.seed_prompts_per_round=0"])
+    folder = runs.create("bank", config.dumps(cfg))
+    heldout = json.loads((Path(__file__).parent.parent / "prompts" / "heldout.jsonl").read_text().splitlines()[0])
+    tasks = [heldout["prompt"], "Describe the sound of gravel under tyres.", "Explain how a kettle switches off.",
+             "Plan a picnic for six friends.", "Name three facts about moss.", "Sort by length: a, abc, ab."]
+    (folder.path / "prompts").mkdir()
+    lines = "".join(json.dumps({"instruction": t}) + "\n" for t in tasks)
+    (folder.path / "prompts" / "my_bank.jsonl").write_text(lines)
+    with open_store(folder.db_path) as store:
+        for k in (1, 2):
+            store.start_round(k, None)
+            ctx = StageContext(cfg, store, None, round=k, run_dir=folder.path)
+            instruct_stage.run(ctx)
+            instruct_stage.run(ctx)  # a rerun (resume) takes nothing more
+        first = [p.text for p in store.prompts(split="train", round=1)]
+        second = [p.text for p in store.prompts(split="train", round=2)]
+        assert len(first) == 3 and len(second) == 2 and not set(first) & set(second)
+        assert set(first + second) == set(tasks[1:])  # every task once, the held-out one never
+        assert all(p.source == "bank" and p.constraints for p in store.prompts(split="train"))
+        events = [e for e in store.events() if e.stage == "instruct"]
+        assert [e.level for e in events] == ["info", "warning"] and "no more unused tasks" in events[1].message
+        assert events[0].data["near_heldout"] + events[1].data["near_heldout"] >= 1
+
+
+def test_the_shipped_bank_is_far_from_the_held_out_prompts_and_lasts_three_default_rounds():
+    import json
+
+    from selfalign import config
+
+    root = Path(__file__).parent.parent / "prompts"
+    bank = [json.loads(line)["instruction"] for line in (root / "train_tasks.jsonl").read_text().splitlines()]
+    index = RougeIndex()
+    for line in (root / "heldout.jsonl").read_text().splitlines():
+        index.add(json.loads(line)["prompt"])
+    assert len(set(bank)) == len(bank) >= 3 * config.build().instruct.prompts_per_round
+    assert [t for t in bank if index.max_score(t, 0.7) > 0.7] == []

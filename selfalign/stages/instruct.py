@@ -4,7 +4,9 @@
 2. A few seed tasks not used before join the round's training prompts.
 3. The policy writes new instructions from a few sampled seed demos. An instruction is dropped
    if it is too short or too long, leaks the template, or is a near-duplicate (ROUGE-L above the
-   threshold) of anything the run already holds, held-out prompts included.
+   threshold) of anything the run already holds, held-out prompts included. With instruct.bank the
+   round instead takes the next unused tasks of a file written beforehand (in a fixed shuffled
+   order); a task near a held-out prompt is still dropped, and a bank that runs out says so.
 4. A configurable share of the kept prompts gets 1..max_constraints compatible verifiable
    constraints, stored beside the text.
 Every prompt is stored as soon as it is accepted, so a killed stage resumes with what it had.
@@ -39,6 +41,9 @@ def run(ctx: StageContext) -> None:
     _add_seed_prompts(ctx, seeds)
 
     target = cfg.instruct.prompts_per_round
+    if cfg.instruct.bank:
+        _add_bank_prompts(ctx, heldout, target)
+        return
     have = store.count_prompts(split="train", round=k, source="self")
     ctx.report(NAME, have, target)
     if have >= target:
@@ -96,6 +101,40 @@ def run(ctx: StageContext) -> None:
     store.log_event("info" if have >= target else "warning",
                     f"instruct: {have} of {target} new prompts kept", round=k, stage=NAME,
                     data={"kept": have, "target": target, "rejected": dict(rejected)})
+
+
+def _add_bank_prompts(ctx: StageContext, heldout: list[dict], target: int) -> None:
+    """The round's new prompts from instruct.bank: the next tasks no earlier round used, in an order fixed
+    by the run's seed, each with constraints attached as a written one would get them."""
+    cfg, store, k = ctx.config, ctx.store, ctx.round
+    if store.count_prompts(split="train", round=k, source="bank"):
+        return  # a resumed round keeps the tasks it took (they are stored in one transaction)
+    index = RougeIndex()
+    for h in heldout:
+        index.add(h["prompt"])
+    used = {p.text for p in store.prompts(split="train")}
+    order = prompts.read_seed_tasks(cfg.instruct.bank, ctx.run_dir)
+    random.Random(derive_seed(cfg.run.seed, "bank")).shuffle(order)
+    rng = random.Random(derive_seed(cfg.run.seed, k, "bank-constraints"))
+    taken, near = [], 0
+    for task in order:
+        if len(taken) >= target:
+            break
+        if task["instruction"] in used:
+            continue
+        if index.max_score(task["instruction"], cfg.instruct.rouge_threshold) > cfg.instruct.rouge_threshold:
+            near += 1  # never train on (a near copy of) a held-out prompt
+            continue
+        taken.append(NewPrompt(task["instruction"], "bank", "train",
+                               attach_constraints(rng, cfg, ctx.constraint_weights), round=k))
+    store.add_prompts(taken)
+    ctx.report(NAME, len(taken), target)
+    short = len(taken) < target
+    store.log_event("warning" if short else "info",
+                    f"instruct: {len(taken)} of {target} new prompts taken from the bank {cfg.instruct.bank}"
+                    + (" (the bank has no more unused tasks: add tasks or lower instruct.prompts_per_round)"
+                       if short else ""),
+                    round=k, stage=NAME, data={"kept": len(taken), "target": target, "near_heldout": near})
 
 
 def _add_seed_prompts(ctx: StageContext, seeds: list[dict]) -> None:

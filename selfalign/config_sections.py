@@ -139,7 +139,9 @@ class PairsSection:
     rejected: str = opt("worst", "best-vs-worst: which answer is rejected. worst: the lowest-scoring one (often an "
                         "answer cut off by the token budget, so pairs also teach brevity); finished: the "
                         "lowest-scoring answer that finished cleanly, when one is at least min_margin below the "
-                        "chosen, else the worst", choices=("worst", "finished"))
+                        "chosen, else the worst; finished-or-loop: as finished, but a looping answer may be "
+                        "rejected too (only answers cut off without looping are passed over)",
+                        choices=("worst", "finished", "finished-or-loop"))
     prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
                                "reward verbosity)")
     sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "

@@ -36,6 +36,19 @@ def test_finished_rejects_the_worst_clean_answer_not_the_cut_off_one():
     assert pair.rejected_id == 4
 
 
+def test_finished_or_loop_rejects_a_loop_but_passes_over_an_answer_only_cut_off():
+    s = scores((1, 0.9, 40), (2, 0.5, 60), (3, 0.4, 192), (4, 0.3, 192))
+    for rid in (3, 4):
+        s[rid]["gated"] = True
+        s[rid]["combined"] -= 2.0
+    s[3]["loop"] = True  # 3 loops; 4 was only cut off (and scores lowest)
+    (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished-or-loop")
+    assert pair.rejected_id == 3
+    assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished")[0].rejected_id == 2
+    s[3]["loop"] = False  # no loop left: the worst clean answer, as with 'finished'
+    assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished-or-loop")[0].rejected_id == 2
+
+
 def test_ties_are_dropped_unless_shorter_breaks_them():
     s = scores((1, 0.5, 40), (2, 0.5, 12), (3, 0.5, 25))
     assert best_vs_worst(1, 1, [1, 2, 3], s, 0.05, False, 1) == []

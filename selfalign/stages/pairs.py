@@ -65,7 +65,7 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, floa
             }
             gated = cfg.pairs.quality_gate and not verifiers.finished_cleanly(r.text, r.finish_reason)
             out[r.id] = {"components": components, "tokens": r.tokens, "prompt_id": r.prompt_id,
-                         "sample_index": r.sample_index, "gated": gated,
+                         "sample_index": r.sample_index, "gated": gated, "loop": verifiers.degenerate(r.text),
                          "rubric_raw": {name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()}}
     if cfg.judge.weigh_by_agreement:
         weights = scoring.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
@@ -216,16 +216,19 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
     """The n-th best answer against the n-th worst. rejected='finished' takes the rejected answer from the
     answers that finished cleanly (not cut off, not looping) when one of them is at least min_margin below
     the chosen, and falls back to the worst answer otherwise: a cut-off answer is usually also the longest,
-    so always rejecting it teaches "say less" as much as "meet the constraint" (docs/gain.md)."""
+    so always rejecting it teaches "say less" as much as "meet the constraint" (docs/gain.md).
+    rejected='finished-or-loop' also lets a looping answer be rejected and only passes over answers cut
+    off without looping: rejecting loops is what taught the model to stop looping."""
     ranked = [rid for rid in _ranked(ids, scores, prefer_shorter) if scores[rid]["combined"] is not None]
     pairs, used = [], set()
     for n in range(min(max_pairs, len(ranked) // 2)):
         chosen = ranked[n]
         if chosen in used:
             continue  # an earlier pair rejected it
-        if rejected == "finished":
+        if rejected in ("finished", "finished-or-loop"):
             below = [rid for rid in reversed(ranked[n + 1:]) if rid not in used]
-            clean = [rid for rid in below if not scores[rid]["gated"]
+            loops_too = rejected == "finished-or-loop"
+            clean = [rid for rid in below if (not scores[rid]["gated"] or (loops_too and scores[rid].get("loop")))
                      and scores[chosen]["combined"] - scores[rid]["combined"] >= max(min_margin, TIE)]
             worse = clean[0] if clean else below[0]
         else:

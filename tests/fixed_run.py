@@ -86,6 +86,7 @@ def _pin_clocks(folder) -> None:
                                "prompts": ("created_at",)}.items():
             for column in columns:
                 conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} IS NOT NULL", [FIXED_TS])
-        conn.execute("UPDATE stages SET seconds = 61.0 WHERE seconds IS NOT NULL")
+        conn.execute("UPDATE stages SET seconds = 61.0 WHERE finished_at IS NOT NULL")
+        conn.execute("UPDATE stages SET seconds = 45.0 WHERE finished_at IS NULL")  # time spent so far
         conn.execute("UPDATE rounds SET seconds = 300.0 WHERE seconds IS NOT NULL")
     conn.close()

@@ -27,6 +27,7 @@ from selfalign.stages import STAGES
 
 METRIC_PREFIXES = {"instruct": ("instruct/",), "generate": ("generate/",), "judge": ("judge/", "verify/"),
                    "pairs": ("pairs/",), "train": ("train/",), "evaluate": ("eval/",)}
+SECTION_OF = {"evaluate": "eval"}  # a stage's config section, where the names differ
 # settings that change what every stage does: a fork cannot keep any stored work under new values
 WHOLE_RUN_KEYS = ("model.", "run.recipe", "run.prompting")
 
@@ -44,15 +45,13 @@ def parse_at(text: str) -> tuple[int, str]:
 def check_sets(sets: list[str] | tuple[str, ...], stage: str) -> None:
     """Refuse a setting that a kept stage would have used."""
     kept = STAGES[:STAGES.index(stage)]
-    sections = {"instruct": "instruct", "generate": "generate", "judge": "judge", "pairs": "pairs",
-                "train": "train", "evaluate": "eval"}
     for item in sets:
         key = item.split("=", 1)[0].strip()
         if key.startswith(WHOLE_RUN_KEYS):
             raise UsageError(f"--set {key} changes every stage, so a fork cannot keep any stored work; start a "
                              "new run with `selfalign init` instead")
         for name in kept:
-            if key.startswith(sections[name] + "."):
+            if key.startswith(SECTION_OF.get(name, name) + "."):
                 raise UsageError(f"--set {key} belongs to the {name} stage, whose work the fork copies unchanged; "
                                  f"fork at --at ROUND:{name} or earlier to change it")
 

@@ -6,7 +6,7 @@ from selfalign.stages.pairs import best_vs_worst, ranked_pairs, sft_examples
 def scores(*rows):
     """rows of (response id, combined, tokens)."""
     return {rid: {"combined": c, "components": {"verifiers": c}, "tokens": t, "prompt_id": 1, "sample_index": i,
-                  "rubric_raw": {}, "gated": False} for i, (rid, c, t) in enumerate(rows)}
+                  "rubric_raw": {}, "gated": False, "loop": False} for i, (rid, c, t) in enumerate(rows)}
 
 
 def test_best_vs_worst_with_margin_and_several_pairs():

@@ -63,9 +63,10 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, floa
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
-            gated = cfg.pairs.quality_gate and not verifiers.finished_cleanly(r.text, r.finish_reason)
+            loop = verifiers.degenerate(r.text)  # once: the gate and pairs.rejected both read it
+            gated = cfg.pairs.quality_gate and (r.finish_reason == "length" or loop)
             out[r.id] = {"components": components, "tokens": r.tokens, "prompt_id": r.prompt_id,
-                         "sample_index": r.sample_index, "gated": gated, "loop": verifiers.degenerate(r.text),
+                         "sample_index": r.sample_index, "gated": gated, "loop": loop,
                          "rubric_raw": {name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()}}
     if cfg.judge.weigh_by_agreement:
         weights = scoring.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
@@ -130,7 +131,7 @@ def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int,
                 row_id = row.id
             components = {**scores[rid]["components"], "verifiers": 1.0}
             scores[row_id] = {"components": components, "tokens": tokens, "prompt_id": pid, "sample_index": -1,
-                              "gated": False, "rubric_raw": scores[rid]["rubric_raw"],
+                              "gated": False, "loop": False, "rubric_raw": scores[rid]["rubric_raw"],
                               "combined": scoring.combine(components, weights)}
             ids.append(row_id)
             made += 1
@@ -228,7 +229,7 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
         if rejected in ("finished", "finished-or-loop"):
             below = [rid for rid in reversed(ranked[n + 1:]) if rid not in used]
             loops_too = rejected == "finished-or-loop"
-            clean = [rid for rid in below if (not scores[rid]["gated"] or (loops_too and scores[rid].get("loop")))
+            clean = [rid for rid in below if (not scores[rid]["gated"] or (loops_too and scores[rid]["loop"]))
                      and scores[chosen]["combined"] - scores[rid]["combined"] >= max(min_margin, TIE)]
             worse = clean[0] if clean else below[0]
         else:

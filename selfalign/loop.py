@@ -18,7 +18,7 @@ from selfalign import controller, report
 from selfalign.engines import select
 from selfalign.engines.base import Engine
 from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
-from selfalign.process import Controls, Heartbeat, RunLog, return_freed_memory
+from selfalign.process import Controls, Heartbeat, RunLog, peak_memory_mib, reset_peak_memory, return_freed_memory
 from selfalign.runs import RunFolder
 from selfalign.stages import STAGES, StageContext, StageStopped
 from selfalign.store import Store, open_store
@@ -52,6 +52,7 @@ class Loop:
             return
         store.start_stage(k, name)
         self.log("info", "started", round=k, stage=name)
+        reset_peak_memory()  # the memory a stage reports is its own peak, not an earlier stage's
         try:
             importlib.import_module(f"selfalign.stages.{name}").run(ctx)
         except StageStopped:
@@ -62,7 +63,9 @@ class Loop:
             self.log("error", f"failed: {type(exc).__name__}: {exc}", round=k, stage=name)
             raise
         store.finish_stage(k, name, "done")
-        self.log("info", f"done in {store.stage(k, name).seconds:.1f} s", round=k, stage=name)
+        peak = peak_memory_mib()
+        self.log("info", f"done in {store.stage(k, name).seconds:.1f} s" + (
+            f", peak memory {peak / 1024:.1f} GiB" if peak else ""), round=k, stage=name, peak_rss_mib=peak)
         self.mirror.sync(store)
         return_freed_memory()
         if self.controls.after_stage:

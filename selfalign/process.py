@@ -157,3 +157,21 @@ def return_freed_memory() -> None:
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def reset_peak_memory() -> None:
+    """Start a new peak: the kernel's high-water mark of this process's RSS drops to what it holds now
+    (Linux; elsewhere the peak stays the process's lifetime peak)."""
+    import contextlib
+
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def peak_memory_mib() -> float | None:
+    """The most resident memory this process has held since the last reset_peak_memory (Linux), in MiB."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM"))
+    except (OSError, StopIteration, ValueError):
+        return None

@@ -98,6 +98,23 @@ def test_adapter_changes_outputs_and_can_be_switched_off(engine, tmp_path):
     assert back.text == base.text
 
 
+def test_release_memory_drops_the_merged_adapter_and_the_next_call_merges_it_again(engine, tmp_path):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(copy.deepcopy(engine.base), LoraConfig(
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    request = GenerationRequest(key=0, messages=chat(PROMPTS[0]), temperature=1.0, max_new_tokens=12, seed=3)
+    (first,) = engine.generate([request], adapter=str(tmp_path / "adapter"))
+    assert engine.model is not engine.base
+    engine.release_memory()  # what the train stage calls before training
+    assert engine.model is engine.base and engine.adapter is None
+    (again,) = engine.generate([request], adapter=str(tmp_path / "adapter"))
+    assert (again.text, again.mean_logprob) == (first.text, first.mean_logprob)
+
+
 def test_sampler_distribution_temperature_and_top_p():
     import torch
 

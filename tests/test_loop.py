@@ -45,6 +45,9 @@ def check_tables(folder, rounds, recipe):
                 assert (folder.adapter_dir(k) / "selfalign_config.toml").is_file()
         assert "eval/csr_instruction" in store.metrics(0)[0]
         assert any(e.stage == "train" for e in store.events())
+        done = [e for e in store.events() if e.message.startswith("done in ")]
+        # each stage reports its own peak memory (Linux: the high-water mark, reset at its start)
+        assert done and all(e.data["peak_rss_mib"] > 50 and "peak memory" in e.message for e in done)
     logs = list(folder.logs_dir.glob("*.jsonl"))
     assert logs and all(json.loads(line)["message"] for line in logs[0].read_text().splitlines())
 

@@ -53,6 +53,19 @@ def test_dpo_learns_and_only_lora_weights_change(tiny, tmp_path):
     assert steps[-1].loss < steps[0].loss and steps[-1].reward_margin > 0
     assert all(s.tokens_per_s > 0 and s.grad_norm >= 0 for s in steps)
     assert (tmp_path / "reference.pt").is_file() and not (tmp_path / "checkpoint").exists()
+    assert all(p.requires_grad for p in model.parameters())  # peft froze the shared weights only while training
+
+
+def test_the_training_copy_shares_the_base_weights_and_not_the_modules(tiny):
+    from selfalign.training.trainer import sharing_copy
+
+    model, _ = tiny
+    twin = sharing_copy(model)
+    assert twin is not model and twin.model.layers[0].self_attn is not model.model.layers[0].self_attn
+    assert all(a is b for a, b in zip(twin.parameters(), model.parameters(), strict=True))
+    assert twin.get_output_embeddings().weight is twin.get_input_embeddings().weight  # still tied
+    twin.model.layers[0].self_attn.q_proj = torch.nn.Identity()  # what LoRA injection does to the copy
+    assert isinstance(model.model.layers[0].self_attn.q_proj, torch.nn.Linear)
 
 
 @pytest.mark.parametrize("loss", ["ipo", "ln-dpo", "sft", "rrhf"])

@@ -91,7 +91,9 @@ class TransformersEngine:
         return self
 
     def release_memory(self) -> None:
-        pass
+        """Drop the merged copy of an adapter (as large as the model) so training does not carry it; the
+        next call that wants the adapter merges it again (a second or two)."""
+        self._use(None)
 
     def close(self) -> None:
         self.model = self.base = None

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from selfalign.training.head_logps import target_logps
+
 
 @dataclass
 class _Row:
@@ -106,13 +108,12 @@ def response_logps(model, prompt_and_responses: list[tuple[list[int], list[int]]
             token_idx += range(n)
     picked = hidden[torch.tensor(row_idx, dtype=torch.long, device=device),
                     torch.tensor(cols, dtype=torch.long, device=device)]
-    logits = head(picked).float()
-    token = logits.log_softmax(-1).gather(-1, torch.tensor(targets, dtype=torch.long, device=device)[:, None])
+    token = target_logps(head, picked, torch.tensor(targets, dtype=torch.long, device=device))
     out = torch.zeros((len(prompt_and_responses), longest), dtype=token.dtype, device=device)
     mask = torch.zeros_like(out)
     index_i = torch.tensor(item_idx, dtype=torch.long, device=device)
     index_j = torch.tensor(token_idx, dtype=torch.long, device=device)
-    out = out.index_put((index_i, index_j), token.squeeze(-1))
+    out = out.index_put((index_i, index_j), token)
     mask[index_i, index_j] = 1.0
     return out, mask
 

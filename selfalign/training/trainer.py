@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from selfalign.config import TrainSection
-from selfalign.training import losses
+from selfalign.training import checkpoints, losses
 from selfalign.training.logps import response_logps, sums
 
 CHECKPOINT_EVERY = 10  # optimizer steps between checkpoints
@@ -163,6 +163,16 @@ def train(base_model, job: TrainJob, *, on_step: Callable[[StepRecord], None] | 
     job, and only rank 0 writes files and calls on_step; should_stop is asked on rank 0 and its
     answer shared.
     """
+    # peft freezes the base weights of the copy it wraps, and the copy shares them with base_model
+    trainable = [(param, param.requires_grad) for param in base_model.parameters()]
+    try:
+        return _train(base_model, job, on_step, should_stop, group)
+    finally:
+        for param, flag in trainable:
+            param.requires_grad_(flag)
+
+
+def _train(base_model, job: TrainJob, on_step, should_stop, group) -> Path:
     from peft import LoraConfig, PeftModel, get_peft_model
 
     examples, cfg, pad_id, seed = job.examples, job.cfg, job.pad_id, job.seed
@@ -175,7 +185,7 @@ def train(base_model, job: TrainJob, *, on_step: Callable[[StepRecord], None] | 
     checkpoint = out_dir / "checkpoint"
     torch.manual_seed(seed)  # the same fresh LoRA weights in every process
     random.seed(seed)
-    model = copy.deepcopy(base_model)  # LoRA layers are injected in place; the engine keeps its own base
+    model = sharing_copy(base_model)  # LoRA layers are injected in place; the engine keeps its own tree
     if init_adapter:
         model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
     else:
@@ -198,7 +208,7 @@ def train(base_model, job: TrainJob, *, on_step: Callable[[StepRecord], None] | 
     per_step = cfg.grad_accum * group.world  # micro-batches in one optimizer step, over all processes
     step = 0
     if (checkpoint / "state.pt").is_file():
-        step = _restore(model, optimizer, checkpoint)
+        step = checkpoints.restore(model, optimizer, checkpoint)
 
     model.train()
     for epoch in range(cfg.epochs):
@@ -244,7 +254,7 @@ def train(base_model, job: TrainJob, *, on_step: Callable[[StepRecord], None] | 
             step += 1
             if checkpoint_every and step % checkpoint_every == 0 and step < total_steps:
                 if main:
-                    _save_checkpoint(model, optimizer, step, checkpoint)
+                    checkpoints.save(model, optimizer, step, checkpoint)
                 group.barrier()
     adapter = out_dir / "adapter"
     if main:
@@ -256,6 +266,15 @@ def train(base_model, job: TrainJob, *, on_step: Callable[[StepRecord], None] | 
         shutil.rmtree(checkpoint, ignore_errors=True)
     group.barrier()
     return adapter
+
+
+def sharing_copy(model):
+    """A copy of the module tree whose weights are the original's tensors, not copies of them: training
+    wraps modules in LoRA layers and never writes a base weight, so a second 0.5 GB of frozen weights
+    would hold nothing new."""
+    import itertools
+
+    return copy.deepcopy(model, memo={id(t): t for t in itertools.chain(model.parameters(), model.buffers())})
 
 
 def _split(batch: list[int], examples: list[Example], max_tokens: int, packed: bool = False) -> list[list[int]]:
@@ -348,7 +367,7 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
     elif reference_adapter:
         from peft import PeftModel
 
-        scorer, context = PeftModel.from_pretrained(copy.deepcopy(base_model), reference_adapter), _null()
+        scorer, context = PeftModel.from_pretrained(sharing_copy(base_model), reference_adapter), _null()
     else:
         scorer, context = model, model.disable_adapter()
     was_training = scorer.training
@@ -375,26 +394,3 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
     if group.rank == 0:
         torch.save(reference, path)
     return reference
-
-
-def _save_checkpoint(model, optimizer, step: int, folder: Path) -> None:
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp / "adapter")
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate()}, tmp / "state.pt")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
-
-def _restore(model, optimizer, folder: Path) -> int:
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = torch.load(folder / "state.pt", weights_only=False)
-    set_peft_model_state_dict(model, load_file(str(folder / "adapter" / "adapter_model.safetensors")))
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    random.setstate(state["python_rng"])
-    return state["step"]

@@ -1,0 +1,60 @@
+"""Peak memory of a whole default round on the embedded model, stage by stage.
+
+Runs `selfalign init` and `selfalign run --headless --rounds 1` (round 0's evaluation, then round 1)
+in a temporary runs folder, with the default recipe except fewer prompts (the peak is set by batch
+shapes, which the defaults keep full, not by how many batches a stage runs). The loop logs each
+stage's own peak resident memory (the kernel's high-water mark, reset at the stage's start); this
+prints them with the stage's time, the process's lifetime peak, and the ratio to the 4 GB target.
+
+Run: .venv/bin/python benchmarks/round_memory.py [--prompts 64] [--eval-prompts 32] [--set KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_MIB = 4 * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--prompts", type=int, default=64, help="instruct.prompts_per_round (default 240)")
+    parser.add_argument("--eval-prompts", type=int, default=32, help="eval.prompts")
+    parser.add_argument("--set", action="append", default=[], help="more settings, KEY=VALUE")
+    args = parser.parse_args()
+    sets = [f"model.name={args.model}", f"instruct.prompts_per_round={args.prompts}",
+            f"eval.prompts={args.eval_prompts}", "run.rounds=1", *args.set]
+    with tempfile.TemporaryDirectory() as runs:
+        env = {**os.environ, "SELFALIGN_RUNS": runs}
+        command = [sys.executable, "-m", "selfalign"]
+        subprocess.run([*command, "init", "bench", *[item for s in sets for item in ("--set", s)]], env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        start = time.perf_counter()
+        subprocess.run([*command, "run", "bench", "--headless", "--rounds", "1"], env=env, check=True,
+                       stderr=subprocess.DEVNULL)
+        seconds = time.perf_counter() - start
+        lifetime = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+        records = [json.loads(line) for log in sorted(Path(runs, "bench", "logs").glob("*.jsonl"))
+                   for line in log.read_text().splitlines()]
+    print(f"one round, {args.model}, settings: {' '.join(sets)}")
+    for record in records:
+        peak = record.get("peak_rss_mib")
+        if peak:
+            took = record["message"][len("done in "):].split(",")[0]
+            print(f"round {record['round']} {record['stage']:9s} {took:>9s}"
+                  f"   peak {peak:6.0f} MiB  ({peak / TARGET_MIB:.2f}x the 4 GB target)")
+    print(f"whole run: {seconds / 60:.1f} min, lifetime peak {lifetime:.0f} MiB ({lifetime / TARGET_MIB:.2f}x the "
+          f"4 GB target)")
+
+
+if __name__ == "__main__":
+    main()

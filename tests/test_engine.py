@@ -144,15 +144,58 @@ def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine):
     requests = [GenerationRequest(key=i, messages=chat(p), n=3, temperature=1.0, top_p=0.9, seed=3,
                                   max_new_tokens=6 + 7 * i) for i, p in enumerate(PROMPTS)]
     assert engine.reserve_cache
-    reserved = {(r.key, r.sample_index): r for r in engine.generate(requests)}
-    engine.reserve_cache = False
+    engine.refill = False  # transformers' cache cannot take new rows: compare batches that only shrink
     try:
+        reserved = {(r.key, r.sample_index): r for r in engine.generate(requests)}
+        engine.reserve_cache = False
         plain = {(r.key, r.sample_index): r for r in engine.generate(requests)}
     finally:
-        engine.reserve_cache = True
+        engine.reserve_cache = engine.refill = True
     assert reserved.keys() == plain.keys()
     assert len({r.tokens for r in plain.values()}) > 1  # rows ended at different steps
     for key, r in plain.items():
         assert (reserved[key].text, reserved[key].tokens, reserved[key].finish_reason) == \
             (r.text, r.tokens, r.finish_reason)
         assert reserved[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-4)
+
+
+def _by_key(results):
+    return {(r.key, r.sample_index): r for r in results}
+
+
+def test_refilling_the_batch_gives_the_same_greedy_answers_as_batches_that_shrink(engine, monkeypatch):
+    """Waiting prompts join the running rows as rows finish (the default): the same greedy tokens and
+    log-probs as a batch that only shrinks, with rows of several lengths so joins happen mid-decode."""
+    from selfalign.engines import transformers_engine
+
+    prompts = [f"{p} ({i})" for i in range(4) for p in PROMPTS]
+    requests = [GenerationRequest(key=i, messages=chat(p), n=2, temperature=0.0, max_new_tokens=3 + 4 * (i % 4))
+                for i, p in enumerate(prompts)]
+    joins = []
+    absorb = transformers_engine._Batch.absorb
+    monkeypatch.setattr(transformers_engine._Batch, "absorb",
+                        lambda self, fresh: joins.append(len(fresh.live)) or absorb(self, fresh))
+    refilled = _by_key(engine.generate(requests))
+    assert joins  # prompts joined a running batch
+    engine.refill = False
+    try:
+        joins.clear()
+        shrinking = _by_key(engine.generate(requests))
+    finally:
+        engine.refill = True
+    assert not joins and refilled.keys() == shrinking.keys() and len(refilled) == 2 * len(prompts)
+    assert len({r.tokens for r in shrinking.values()}) > 2
+    for key, r in shrinking.items():
+        assert (refilled[key].text, refilled[key].tokens, refilled[key].finish_reason) == \
+            (r.text, r.tokens, r.finish_reason)
+        assert refilled[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-4)
+
+
+def test_refilled_samples_are_complete_and_reproducible(engine):
+    requests = [GenerationRequest(key=i, messages=chat(f"{PROMPTS[i % 3]} {i}"), n=3, temperature=1.0, top_p=0.9,
+                                  seed=5, max_new_tokens=2 + 3 * (i % 5)) for i in range(9)]
+    first = _by_key(engine.generate(requests))
+    assert sorted(first) == [(k, i) for k in range(9) for i in range(3)]
+    assert all(r.tokens <= requests[k].max_new_tokens for (k, _), r in first.items())
+    again = _by_key(engine.generate(requests))
+    assert {k: (r.text, r.tokens) for k, r in again.items()} == {k: (r.text, r.tokens) for k, r in first.items()}

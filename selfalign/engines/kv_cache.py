@@ -55,6 +55,24 @@ class GrowingLayer(DynamicLayer):
             self._values = self._values.repeat_interleave(repeats, dim=0)
             self._expose()
 
+    def absorb(self, other: GrowingLayer, start: int, width: int, room: int) -> None:
+        """Become this layer's rows (from column `start` on) then `other`'s, both right-aligned in
+        `width` columns with room past them; the left padding is zeros (masked, but it must be finite:
+        attention multiplies it by a zero weight)."""
+        mine = (self._keys[:, :, start:self._length], self._values[:, :, start:self._length])
+        theirs = (other._keys[:, :, :other._length], other._values[:, :, :other._length])
+        merged = []
+        for a, b in zip(mine, theirs, strict=True):
+            buffer = a.new_empty((len(a) + len(b), a.shape[1], width + room, a.shape[-1]))
+            for rows, part in ((slice(0, len(a)), a), (slice(len(a), None), b)):
+                buffer[rows, :, :width - part.shape[-2]] = 0
+                buffer[rows, :, width - part.shape[-2]:width] = part
+            merged.append(buffer)
+        self._keys, self._values = merged
+        self._length = width
+        self.room = max(self.room, room)
+        self._expose()
+
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("a growing KV cache is not cropped (the engine never asks)")
 
@@ -72,3 +90,14 @@ def growing_cache(model, room: int) -> DynamicCache | None:
         return None
     plain.layers = [GrowingLayer(room) for _ in plain.layers]
     return plain
+
+
+def is_growing(cache) -> bool:
+    """Whether new rows can join this cache mid-decode (every layer is a GrowingLayer)."""
+    return bool(getattr(cache, "layers", None)) and all(isinstance(layer, GrowingLayer) for layer in cache.layers)
+
+
+def merge(running: DynamicCache, fresh: DynamicCache, start: int, width: int, room: int) -> None:
+    """Put fresh's rows after running's, in place in running (see GrowingLayer.absorb)."""
+    for mine, theirs in zip(running.layers, fresh.layers, strict=True):
+        mine.absorb(theirs, start, width, room)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -40,13 +41,76 @@ class _Row:
     done: bool = False
 
 
+@dataclass
+class _Batch:
+    """The rows being decoded together: their KV cache, attention mask, next positions, the logits
+    their next token is drawn from, and which rows (indices into the call's rows) they are."""
+
+    cache: object
+    mask: object  # [rows, columns] 1 where a row has a token
+    next_pos: object
+    logits: object
+    temps: object
+    top_ps: object
+    live: list[int]
+    refills: bool  # the cache can take new rows (a reserved cache; transformers' own cannot)
+    room: int
+
+    def keep(self, positions: list[int]) -> None:
+        """Drop every row but these (finished rows leave the batch and its cache)."""
+        import torch
+
+        keep = torch.tensor(positions, dtype=torch.long, device=self.mask.device)
+        self.cache.batch_select_indices(keep)
+        self.mask, self.next_pos = self.mask[keep], self.next_pos[keep]
+        self.temps, self.top_ps = self.temps[keep], self.top_ps[keep]
+        self.live = [self.live[pos] for pos in positions]
+
+    def step(self, model, tokens) -> None:
+        """Feed each row its last sampled token; the logits of the next one come back."""
+        self.mask = _with_new_column(self.mask)
+        out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.next_pos[:, None],
+                    use_cache=True, **{_cache_argument(model): self.cache})
+        self.cache = _cache_of(out)
+        self.logits = out.logits[:, -1, :].float()
+        self.next_pos = self.next_pos + 1
+
+    def absorb(self, fresh: _Batch) -> _Batch:
+        """This batch's rows then the fresh ones, in one cache aligned on the right: columns that no row
+        uses any more (before every row's first token) are dropped, the shorter side padded on the left."""
+        import torch
+
+        from selfalign.engines.kv_cache import merge
+
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else self.mask.shape[1]
+        mine, theirs = self.mask[:, start:], fresh.mask
+        width = max(mine.shape[1], theirs.shape[1])
+        room = max(self.room, fresh.room)
+        merge(self.cache, fresh.cache, start, width, room)
+
+        def pad(mask):
+            return torch.cat([mask.new_zeros((len(mask), width - mask.shape[1])), mask], dim=1)
+
+        return _Batch(self.cache, torch.cat([pad(mine), pad(theirs)]), torch.cat([self.next_pos, fresh.next_pos]),
+                      torch.cat([self.logits, fresh.logits]), torch.cat([self.temps, fresh.temps]),
+                      torch.cat([self.top_ps, fresh.top_ps]), self.live + fresh.live, True, room)
+
+
+def _with_new_column(mask):
+    import torch
+
+    return torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
+
+
 class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model, tokenizer, *, batch_size: int = 32, max_context: int = 2048,
-                 reserve_cache: bool = True):
+                 reserve_cache: bool = True, refill: bool = True):
         self.base = model
         self.reserve_cache = reserve_cache  # off: transformers' DynamicCache (the benchmark's baseline)
+        self.refill = refill  # off: a batch shrinks as rows finish and the next one starts when it is empty
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -132,22 +196,61 @@ class TransformersEngine:
             todo.append((request, ids))
         todo.sort(key=lambda item: len(item[1]))
         with torch.inference_mode():
-            for chunk in self._chunks(todo):
-                self._decode(chunk, emit)
+            self._decode(deque(todo), emit)
         return results
 
-    def _chunks(self, todo):
+    def _take(self, queue: deque, room: int) -> list:
+        """The next requests whose samples fit in `room` rows (at least one when the batch is empty)."""
         chunk, rows = [], 0
-        for request, ids in todo:
-            if chunk and rows + request.n > self.batch_size:
-                yield chunk
-                chunk, rows = [], 0
-            chunk.append((request, ids))
-            rows += request.n
-        if chunk:
-            yield chunk
+        while queue and rows + queue[0][0].n <= room:
+            rows += queue[0][0].n
+            chunk.append(queue.popleft())
+        if not chunk and room >= self.batch_size and queue:
+            chunk.append(queue.popleft())  # more samples than a batch holds: alone, as a batch of its own
+        return chunk
 
-    def _decode(self, chunk, emit) -> None:
+    def _decode(self, queue: deque, emit) -> None:
+        """Decode every queued request. Rows that finish leave the batch (once COMPACT_FRACTION of it
+        has); with a reserved cache, waiting prompts are then prefilled and join the running rows, so the
+        batch stays near batch_size until the queue is empty instead of shrinking to a few long rows."""
+        import torch
+
+        if not queue:
+            return
+        rows: list[_Row] = []
+        generator = torch.Generator(device=self.device).manual_seed(_chunk_seed([item for item in queue]))
+        batch = self._prefill(self._take(queue, self.batch_size), rows)
+        while True:
+            tokens, logprobs = _sample(batch.logits, batch.temps, batch.top_ps, generator)
+            # One device-to-host copy per step: per-row reads would stall a GPU once per row.
+            step_tokens, step_logprobs = tokens.tolist(), logprobs.tolist()
+            for pos, row_index in enumerate(batch.live):
+                row = rows[row_index]
+                if row.done:  # finished, waiting for the batch to drop it
+                    continue
+                reason = self._advance(row, step_tokens[pos])
+                if reason != "stop":  # the end-of-sequence token is not part of the response
+                    row.logprob_sum += step_logprobs[pos]
+                if reason:
+                    row.done = True
+                    emit(self._result(row, reason))
+            alive = [pos for pos, row_index in enumerate(batch.live) if not rows[row_index].done]
+            finished = len(batch.live) - len(alive)
+            if finished >= max(1, int(COMPACT_FRACTION * len(batch.live))):
+                batch.keep(alive)
+                tokens = tokens[torch.tensor(alive, dtype=torch.long, device=tokens.device)]
+            if batch.live:
+                batch.step(self.model, tokens)
+            refill = batch.refills and self.batch_size - len(batch.live) >= COMPACT_FRACTION * self.batch_size
+            chunk = self._take(queue, self.batch_size - len(batch.live)) if refill or not batch.live else []
+            if chunk:
+                fresh = self._prefill(chunk, rows)
+                batch = batch.absorb(fresh) if batch.live else fresh
+            if not batch.live:
+                return
+
+    def _prefill(self, chunk, rows: list[_Row]) -> _Batch:
+        """Run the chunk's prompts once, then copy each prompt's logits, mask and KV cache to its n rows."""
         import torch
 
         device = self.device
@@ -160,57 +263,26 @@ class TransformersEngine:
             mask[i, width - len(ids):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
+        room = max(request.max_new_tokens for request, _ in chunk)
         cache = None
         if self.reserve_cache:
             from selfalign.engines.kv_cache import growing_cache
 
-            cache = growing_cache(self.model, room=max(request.max_new_tokens for request, _ in chunk))
+            cache = growing_cache(self.model, room=room)
+        from selfalign.engines.kv_cache import is_growing
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1, **({_cache_argument(self.model): cache} if cache is not None else {}))
-
-        # One prompt row becomes n sample rows: copy its logits, mask and KV cache n times.
         counts = torch.tensor([request.n for request, _ in chunk], device=device)
         expand = torch.repeat_interleave(torch.arange(len(chunk), device=device), counts)
         cache = _cache_of(out)
         cache.batch_select_indices(expand)
-        logits = out.logits[:, -1, :].float()[expand]
-        mask = mask[expand]
-        next_pos = positions[:, -1][expand] + 1
-        rows = [_Row(request, i, len(ids), started) for request, ids in chunk for i in range(request.n)]
-        temps = torch.tensor([r.request.temperature for r in rows], device=device)
-        top_ps = torch.tensor([r.request.top_p for r in rows], device=device)
-        generator = torch.Generator(device=device).manual_seed(_chunk_seed(chunk))
-        live = list(range(len(rows)))  # batch position -> index into rows
-
-        while True:
-            tokens, logprobs = _sample(logits, temps, top_ps, generator)
-            # One device-to-host copy per step: per-row reads would stall a GPU once per row.
-            step_tokens, step_logprobs = tokens.tolist(), logprobs.tolist()
-            for pos, row_index in enumerate(live):
-                row = rows[row_index]
-                if row.done:
-                    continue
-                reason = self._advance(row, step_tokens[pos])
-                if reason != "stop":  # the end-of-sequence token is not part of the response
-                    row.logprob_sum += step_logprobs[pos]
-                if reason:
-                    row.done = True
-                    emit(self._result(row, reason))
-            alive = [pos for pos, row_index in enumerate(live) if not rows[row_index].done]
-            if not alive:
-                return
-            if len(live) - len(alive) >= max(1, int(COMPACT_FRACTION * len(live))):
-                keep = torch.tensor(alive, device=device)
-                cache.batch_select_indices(keep)
-                tokens, mask, next_pos = tokens[keep], mask[keep], next_pos[keep]
-                temps, top_ps = temps[keep], top_ps[keep]
-                live = [live[pos] for pos in alive]
-            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                             use_cache=True, **{_cache_argument(self.model): cache})
-            cache = _cache_of(out)
-            logits = out.logits[:, -1, :].float()
-            next_pos = next_pos + 1
+        first = len(rows)
+        rows += [_Row(request, i, len(ids), started) for request, ids in chunk for i in range(request.n)]
+        fresh = rows[first:]
+        return _Batch(cache, mask[expand], positions[:, -1][expand] + 1, out.logits[:, -1, :].float()[expand],
+                      torch.tensor([r.request.temperature for r in fresh], device=device),
+                      torch.tensor([r.request.top_p for r in fresh], device=device),
+                      list(range(first, len(rows))), refills=self.refill and is_growing(cache), room=room)
 
     def _advance(self, row: _Row, token: int) -> str | None:
         """Add a sampled token to a row; return why the row is finished, or None."""

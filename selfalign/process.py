@@ -67,6 +67,7 @@ class Controls:
         self.store = store
         self.log = log
         self.signalled = False
+        self.stopping = False  # a stop request, once read, holds: the engine and then the stage both ask
         self.after_stage = False
 
     def install(self) -> None:
@@ -82,12 +83,13 @@ class Controls:
             pass
 
     def should_stop(self) -> bool:
-        if self.signalled:
+        if self.signalled or self.stopping:
             return True
         for control in self.store.pending_controls():
             self.store.mark_control_handled(control.id)
             if control.action == "stop":
-                self.log("info", "stop requested: stopping after this batch")
+                self.log("info", "stop requested: stopping now (finished answers are kept)")
+                self.stopping = True
                 return True
             if control.action == "stop_after_stage":
                 self.log("info", "stop requested: stopping after this stage")
@@ -95,6 +97,7 @@ class Controls:
             elif control.action == "pause":
                 self.log("info", "paused")
                 if self._wait_for_resume():
+                    self.stopping = True
                     return True
                 self.log("info", "resumed")
         return False

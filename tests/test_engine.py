@@ -199,3 +199,22 @@ def test_refilled_samples_are_complete_and_reproducible(engine):
     assert all(r.tokens <= requests[k].max_new_tokens for (k, _), r in first.items())
     again = _by_key(engine.generate(requests))
     assert {k: (r.text, r.tokens) for k, r in again.items()} == {k: (r.text, r.tokens) for k, r in first.items()}
+
+
+def test_a_stop_asked_mid_call_returns_the_finished_samples_only(engine, monkeypatch):
+    from selfalign.engines import transformers_engine
+
+    monkeypatch.setattr(transformers_engine, "STOP_CHECK_S", 0.0)
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) > 6  # a few steps in
+
+    requests = [GenerationRequest(key=i, messages=chat(f"{PROMPTS[i % 3]} {i}"), n=2, temperature=1.0, seed=1,
+                                  max_new_tokens=4 if i % 2 else 40) for i in range(12)]
+    stored = []
+    results = engine.generate(requests, on_result=stored.append, should_stop=should_stop)
+    assert len(asked) == 7 and results == stored  # it returned at the first yes
+    assert 0 < len(results) < 24 and all(r.finish_reason in {"stop", "length"} for r in results)
+    assert all(r.tokens <= 4 or r.finish_reason == "stop" for r in results)  # long ones were cut short: dropped

@@ -78,11 +78,14 @@ def test_urial_prompting_uses_the_template_and_its_stops(tiny_run):
     assert {r.params["prompting"] for r in store.responses(round=1)} == {"urial"}
 
 
-def test_a_stop_request_ends_generate_between_batches(tiny_run):
+def test_a_stop_request_ends_generate_while_it_decodes(tiny_run, monkeypatch):
+    from selfalign.engines import transformers_engine
+
+    monkeypatch.setattr(transformers_engine, "STOP_CHECK_S", 0.0)  # ask at every step, not once a second
     folder, cfg, store, engine = tiny_run(sets=["generate.batch_size=3"])
     ctx = StageContext(cfg, store, engine, round=1, run_dir=folder.path)
     instruct_stage.run(ctx)
-    ctx.should_stop = lambda: store.count_responses(round=1) > 0  # stop once the first batch is stored
+    ctx.should_stop = lambda: store.count_responses(round=1) > 0  # stop once the first answer is stored
     with pytest.raises(StageStopped):
         generate_stage.run(ctx)
     assert 0 < store.count_responses(round=1) < 3 * store.count_prompts(split="train", round=1)

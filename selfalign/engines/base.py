@@ -46,6 +46,7 @@ class GenerationResult:
 
 Progress = Callable[[int, int], None]  # (results done, results total)
 OnResult = Callable[[GenerationResult], None]
+StopAsked = Callable[[], bool]
 
 
 class Tokenizing(Protocol):
@@ -68,9 +69,13 @@ class Engine(Protocol):
     where: str  # what it samples on, for the log: a torch device, "cuda" under vLLM, a server's URL
 
     def generate(self, requests: Sequence[GenerationRequest], *, adapter: str | None = None,
-                 on_result: OnResult | None = None, progress: Progress | None = None) -> list[GenerationResult]:
+                 on_result: OnResult | None = None, progress: Progress | None = None,
+                 should_stop: StopAsked | None = None) -> list[GenerationResult]:
         """Sample every request from the base model plus the LoRA adapter in folder `adapter` (None: the
-        base model); `on_result` is called as each sample finishes (stages store it then)."""
+        base model); `on_result` is called as each sample finishes (stages store it then). `should_stop` is
+        asked while the call runs (between decode steps, batches or requests, at most about once a
+        second); once it says yes the call returns early with the samples it finished, and the caller
+        makes the rest another time (so a stage can hand the engine all its requests in one call)."""
 
     def for_training(self, cfg, *, weights: bool = True) -> Trainable | Tokenizing:
         """The model training uses: this engine's own when it holds one, else a transformers copy of

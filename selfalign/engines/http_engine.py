@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress, load_for_training
+from selfalign.engines.base import (
+    GenerationRequest,
+    GenerationResult,
+    OnResult,
+    Progress,
+    StopAsked,
+    load_for_training,
+)
 from selfalign.errors import SelfalignError
 
 RETRYABLE = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -185,10 +192,13 @@ class HttpEngine:
         self.trainable = None  # cfg.model loaded with transformers on the first train stage
 
     def generate(self, requests: Sequence[GenerationRequest], *, adapter: str | None = None,
-                 on_result: OnResult | None = None, progress: Progress | None = None) -> list[GenerationResult]:
+                 on_result: OnResult | None = None, progress: Progress | None = None,
+                 should_stop: StopAsked | None = None) -> list[GenerationResult]:
         self._use(adapter)
 
         def one(request: GenerationRequest) -> list[GenerationResult]:
+            if should_stop and should_stop():
+                return []  # not sent: the caller asks again another time
             started = time.perf_counter()
             kwargs = dict(max_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p,
                           n=request.n, stop=request.stop, seed=request.seed, logprobs=True, model=self.served_as)

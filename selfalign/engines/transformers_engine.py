@@ -24,10 +24,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress
+from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress, StopAsked
 
 TOP_K_CANDIDATES = 256  # top-p is computed on these; rows needing more fall back to a full sort
 COMPACT_FRACTION = 0.25  # drop finished rows from the KV cache once this share of the batch is done
+STOP_CHECK_S = 1.0  # how often a call asks whether to stop (the question may read a database)
 
 
 @dataclass
@@ -95,6 +96,20 @@ class _Batch:
         return _Batch(self.cache, torch.cat([pad(mine), pad(theirs)]), torch.cat([self.next_pos, fresh.next_pos]),
                       torch.cat([self.logits, fresh.logits]), torch.cat([self.temps, fresh.temps]),
                       torch.cat([self.top_ps, fresh.top_ps]), self.live + fresh.live, True, room)
+
+
+class _Throttled:
+    """A stop question asked at most once a second (it may read a database), however fast steps are."""
+
+    def __init__(self, ask: StopAsked):
+        self.ask, self.every_s, self.last = ask, STOP_CHECK_S, float("-inf")
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.every_s:
+            return False
+        self.last = now
+        return self.ask()
 
 
 def _with_new_column(mask):
@@ -170,7 +185,8 @@ class TransformersEngine:
     # ------------------------------------------------------------ generation
 
     def generate(self, requests: Sequence[GenerationRequest], *, adapter: str | None = None,
-                 on_result: OnResult | None = None, progress: Progress | None = None) -> list[GenerationResult]:
+                 on_result: OnResult | None = None, progress: Progress | None = None,
+                 should_stop: StopAsked | None = None) -> list[GenerationResult]:
         import torch
 
         self._use(adapter)
@@ -196,7 +212,7 @@ class TransformersEngine:
             todo.append((request, ids))
         todo.sort(key=lambda item: len(item[1]))
         with torch.inference_mode():
-            self._decode(deque(todo), emit)
+            self._decode(deque(todo), emit, _Throttled(should_stop) if should_stop else None)
         return results
 
     def _take(self, queue: deque, room: int) -> list:
@@ -209,7 +225,7 @@ class TransformersEngine:
             chunk.append(queue.popleft())  # more samples than a batch holds: alone, as a batch of its own
         return chunk
 
-    def _decode(self, queue: deque, emit) -> None:
+    def _decode(self, queue: deque, emit, should_stop: _Throttled | None) -> None:
         """Decode every queued request. Rows that finish leave the batch (once COMPACT_FRACTION of it
         has); with a reserved cache, waiting prompts are then prefilled and join the running rows, so the
         batch stays near batch_size until the queue is empty instead of shrinking to a few long rows."""
@@ -221,6 +237,8 @@ class TransformersEngine:
         generator = torch.Generator(device=self.device).manual_seed(_chunk_seed([item for item in queue]))
         batch = self._prefill(self._take(queue, self.batch_size), rows)
         while True:
+            if should_stop and should_stop():
+                return  # rows not finished are dropped: the caller makes them again
             tokens, logprobs = _sample(batch.logits, batch.temps, batch.top_ps, generator)
             # One device-to-host copy per step: per-row reads would stall a GPU once per row.
             step_tokens, step_logprobs = tokens.tolist(), logprobs.tolist()

@@ -24,10 +24,13 @@ from selfalign.engines.base import (
     GenerationResult,
     OnResult,
     Progress,
+    StopAsked,
     TokenizerOnly,
     load_for_training,
 )
 from selfalign.errors import ModelError
+
+PROMPTS_PER_CALL = 512  # vLLM decodes a call's prompts in one go; a stop request waits for at most this many
 
 
 def available() -> tuple[bool, str]:
@@ -116,7 +119,8 @@ class VLLMEngine:
         return request.prompt or ""
 
     def generate(self, requests: Sequence[GenerationRequest], *, adapter: str | None = None,
-                 on_result: OnResult | None = None, progress: Progress | None = None) -> list[GenerationResult]:
+                 on_result: OnResult | None = None, progress: Progress | None = None,
+                 should_stop: StopAsked | None = None) -> list[GenerationResult]:
         from vllm import SamplingParams
 
         self._awake()
@@ -136,9 +140,14 @@ class VLLMEngine:
             params.append(SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p if r.temperature else 1.0,
                                          max_tokens=r.max_new_tokens, stop=list(r.stop) or None, seed=r.seed,
                                          logprobs=0))
-        outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False) if prompts else []
+        outputs = []
+        for start in range(0, len(prompts), PROMPTS_PER_CALL):  # a stop request is honoured between calls
+            if should_stop and should_stop():
+                break
+            part = slice(start, start + PROMPTS_PER_CALL)
+            outputs += self.llm.generate(prompts[part], params[part], lora_request=self.lora, use_tqdm=False)
         seconds = time.perf_counter() - started
-        for request, output in zip(kept, outputs, strict=True):
+        for request, output in zip(kept[:len(outputs)], outputs, strict=True):
             for sample in output.outputs:
                 tokens = len(sample.token_ids)
                 mean = (sample.cumulative_logprob / tokens) if tokens and sample.cumulative_logprob is not None \

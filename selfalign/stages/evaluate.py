@@ -59,10 +59,10 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False) -> d
         done += 1
         ctx.report(NAME, done, total)
 
-    for start in range(0, len(todo), cfg.generate.batch_size):
-        ctx.check_stop()
-        ctx.engine.generate(todo[start:start + cfg.generate.batch_size], adapter=ctx.adapter,
-                            on_result=store_result)
+    ctx.check_stop()
+    # one call: the engine keeps its batch full across prompts and asks should_stop as it decodes
+    ctx.engine.generate(todo, adapter=ctx.adapter, on_result=store_result, should_stop=ctx.should_stop)
+    ctx.check_stop()
 
     answers = {r.prompt_id: r for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
     metrics = response_metrics([(p.constraints, answers[p.id]) for p in heldout if p.id in answers])

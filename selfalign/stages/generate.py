@@ -33,22 +33,12 @@ def run(ctx: StageContext) -> None:
                 max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
                 top_p=cfg.generate.top_p))
     writer = _ResponseWriter(ctx, done, total)
-    # The loop may ask to stop between engine calls; each call is about one batch of rows.
-    for group in _groups(requests, cfg.generate.batch_size):
-        ctx.check_stop()
-        writer.requests = {r.key: r for r in group}
-        ctx.engine.generate(group, adapter=ctx.adapter, on_result=writer)
-
-
-def _groups(requests: list, rows: int):
-    group: list = []
-    for request in requests:
-        group.append(request)
-        if sum(r.n for r in group) >= rows:
-            yield group
-            group = []
-    if group:
-        yield group
+    writer.requests = {r.key: r for r in requests}
+    # One call for the whole stage: the engine keeps its batch full across prompts (a batch per call
+    # would end with a few long answers decoding alone) and asks should_stop as it decodes.
+    ctx.check_stop()
+    ctx.engine.generate(requests, adapter=ctx.adapter, on_result=writer, should_stop=ctx.should_stop)
+    ctx.check_stop()  # the engine returned early because a stop was asked
 
 
 class _ResponseWriter:

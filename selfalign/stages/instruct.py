@@ -90,13 +90,11 @@ def run(ctx: StageContext) -> None:
             requests.append(policy_request(ctx, text, key=i, n=1, seed=derive_seed(cfg.run.seed, k, attempt, i),
                                            max_new_tokens=cfg.instruct.max_new_tokens,
                                            temperature=cfg.instruct.temperature, top_p=cfg.instruct.top_p))
-        # one engine call per batch: a stop request waits at most one batch
-        for start in range(0, len(requests), cfg.generate.batch_size):
-            if kept >= target:
-                break
-            ctx.check_stop()
-            ctx.engine.generate(requests[start:start + cfg.generate.batch_size], adapter=ctx.adapter,
-                                on_result=accept)
+        # one engine call: the batch stays full across requests, and the call ends once enough are kept
+        ctx.check_stop()
+        ctx.engine.generate(requests, adapter=ctx.adapter, on_result=accept,
+                            should_stop=lambda: kept >= target or ctx.should_stop())
+        ctx.check_stop()
     have = kept
     store.log_event("info" if have >= target else "warning",
                     f"instruct: {have} of {target} new prompts kept", round=k, stage=NAME,

@@ -2,7 +2,7 @@
 
 Each setting trains in its own process (peak RSS is per process) on the same pairs: batch 8,
 prompts of 64 tokens, responses of 192, LoRA r=16 on every projection, one epoch, fp32 on CPU.
-Settings: the whole batch at once (baseline), train.micro_batch_tokens at two sizes, and
+Settings: the whole batch at once (baseline), train.micro_batch_tokens at 2048 and 512 (the default), and
 gradient checkpointing. Prints peak RSS, tokens/s and the final loss (the same steps are taken
 in every setting, so the losses should agree), with ratios against the baseline.
 Run: .venv/bin/python benchmarks/train_memory.py [--pairs 32] [--model smollm2-135m]
@@ -20,8 +20,8 @@ import time
 
 SETTINGS = {
     "whole batch": ["train.micro_batch_tokens=0"],
-    "micro_batch_tokens=4096": ["train.micro_batch_tokens=4096"],
     "micro_batch_tokens=2048": ["train.micro_batch_tokens=2048"],
+    "micro_batch_tokens=512 (default)": ["train.micro_batch_tokens=512"],
     "gradient checkpointing": ["train.micro_batch_tokens=0", "train.gradient_checkpointing=true"],
 }
 

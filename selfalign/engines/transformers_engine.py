@@ -6,7 +6,9 @@ vocabulary sort for top-p on every row) and keeps computing rows that already fi
   - runs the prompt once and copies its KV cache for the K samples (prefill shared),
   - does top-p on the top-k candidates only, falling back to a full sort for a row whose nucleus
     is wider than k (so the result is exact),
-  - drops finished rows from the batch and its KV cache once enough of them have finished,
+  - drops finished rows from the batch and its KV cache once enough of them have finished, and
+    fills their places with waiting prompts (prefilled, then joined to the running rows' cache), so
+    the batch stays full until the queue is empty,
   - reserves the KV cache for the whole answer at the prefill, so a step writes one column in place
     instead of copying the cache (engines/kv_cache.py),
   - records the log-probability of each sampled token under the untempered policy (the judges

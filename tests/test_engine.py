@@ -166,14 +166,14 @@ def _by_key(results):
 def test_refilling_the_batch_gives_the_same_greedy_answers_as_batches_that_shrink(engine, monkeypatch):
     """Waiting prompts join the running rows as rows finish (the default): the same greedy tokens and
     log-probs as a batch that only shrinks, with rows of several lengths so joins happen mid-decode."""
-    from selfalign.engines import transformers_engine
+    from selfalign.engines import decode_batch
 
     prompts = [f"{p} ({i})" for i in range(4) for p in PROMPTS]
     requests = [GenerationRequest(key=i, messages=chat(p), n=2, temperature=0.0, max_new_tokens=3 + 4 * (i % 4))
                 for i, p in enumerate(prompts)]
     joins = []
-    absorb = transformers_engine._Batch.absorb
-    monkeypatch.setattr(transformers_engine._Batch, "absorb",
+    absorb = decode_batch.Batch.absorb
+    monkeypatch.setattr(decode_batch.Batch, "absorb",
                         lambda self, fresh: joins.append(len(fresh.live)) or absorb(self, fresh))
     refilled = _by_key(engine.generate(requests))
     assert joins  # prompts joined a running batch

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress, StopAsked
+from selfalign.engines.decode_batch import Batch, cache_argument, cache_of
 
 TOP_K_CANDIDATES = 256  # top-p is computed on these; rows needing more fall back to a full sort
 COMPACT_FRACTION = 0.25  # drop finished rows from the KV cache once this share of the batch is done
@@ -44,62 +45,6 @@ class _Row:
     done: bool = False
 
 
-@dataclass
-class _Batch:
-    """The rows being decoded together: their KV cache, attention mask, next positions, the logits
-    their next token is drawn from, and which rows (indices into the call's rows) they are."""
-
-    cache: object
-    mask: object  # [rows, columns] 1 where a row has a token
-    next_pos: object
-    logits: object
-    temps: object
-    top_ps: object
-    live: list[int]
-    refills: bool  # the cache can take new rows (a reserved cache; transformers' own cannot)
-    room: int
-
-    def keep(self, positions: list[int]) -> None:
-        """Drop every row but these (finished rows leave the batch and its cache)."""
-        import torch
-
-        keep = torch.tensor(positions, dtype=torch.long, device=self.mask.device)
-        self.cache.batch_select_indices(keep)
-        self.mask, self.next_pos = self.mask[keep], self.next_pos[keep]
-        self.temps, self.top_ps = self.temps[keep], self.top_ps[keep]
-        self.live = [self.live[pos] for pos in positions]
-
-    def step(self, model, tokens) -> None:
-        """Feed each row its last sampled token; the logits of the next one come back."""
-        self.mask = _with_new_column(self.mask)
-        out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.next_pos[:, None],
-                    use_cache=True, **{_cache_argument(model): self.cache})
-        self.cache = _cache_of(out)
-        self.logits = out.logits[:, -1, :].float()
-        self.next_pos = self.next_pos + 1
-
-    def absorb(self, fresh: _Batch) -> _Batch:
-        """This batch's rows then the fresh ones, in one cache aligned on the right: columns that no row
-        uses any more (before every row's first token) are dropped, the shorter side padded on the left."""
-        import torch
-
-        from selfalign.engines.kv_cache import merge
-
-        used = self.mask.any(dim=0).nonzero()
-        start = int(used[0]) if len(used) else self.mask.shape[1]
-        mine, theirs = self.mask[:, start:], fresh.mask
-        width = max(mine.shape[1], theirs.shape[1])
-        room = max(self.room, fresh.room)
-        merge(self.cache, fresh.cache, start, width, room)
-
-        def pad(mask):
-            return torch.cat([mask.new_zeros((len(mask), width - mask.shape[1])), mask], dim=1)
-
-        return _Batch(self.cache, torch.cat([pad(mine), pad(theirs)]), torch.cat([self.next_pos, fresh.next_pos]),
-                      torch.cat([self.logits, fresh.logits]), torch.cat([self.temps, fresh.temps]),
-                      torch.cat([self.top_ps, fresh.top_ps]), self.live + fresh.live, True, room)
-
-
 class _Throttled:
     """A stop question asked at most once a second (it may read a database), however fast steps are."""
 
@@ -112,12 +57,6 @@ class _Throttled:
             return False
         self.last = now
         return self.ask()
-
-
-def _with_new_column(mask):
-    import torch
-
-    return torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
 
 
 class TransformersEngine:
@@ -269,7 +208,7 @@ class TransformersEngine:
             if not batch.live:
                 return
 
-    def _prefill(self, chunk, rows: list[_Row]) -> _Batch:
+    def _prefill(self, chunk, rows: list[_Row]) -> Batch:
         """Run the chunk's prompts once, then copy each prompt's logits, mask and KV cache to its n rows."""
         import torch
 
@@ -291,15 +230,15 @@ class TransformersEngine:
             cache = growing_cache(self.model, room=room)
         from selfalign.engines.kv_cache import is_growing
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **({_cache_argument(self.model): cache} if cache is not None else {}))
+                         logits_to_keep=1, **({cache_argument(self.model): cache} if cache is not None else {}))
         counts = torch.tensor([request.n for request, _ in chunk], device=device)
         expand = torch.repeat_interleave(torch.arange(len(chunk), device=device), counts)
-        cache = _cache_of(out)
+        cache = cache_of(out)
         cache.batch_select_indices(expand)
         first = len(rows)
         rows += [_Row(request, i, len(ids), started) for request, ids in chunk for i in range(request.n)]
         fresh = rows[first:]
-        return _Batch(cache, mask[expand], positions[:, -1][expand] + 1, out.logits[:, -1, :].float()[expand],
+        return Batch(cache, mask[expand], positions[:, -1][expand] + 1, out.logits[:, -1, :].float()[expand],
                       torch.tensor([r.request.temperature for r in fresh], device=device),
                       torch.tensor([r.request.top_p for r in fresh], device=device),
                       list(range(first, len(rows))), refills=self.refill and is_growing(cache), room=room)
@@ -387,16 +326,3 @@ def prompt_ids(tokenizer, messages_or_prompt: list[dict[str, str]] | str) -> lis
         return tokenizer(messages_or_prompt)["input_ids"]
     text = tokenizer.apply_chat_template(messages_or_prompt, add_generation_prompt=True, tokenize=False)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def _cache_argument(model) -> str:
-    """The keyword a model's forward takes its KV cache by: `cache` since transformers 5 (which warns on
-    every call given the old name), `past_key_values` before."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _cache_of(out):
-    # not out.get("cache", out.past_key_values): that reads the deprecated attribute on every call
-    return out["cache"] if "cache" in out else out.past_key_values  # noqa: SIM401

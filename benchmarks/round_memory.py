@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +30,13 @@ def main() -> None:
     args = parser.parse_args()
     sets = [f"model.name={args.model}", f"instruct.prompts_per_round={args.prompts}",
             f"eval.prompts={args.eval_prompts}", "run.rounds=1", *args.set]
+    from gain import selfalign  # runs one command; a failure ends the benchmark with its one-line error
+
     with tempfile.TemporaryDirectory() as runs:
         env = {**os.environ, "SELFALIGN_RUNS": runs}
-        command = [sys.executable, "-m", "selfalign"]
-        subprocess.run([*command, "init", "bench", *[item for s in sets for item in ("--set", s)]], env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        selfalign("init", "bench", *[item for s in sets for item in ("--set", s)], env=env, capture=True)
         start = time.perf_counter()
-        subprocess.run([*command, "run", "bench", "--headless", "--rounds", "1"], env=env, check=True,
-                       stderr=subprocess.DEVNULL)
+        selfalign("run", "bench", "--headless", "--rounds", "1", env=env)  # its progress lines show on stderr
         seconds = time.perf_counter() - start
         records = [json.loads(line) for log in sorted(Path(runs, "bench", "logs").glob("*.jsonl"))
                    for line in log.read_text().splitlines()]

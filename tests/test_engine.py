@@ -138,6 +138,10 @@ def test_sampler_is_exact_when_the_nucleus_is_wider_than_the_candidates():
     assert int(tokens.max()) > 256 and len(set(tokens.tolist())) > 600
 
 
+def _by_key(results):
+    return {(r.key, r.sample_index): r for r in results}
+
+
 def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine):
     """The cache reserved at the prefill (the default) against transformers' DynamicCache: the same tokens
     and log-probs, with rows finishing at different steps so finished rows are dropped mid-batch."""
@@ -146,9 +150,9 @@ def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine):
     assert engine.reserve_cache
     engine.refill = False  # transformers' cache cannot take new rows: compare batches that only shrink
     try:
-        reserved = {(r.key, r.sample_index): r for r in engine.generate(requests)}
+        reserved = _by_key(engine.generate(requests))
         engine.reserve_cache = False
-        plain = {(r.key, r.sample_index): r for r in engine.generate(requests)}
+        plain = _by_key(engine.generate(requests))
     finally:
         engine.reserve_cache = engine.refill = True
     assert reserved.keys() == plain.keys()
@@ -157,10 +161,6 @@ def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine):
         assert (reserved[key].text, reserved[key].tokens, reserved[key].finish_reason) == \
             (r.text, r.tokens, r.finish_reason)
         assert reserved[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-4)
-
-
-def _by_key(results):
-    return {(r.key, r.sample_index): r for r in results}
 
 
 def test_refilling_the_batch_gives_the_same_greedy_answers_as_batches_that_shrink(engine, monkeypatch):

@@ -133,6 +133,25 @@ def test_concurrency_limit_is_respected(scripted):
     assert peak[0] == 3
 
 
+def test_a_stop_asked_mid_call_sends_no_more_requests_and_keeps_the_answers(scripted):
+    """The engine asks should_stop in the calling thread as answers come back (it may read the caller's
+    database); requests not yet sent are not sent, answers already back are kept."""
+    server = scripted(*[("sleep", 0.05)] * 12)
+    engine = HttpEngine(client(server.url, concurrency=1), load_adapters=False)
+    callers = []
+
+    def should_stop():
+        callers.append(threading.current_thread())
+        return True  # at the first answer
+
+    requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": str(i)}]) for i in range(12)]
+    kept = []
+    results = engine.generate(requests, on_result=kept.append, should_stop=should_stop)
+    assert callers == [threading.main_thread()]  # asked once (throttled), never from a worker thread
+    assert results == kept and 1 <= len(results) <= 2  # the first answer, and one already in flight at most
+    assert len(server.received) == len(results)
+
+
 def test_serve_exposes_a_model_to_the_http_engine(tiny_model_dir):
     from selfalign.engines.transformers_engine import TransformersEngine
     from selfalign.serve import make_server

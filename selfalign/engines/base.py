@@ -49,6 +49,23 @@ OnResult = Callable[[GenerationResult], None]
 StopAsked = Callable[[], bool]
 
 
+class Throttled:
+    """A stop question asked at most once every `every_s` seconds (it may read a database), however
+    often the engine's loop comes round; in between the answer is no."""
+
+    def __init__(self, ask: StopAsked, every_s: float = 1.0):
+        import time
+
+        self.ask, self.every_s, self.last, self.clock = ask, every_s, float("-inf"), time.monotonic
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if now - self.last < self.every_s:
+            return False
+        self.last = now
+        return self.ask()
+
+
 class Tokenizing(Protocol):
     """What building training examples needs: the tokenizer and the prompt formatting the policy saw."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from selfalign.engines.base import (
     OnResult,
     Progress,
     StopAsked,
+    Throttled,
     load_for_training,
 )
 from selfalign.errors import SelfalignError
@@ -195,10 +197,14 @@ class HttpEngine:
                  on_result: OnResult | None = None, progress: Progress | None = None,
                  should_stop: StopAsked | None = None) -> list[GenerationResult]:
         self._use(adapter)
+        # asked in this thread as answers come back (it may read the caller's database or block on a
+        # pause); the worker threads only read the flag, so requests not yet sent are not sent
+        stopping = threading.Event()
+        ask = Throttled(should_stop) if should_stop else None
 
         def one(request: GenerationRequest) -> list[GenerationResult]:
-            if should_stop and should_stop():
-                return []  # not sent: the caller asks again another time
+            if stopping.is_set():
+                return []  # not sent: the caller makes it another time
             started = time.perf_counter()
             kwargs = dict(max_tokens=request.max_new_tokens, temperature=request.temperature, top_p=request.top_p,
                           n=request.n, stop=request.stop, seed=request.seed, logprobs=True, model=self.served_as)
@@ -217,6 +223,8 @@ class HttpEngine:
         for outcome in self.client.map(one, list(requests)):
             if isinstance(outcome, Exception):
                 raise outcome
+            if ask and not stopping.is_set() and ask():
+                stopping.set()  # answers already on their way are still kept
             for result in outcome:
                 results.append(result)
                 if on_result:

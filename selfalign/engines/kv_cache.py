@@ -92,11 +92,6 @@ def growing_cache(model, room: int) -> DynamicCache | None:
     return plain
 
 
-def is_growing(cache) -> bool:
-    """Whether new rows can join this cache mid-decode (every layer is a GrowingLayer)."""
-    return bool(getattr(cache, "layers", None)) and all(isinstance(layer, GrowingLayer) for layer in cache.layers)
-
-
 def merge(running: DynamicCache, fresh: DynamicCache, start: int, width: int, room: int) -> None:
     """Put fresh's rows after running's, in place in running (see GrowingLayer.absorb)."""
     for mine, theirs in zip(running.layers, fresh.layers, strict=True):

@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress, StopAsked
+from selfalign.engines.base import GenerationRequest, GenerationResult, OnResult, Progress, StopAsked, Throttled
 from selfalign.engines.decode_batch import Batch, cache_argument, cache_of
 
 TOP_K_CANDIDATES = 256  # top-p is computed on these; rows needing more fall back to a full sort
@@ -43,20 +43,6 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     logprob_sum: float = 0.0
     done: bool = False
-
-
-class _Throttled:
-    """A stop question asked at most once a second (it may read a database), however fast steps are."""
-
-    def __init__(self, ask: StopAsked):
-        self.ask, self.every_s, self.last = ask, STOP_CHECK_S, float("-inf")
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now - self.last < self.every_s:
-            return False
-        self.last = now
-        return self.ask()
 
 
 class TransformersEngine:
@@ -153,7 +139,7 @@ class TransformersEngine:
             todo.append((request, ids))
         todo.sort(key=lambda item: len(item[1]))
         with torch.inference_mode():
-            self._decode(deque(todo), emit, _Throttled(should_stop) if should_stop else None)
+            self._decode(deque(todo), emit, Throttled(should_stop, STOP_CHECK_S) if should_stop else None)
         return results
 
     def _take(self, queue: deque, room: int) -> list:
@@ -166,7 +152,7 @@ class TransformersEngine:
             chunk.append(queue.popleft())  # more samples than a batch holds: alone, as a batch of its own
         return chunk
 
-    def _decode(self, queue: deque, emit, should_stop: _Throttled | None) -> None:
+    def _decode(self, queue: deque, emit, should_stop: Throttled | None) -> None:
         """Decode every queued request. Rows that finish leave the batch (once COMPACT_FRACTION of it
         has); with a reserved cache, waiting prompts are then prefilled and join the running rows, so the
         batch stays near batch_size until the queue is empty instead of shrinking to a few long rows."""
@@ -175,7 +161,7 @@ class TransformersEngine:
         if not queue:
             return
         rows: list[_Row] = []
-        generator = torch.Generator(device=self.device).manual_seed(_chunk_seed([item for item in queue]))
+        generator = torch.Generator(device=self.device).manual_seed(_chunk_seed(list(queue)))
         batch = self._prefill(self._take(queue, self.batch_size), rows)
         while True:
             if should_stop and should_stop():
@@ -228,7 +214,7 @@ class TransformersEngine:
             from selfalign.engines.kv_cache import growing_cache
 
             cache = growing_cache(self.model, room=room)
-        from selfalign.engines.kv_cache import is_growing
+        refills = self.refill and cache is not None  # only a reserved cache can take rows mid-decode
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1, **({cache_argument(self.model): cache} if cache is not None else {}))
         counts = torch.tensor([request.n for request, _ in chunk], device=device)
@@ -241,7 +227,7 @@ class TransformersEngine:
         return Batch(cache, mask[expand], positions[:, -1][expand] + 1, out.logits[:, -1, :].float()[expand],
                       torch.tensor([r.request.temperature for r in fresh], device=device),
                       torch.tensor([r.request.top_p for r in fresh], device=device),
-                      list(range(first, len(rows))), refills=self.refill and is_growing(cache), room=room)
+                      list(range(first, len(rows))), refills=refills, room=room)
 
     def _advance(self, row: _Row, token: int) -> str | None:
         """Add a sampled token to a row; return why the row is finished, or None."""

@@ -246,6 +246,8 @@ def _check_relations(config: Config) -> None:
     if config.generate.engine == "http" and not config.generate.http_url:
         raise ConfigError("generate.engine = \"http\" but generate.http_url is empty; set --set "
                           "generate.http_url=http://HOST:PORT/v1 (for example `vllm serve MODEL --enable-lora`)")
+    if config.pairs.prefer_shorter and config.pairs.prefer_longer:
+        raise ConfigError("pairs.prefer_shorter and pairs.prefer_longer are both true; set one of them to false")
     weights = [config.judge.weight_rubric, config.judge.weight_verifiers,
                config.judge.weight_likelihood, config.judge.weight_blackbox]
     if config.train.loss != "sft" and sum(weights) == 0:

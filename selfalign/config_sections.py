@@ -144,6 +144,9 @@ class PairsSection:
                         choices=("worst", "finished", "finished-or-loop"))
     prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
                                "reward verbosity)")
+    prefer_longer: bool = opt(False, "best-vs-worst: of the answers tied at the top score choose the longest (and "
+                              "reject the shortest of those tied at the bottom): the verifiers cannot tell them "
+                              "apart, and without it a 135M model's chosen answers drift shorter each round")
     sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "
                                "scales", min=1.0, max=10.0)
 

@@ -135,3 +135,9 @@ def test_a_watched_config_is_parsed_again_only_when_the_file_changes(tmp_path, m
     assert watched.get() is first and not parsed  # unchanged: no parsing
     path.write_text(path.read_text(encoding="utf-8") + "\n", encoding="utf-8")
     assert watched.get().run.rounds == 9 and parsed == [path]
+
+
+def test_prefer_shorter_and_longer_together_is_refused():
+    with pytest.raises(ConfigError, match="prefer_shorter and pairs.prefer_longer are both true"):
+        config.build(sets=["pairs.prefer_shorter=true", "pairs.prefer_longer=true"])
+    assert config.build(sets=["pairs.prefer_longer=true"]).pairs.prefer_longer

@@ -56,6 +56,20 @@ def test_ties_are_dropped_unless_shorter_breaks_them():
     assert (pair.chosen_id, pair.rejected_id, pair.rule) == (2, 1, "tie-shorter")
 
 
+def test_prefer_longer_chooses_the_longest_of_the_top_ties():
+    s = scores((1, 0.9, 30), (2, 0.9, 80), (3, 0.9, 55), (4, 0.2, 40), (5, 0.2, 20))
+    (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1)
+    assert (pair.chosen_id, pair.rejected_id) == (1, 5)  # without it: sample order
+    (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1, prefer_longer=True)
+    assert (pair.chosen_id, pair.rejected_id, pair.rule) == (2, 5, "best-vs-worst")
+    # the score still decides first: a longer answer with a lower score is never chosen
+    s[4]["tokens"] = 300
+    assert best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1, prefer_longer=True)[0].chosen_id == 2
+    # a true tie still builds no pair
+    tie = scores((1, 0.5, 40), (2, 0.5, 12))
+    assert best_vs_worst(1, 1, [1, 2], tie, 0.05, False, 1, prefer_longer=True) == []
+
+
 def test_missing_scores_never_pair():
     s = scores((1, None, 5), (2, None, 9))
     assert best_vs_worst(1, 1, [1, 2], s, 0.0, True, 1) == []

@@ -15,7 +15,8 @@ chosen. Without it a loop is chosen as often as it is rejected (it even meets "u
 times"), and DPO taught the embedded model to loop (docs/gain.md).
 
 Rules: best-vs-worst (DPO; up to max_pairs_per_prompt pairs, each with at least min_margin,
-ties dropped, equal scores broken toward the shorter response when prefer_shorter), ranked (every
+ties dropped, equal scores broken toward the shorter response when prefer_shorter, or the chosen taken as
+the longest of the answers tied at the top when prefer_longer), ranked (every
 ordered pair with the margin, for RRHF), sft (I-SHEEP: responses scoring at least sft_min_score on
 both scales). Each pair stores its rule and the scores behind it. The stage rebuilds the round's
 pairs from the stored judgements in one transaction, so rerunning it is safe.
@@ -174,7 +175,8 @@ def run(ctx: StageContext) -> None:
             pairs += ranked_pairs(k, pid, ids, scores, cfg.pairs.min_margin, cfg.pairs.prefer_shorter)
         else:
             pairs += best_vs_worst(k, pid, ids, scores, cfg.pairs.min_margin, cfg.pairs.prefer_shorter,
-                                   cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected)
+                                   cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected,
+                                   prefer_longer=cfg.pairs.prefer_longer)
     with store.transaction():
         store.clear_pairs(k)
         for pair in pairs:
@@ -192,12 +194,14 @@ def run(ctx: StageContext) -> None:
                     f"{len(by_prompt)} prompts", round=k, stage=NAME)
 
 
-def _ranked(ids: list[int], scores: dict, prefer_shorter: bool) -> list[int]:
-    """Best first; None scores last; equal scores: shorter first when asked, then sample order."""
+def _ranked(ids: list[int], scores: dict, prefer_shorter: bool, prefer_longer: bool = False) -> list[int]:
+    """Best first; None scores last; equal scores: shorter (or longer) first when asked, then sample order."""
+    length_sign = 1 if prefer_shorter else -1 if prefer_longer else 0
+
     def key(rid):
         s = scores[rid]
         value = s["combined"]
-        return (value is None, -(value or 0.0), s["tokens"] if prefer_shorter else 0, s["sample_index"])
+        return (value is None, -(value or 0.0), length_sign * s["tokens"], s["sample_index"])
 
     return sorted(ids, key=key)
 
@@ -213,14 +217,18 @@ def _brief(s: dict) -> dict:
             "tokens": s["tokens"], **({"gated": True} if s["gated"] else {})}
 
 
-def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, rejected="worst") -> list[NewPair]:
+def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, rejected="worst", *,
+                  prefer_longer=False) -> list[NewPair]:
     """The n-th best answer against the n-th worst. rejected='finished' takes the rejected answer from the
     answers that finished cleanly (not cut off, not looping) when one of them is at least min_margin below
     the chosen, and falls back to the worst answer otherwise: a cut-off answer is usually also the longest,
     so always rejecting it teaches "say less" as much as "meet the constraint" (docs/gain.md).
     rejected='finished-or-loop' also lets a looping answer be rejected and only passes over answers cut
-    off without looping: rejecting loops is what taught the model to stop looping."""
-    ranked = [rid for rid in _ranked(ids, scores, prefer_shorter) if scores[rid]["combined"] is not None]
+    off without looping: rejecting loops is what taught the model to stop looping.
+    prefer_longer: of the answers tied at the top the longest is chosen (and of those tied at the bottom the
+    shortest rejected). The verifiers cannot tell such answers apart, and taking whichever came first lets
+    the chosen answers drift shorter round after round (docs/gain.md); a true tie still builds no pair."""
+    ranked = [rid for rid in _ranked(ids, scores, prefer_shorter, prefer_longer) if scores[rid]["combined"] is not None]
     pairs, used = [], set()
     for n in range(min(max_pairs, len(ranked) // 2)):
         chosen = ranked[n]

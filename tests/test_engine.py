@@ -218,3 +218,29 @@ def test_a_stop_asked_mid_call_returns_the_finished_samples_only(engine, monkeyp
     assert len(asked) == 7 and results == stored  # it returned at the first yes
     assert 0 < len(results) < 24 and all(r.finish_reason in {"stop", "length"} for r in results)
     assert all(r.tokens <= 4 or r.finish_reason == "stop" for r in results)  # long ones were cut short: dropped
+
+
+def test_a_prefill_in_pieces_gives_the_same_greedy_answers_and_can_be_stopped_between_them(engine, monkeypatch):
+    """A chunk of prompts longer than PREFILL_TOKENS is prefilled in pieces joined as refills are: the same
+    greedy tokens as one piece, and a stop asked between pieces returns before any decoding."""
+    from selfalign.engines import transformers_engine
+
+    requests = [GenerationRequest(key=i, messages=chat(f"{PROMPTS[i % 3]} {'more ' * i}"), n=2, temperature=0.0,
+                                  max_new_tokens=3 + 2 * (i % 3)) for i in range(4)]
+    whole = _by_key(engine.generate(requests))
+    pieces = []
+    split = transformers_engine.TransformersEngine._pieces
+    monkeypatch.setattr(transformers_engine.TransformersEngine, "_pieces",
+                        lambda self, chunk: pieces.append(split(self, chunk)) or pieces[-1])
+    monkeypatch.setattr(transformers_engine, "PREFILL_TOKENS", 40)  # one or two prompts a piece
+    in_pieces = _by_key(engine.generate(requests))
+    assert max(len(p) for p in pieces) > 1
+    assert in_pieces.keys() == whole.keys()
+    for key, r in whole.items():
+        assert (in_pieces[key].text, in_pieces[key].tokens, in_pieces[key].finish_reason) == \
+            (r.text, r.tokens, r.finish_reason)
+        assert in_pieces[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-4)
+    monkeypatch.setattr(transformers_engine, "STOP_CHECK_S", 0.0)
+    asked = []
+    assert engine.generate(requests, should_stop=lambda: asked.append(1) or True) == []
+    assert asked == [1]  # asked after the first piece, before the second

@@ -32,6 +32,8 @@ from selfalign.engines.decode_batch import Batch, cache_argument, cache_of
 TOP_K_CANDIDATES = 256  # top-p is computed on these; rows needing more fall back to a full sort
 COMPACT_FRACTION = 0.25  # drop finished rows from the KV cache once this share of the batch is done
 STOP_CHECK_S = 1.0  # how often a call asks whether to stop (the question may read a database)
+PREFILL_TOKENS = 8192  # padded prompt tokens per prefill forward (a few seconds on 2 CPU cores); a stop is
+# asked between pieces, and the prefill's activations stay bounded however long the prompts
 
 
 @dataclass
@@ -162,8 +164,8 @@ class TransformersEngine:
             return
         rows: list[_Row] = []
         generator = torch.Generator(device=self.device).manual_seed(_chunk_seed(list(queue)))
-        batch = self._prefill(self._take(queue, self.batch_size), rows)
-        while True:
+        batch = self._prefill(self._take(queue, self.batch_size), rows, should_stop)
+        while batch is not None:
             if should_stop and should_stop():
                 return  # rows not finished are dropped: the caller makes them again
             tokens, logprobs = _sample(batch.logits, batch.temps, batch.top_ps, generator)
@@ -189,12 +191,43 @@ class TransformersEngine:
             refill = batch.refills and self.batch_size - len(batch.live) >= COMPACT_FRACTION * self.batch_size
             chunk = self._take(queue, self.batch_size - len(batch.live)) if refill or not batch.live else []
             if chunk:
-                fresh = self._prefill(chunk, rows)
+                fresh = self._prefill(chunk, rows, should_stop)
+                if fresh is None:
+                    return
                 batch = batch.absorb(fresh) if batch.live else fresh
             if not batch.live:
                 return
 
-    def _prefill(self, chunk, rows: list[_Row]) -> Batch:
+    def _prefill(self, chunk, rows: list[_Row], should_stop: Throttled | None = None) -> Batch | None:
+        """Prefill the chunk in pieces of at most PREFILL_TOKENS padded tokens, joined as refills are, and
+        ask between pieces whether to stop (None then). Only a reserved cache can join, so with
+        transformers' own cache the chunk is one piece."""
+        batch = None
+        for piece in self._pieces(chunk):
+            if batch is not None and should_stop and should_stop():
+                return None
+            fresh = self._prefill_piece(piece, rows)
+            batch = fresh if batch is None else batch.absorb(fresh)
+        return batch
+
+    def _pieces(self, chunk) -> list[list]:
+        if not (self.reserve_cache and self.refill):
+            return [chunk]
+        from selfalign.engines.kv_cache import growing_cache
+
+        if growing_cache(self.model, room=1) is None:
+            return [chunk]
+        pieces, piece, width = [], [], 0
+        for item in chunk:  # in the chunk's order, so the rows (and the draws) come in the same order
+            width_with = max(width, len(item[1]))
+            if piece and width_with * (len(piece) + 1) > PREFILL_TOKENS:
+                pieces.append(piece)
+                piece, width_with = [], len(item[1])
+            piece.append(item)
+            width = width_with
+        return pieces + [piece]
+
+    def _prefill_piece(self, chunk, rows: list[_Row]) -> Batch:
         """Run the chunk's prompts once, then copy each prompt's logits, mask and KV cache to its n rows."""
         import torch
 

@@ -29,6 +29,9 @@ def export_round(folder: RunFolder, round_k: int | None, out: str | None = None,
         if not pairs and k not in adapters:
             raise UsageError(f"round {k} of {folder.name} has no pairs and no adapter; rounds with adapters: "
                              f"{adapters or 'none'}")
+        if merged and k not in adapters:  # before anything is written: no half export
+            raise UsageError(f"round {k} of {folder.name} has no adapter to merge (it has pairs only); export "
+                             f"without --merged, or pick a round with an adapter: {adapters or 'none'}")
         target = Path(out) if out else folder.path / "export" / str(k)
         target.mkdir(parents=True, exist_ok=True)
         responses = {r.id: r for r in store.responses(round=k)}
@@ -56,6 +59,4 @@ def export_round(folder: RunFolder, round_k: int | None, out: str | None = None,
             PeftModel.from_pretrained(model, str(folder.adapter_dir(k))).merge_and_unload().save_pretrained(
                 target / "merged")
             tokenizer.save_pretrained(target / "merged")
-    elif merged:
-        raise UsageError(f"round {k} has no adapter to merge")
     return target

@@ -90,3 +90,16 @@ def test_fork_at_evaluate_keeps_the_adapter_and_bad_forks_are_refused(source, ru
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1
         assert not (runs_root / "bad").exists() and not list(runs_root.glob(".bad*"))
+
+
+def test_a_round_with_pairs_but_no_adapter_exports_its_pairs_and_refuses_to_merge(source, runs_root):
+    assert cli("init", "untrained", "--fork", "source", "--at", "1:train").returncode == 0
+    fork = runs.locate("untrained")
+    assert not fork.adapter_dir(1).is_dir()
+    refused = cli("export", "untrained", "--round", "1", "--merged")
+    assert refused.returncode != 0 and "has no adapter to merge" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (fork.path / "export").exists()  # refused before anything was written
+    assert cli("export", "untrained", "--round", "1").returncode == 0
+    target = fork.path / "export" / "1"
+    assert (target / "pairs.jsonl").read_text().strip() and not (target / "adapter").exists()

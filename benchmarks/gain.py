@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from selfalign import config
 from selfalign.stages import STAGES
 
 
@@ -126,16 +127,18 @@ def main() -> None:
     if not args.skip_loop:
         selfalign("run", name, "--headless", "--quiet", env=env)
     adapters = sorted(int(p.name) for p in (folder / "rounds").glob("*") if (p / "adapter").is_dir())
+    # the run's own settings, not this call's --set: a resumed or forked run was made by another call
+    settings = config.changes(config.load(folder / "config.toml"))
     rows: dict[int, dict] = {}
     for k in [0, *adapters]:
         print(f"evaluating round {k} on the whole benchmark", file=sys.stderr)
         out = selfalign("eval", name, "--round", str(k), "--all", "--format", "json", env=env, capture=True)
         rows[k] = json.loads(out.strip().splitlines()[-1])
         seconds = stage_seconds(folder / "selfalign.db")
-        (folder / "gain.json").write_text(json.dumps({"settings": args.sets, "rounds": rows,
+        (folder / "gain.json").write_text(json.dumps({"settings": settings, "rounds": rows,
                                                       "stage_seconds": seconds}, indent=1))
-        (folder / "gain.md").write_text(render(name, args.sets, rows, seconds) + "\n")
-    print(render(name, args.sets, rows, stage_seconds(folder / "selfalign.db")))
+        (folder / "gain.md").write_text(render(name, settings, rows, seconds) + "\n")
+    print(render(name, settings, rows, stage_seconds(folder / "selfalign.db")))
     print(f"\n(this call: {(time.time() - started) / 60:.1f} min; the table is also in {folder / 'gain.md'})")
 
 

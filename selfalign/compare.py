@@ -23,10 +23,6 @@ from selfalign.store.rows import ROUND_FINISHED
 METRICS = metrics_mod.labelled(metrics_mod.COMPARE)
 
 
-def _flatten(cfg: config_mod.Config) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in cfg.to_dict().items() for key, value in values.items()}
-
-
 def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, Any]:
     cfg = config_mod.load(folder.config_path)
     with open_store(folder.db_path) as store:
@@ -47,7 +43,7 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
                                         "finish_reason": response.finish_reason,
                                         "checks": verifiers.check_all(prompt.constraints, response.text)}
         return {"name": folder.name, "note": info.note if info else "", "recipe": cfg.run.recipe,
-                "model": cfg.model.name, "config": _flatten(cfg), "rounds_done": [r.k for r in rounds],
+                "model": cfg.model.name, "config": config_mod.flat(cfg), "rounds_done": [r.k for r in rounds],
                 "rejected": [r.k for r in rounds if r.status == "rejected"], "decisions": decisions,
                 "metrics": metrics, "answers_round": k, "answers": answers}
 

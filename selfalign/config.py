@@ -257,6 +257,20 @@ def _check_relations(config: Config) -> None:
 # ---------------------------------------------------------------- TOML output
 
 
+def flat(config: Config) -> dict[str, Any]:
+    """Every setting as 'section.key' -> value."""
+    return {f"{section}.{key}": value for section, values in config.to_dict().items() for key, value in values.items()}
+
+
+def changes(config: Config) -> list[str]:
+    """The settings that differ from the defaults, as --set items (the note aside): the recipe when it is not
+    the default one, then what differs from that recipe's own defaults."""
+    defaults = flat(build(recipe=config.run.recipe))
+    recipe = [] if config.run.recipe == build().run.recipe else [f"run.recipe={toml_value(config.run.recipe)}"]
+    return recipe + [f"{key}={toml_value(value)}" for key, value in flat(config).items()
+                     if value != defaults.get(key) and key != "run.note"]
+
+
 def dumps(config: Config) -> str:
     """TOML text of the whole resolved config, each key preceded by its help as a comment."""
     out = ["# selfalign run configuration, resolved when the run was created.",

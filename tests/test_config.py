@@ -141,3 +141,11 @@ def test_prefer_shorter_and_longer_together_is_refused():
     with pytest.raises(ConfigError, match="prefer_shorter and pairs.prefer_longer are both true"):
         config.build(sets=["pairs.prefer_shorter=true", "pairs.prefer_longer=true"])
     assert config.build(sets=["pairs.prefer_longer=true"]).pairs.prefer_longer
+
+
+def test_changes_lists_what_differs_from_the_recipe_defaults():
+    cfg = config.build(sets=["generate.max_new_tokens=320", "pairs.prefer_longer=true", "run.note=why"])
+    assert config.changes(cfg) == ["generate.max_new_tokens=320", "pairs.prefer_longer=true"]
+    assert config.changes(config.build()) == []
+    isheep = config.build(recipe="isheep")
+    assert config.changes(isheep) == ["run.recipe=\"isheep\""]  # its own defaults are not changes

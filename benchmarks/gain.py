@@ -34,6 +34,8 @@ from pathlib import Path
 from selfalign import config
 from selfalign.stages import STAGES
 
+PEAK = "peak GiB"
+
 
 def selfalign(*args: str, env: dict, capture: bool = False) -> str:
     """Run one selfalign command; stop the benchmark with its error line when it fails."""
@@ -45,6 +47,7 @@ def selfalign(*args: str, env: dict, capture: bool = False) -> str:
 
 
 def stage_seconds(db_path: Path) -> dict[int, dict[str, float]]:
+    """round -> stage -> working seconds, and under 'peak GiB' the round's highest stage peak memory."""
     from selfalign.store import open_store
 
     with open_store(db_path) as store:
@@ -52,6 +55,9 @@ def stage_seconds(db_path: Path) -> dict[int, dict[str, float]]:
         for s in store.stages():
             if s.seconds is not None:
                 out.setdefault(s.round, {})[s.name] = s.seconds
+            if s.peak_rss_mib is not None:
+                row = out.setdefault(s.round, {})
+                row[PEAK] = max(row.get(PEAK, 0.0), s.peak_rss_mib / 1024)
         return out
 
 
@@ -71,7 +77,7 @@ def render(name: str, settings: list[str], rows: dict[int, dict], seconds: dict[
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, row in sorted(rows.items()):
         f, g = row["figures"], row.get("gain") or {}
-        minutes = sum(seconds.get(k, {}).values()) / 60
+        minutes = sum(v for stage, v in seconds.get(k, {}).items() if stage != PEAK) / 60
         clean = "-" if f.get("clean_length_mean") is None else f"{f['clean_length_mean']:.0f}"
         lines.append(f"| {k} | {pct(f['csr_prompt'])} | {pct(g.get('csr_prompt'), True)} | "
                      f"{pct(f['csr_instruction'])} | {pct(g.get('csr_instruction'), True)} | "
@@ -80,11 +86,12 @@ def render(name: str, settings: list[str], rows: dict[int, dict], seconds: dict[
     n = next(iter(rows.values()))["figures"]["n"] if rows else 0
     lines += ["", f"{n} held-out prompts (wordings unseen in training), greedy answers; clean length: answers that "
               "finished by themselves without looping. Wall time per stage "
-              "(minutes; evaluate is the loop's own sample, not the whole benchmark):", "",
-              "| round | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
+              "(minutes; evaluate is the loop's own sample, not the whole benchmark) and the round's peak memory:",
+              "", "| round | " + " | ".join(STAGES) + f" | {PEAK} |", "|---" * (len(STAGES) + 2) + "|"]
     for k in sorted(seconds):
-        lines.append(f"| {k} | " + " | ".join(f"{seconds[k][s] / 60:.1f}" if s in seconds[k] else "-"
-                                             for s in STAGES) + " |")
+        cells = [f"{seconds[k][s] / 60:.1f}" if s in seconds[k] else "-" for s in STAGES]
+        cells.append(f"{seconds[k][PEAK]:.1f}" if PEAK in seconds[k] else "-")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -33,6 +33,8 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
         for stage in store.stages():
             if stage.seconds is not None:
                 metrics.setdefault(stage.round, {})[f"time/{stage.name}"] = stage.seconds
+            if stage.peak_rss_mib is not None:
+                metrics.setdefault(stage.round, {})[f"memory/{stage.name}"] = stage.peak_rss_mib
         evaluated = sorted(k for k, m in metrics.items() if "eval/length_mean" in m)
         k = answers_round if answers_round is not None else (evaluated[-1] if evaluated else None)
         answers = {}
@@ -73,7 +75,8 @@ def compare(folders: list[runs.RunFolder], *, answers_round: int | None = None, 
             settings.append({"key": key, "values": values, "differs": differs})
 
     rounds = sorted(set().union(*(d["metrics"] for d in data)))
-    metric_names = METRICS + [(f"time/{s}", f"{s} seconds") for s in STAGES]
+    metric_names = METRICS + [(f"time/{s}", f"{s} seconds") for s in STAGES] + \
+        [(f"memory/{s}", f"{s} peak MiB") for s in STAGES]
     metrics = []
     for name, label in metric_names:
         series = {d["name"]: {k: d["metrics"].get(k, {}).get(name) for k in rounds} for d in data}

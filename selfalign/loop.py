@@ -62,8 +62,8 @@ class Loop:
             store.finish_stage(k, name, "failed", error=f"{type(exc).__name__}: {exc}")
             self.log("error", f"failed: {type(exc).__name__}: {exc}", round=k, stage=name)
             raise
-        store.finish_stage(k, name, "done")
         peak = peak_memory_mib()
+        store.finish_stage(k, name, "done", peak_rss_mib=peak)
         self.log("info", f"done in {store.stage(k, name).seconds:.1f} s" + (
             f", peak memory {peak / 1024:.1f} GiB" if peak else ""), round=k, stage=name, peak_rss_mib=peak)
         self.mirror.sync(store)
@@ -199,6 +199,9 @@ def _decide(folder: RunFolder, cfg, round_cfg, store: Store, log: RunLog, k: int
 def _summary(store: Store, k: int) -> None:
     """One JSON line on stdout per finished round: its metrics and stage timings."""
     metrics = store.metrics(k).get(k, {})
-    timings = {s.name: round(s.seconds, 2) for s in store.stages(k) if s.seconds is not None}
-    line = {"round": k, "metrics": metrics, "stage_seconds": timings, "pairs": len(store.pairs(k))}
+    stages = store.stages(k)
+    timings = {s.name: round(s.seconds, 2) for s in stages if s.seconds is not None}
+    peaks = {s.name: round(s.peak_rss_mib) for s in stages if s.peak_rss_mib is not None}
+    line = {"round": k, "metrics": metrics, "stage_seconds": timings, "stage_peak_mib": peaks,
+            "pairs": len(store.pairs(k))}
     print(json.dumps(line), flush=True)

@@ -48,6 +48,8 @@ def check_tables(folder, rounds, recipe):
         done = [e for e in store.events() if e.message.startswith("done in ")]
         # each stage reports its own peak memory (Linux: the high-water mark, reset at its start)
         assert done and all(e.data["peak_rss_mib"] > 50 and "peak memory" in e.message for e in done)
+        peaks = {(e.round, e.stage): e.data["peak_rss_mib"] for e in done}  # and the stages table keeps it
+        assert {(s.round, s.name): s.peak_rss_mib for s in store.stages()} == peaks
     logs = list(folder.logs_dir.glob("*.jsonl"))
     assert logs and all(json.loads(line)["message"] for line in logs[0].read_text().splitlines())
 

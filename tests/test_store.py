@@ -29,14 +29,14 @@ def test_pragmas_and_indexes(store):
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"responses_by_round", "judgements_by_response", "pairs_by_round"} <= indexes
-    assert store.schema_version() == "m005_pair_columns"
+    assert store.schema_version() == "m006_stage_peak_memory"
 
 
 def test_reopen_applies_nothing_twice(tmp_path, store):
     store.close()
     with open_store(tmp_path / "selfalign.db") as again:
         assert again.run_info().name == "demo"
-        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 5
+        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 6
 
 
 def test_prompts_are_deduplicated_by_normalised_text(store):

@@ -46,6 +46,7 @@ class Stage:
     started_at: str
     finished_at: str | None
     seconds: float | None
+    peak_rss_mib: float | None = None  # the stage's own peak resident memory, where the platform tells
 
 
 @dataclass

@@ -272,3 +272,10 @@ def m005_pair_columns(db) -> None:
         CREATE INDEX judgements_by_response ON judgements(response_id);
         """
     )
+
+
+@migrations(name="m006_stage_peak_memory")
+def m006_stage_peak_memory(db) -> None:
+    # The highest resident memory (MiB) while the stage ran: each stage resets the kernel's high-water mark,
+    # so this is the stage's own peak (NULL where the platform cannot tell, and for runs before it).
+    _run_statements(db, "ALTER TABLE stages ADD COLUMN peak_rss_mib REAL;\n")

@@ -171,10 +171,12 @@ class Store(PollingReads):
                     "seconds = (julianday(?) - julianday(started_at)) * 86400 WHERE round = ? AND name = ?",
                     [done, total, now(), k, name])
 
-    def finish_stage(self, k: int, name: str, status: str = "done", error: str | None = None) -> None:
+    def finish_stage(self, k: int, name: str, status: str = "done", error: str | None = None,
+                     peak_rss_mib: float | None = None) -> None:
         self._write("UPDATE stages SET status = ?, error = ?, finished_at = ?, "
-                    "seconds = (julianday(?) - julianday(started_at)) * 86400 WHERE round = ? AND name = ?",
-                    [status, error, (t := now()), t, k, name])
+                    "seconds = (julianday(?) - julianday(started_at)) * 86400, "
+                    "peak_rss_mib = COALESCE(?, peak_rss_mib) WHERE round = ? AND name = ?",
+                    [status, error, (t := now()), t, peak_rss_mib, k, name])
 
     def stage(self, k: int, name: str) -> Stage | None:
         rows = self._fetch(Stage, "SELECT * FROM stages WHERE round = ? AND name = ?", [k, name])

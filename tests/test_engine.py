@@ -110,7 +110,7 @@ def test_release_memory_drops_the_merged_adapter_and_the_next_call_merges_it_aga
     (first,) = engine.generate([request], adapter=str(tmp_path / "adapter"))
     assert engine.model is not engine.base
     engine.release_memory()  # what the train stage calls before training
-    assert engine.model is engine.base and engine.adapter is None
+    assert engine.model is None and engine.adapter is None
     (again,) = engine.generate([request], adapter=str(tmp_path / "adapter"))
     assert (again.text, again.mean_logprob) == (first.text, first.mean_logprob)
 
@@ -244,3 +244,43 @@ def test_a_prefill_in_pieces_gives_the_same_greedy_answers_and_can_be_stopped_be
     asked = []
     assert engine.generate(requests, should_stop=lambda: asked.append(1) or True) == []
     assert asked == [1]  # asked after the first piece, before the second
+
+
+def test_onednn_linear_layers_give_the_same_greedy_answers_as_torchs(engine, tmp_path):
+    """The sampling copy calls oneDNN for every linear layer on a CPU (plain weights for the base, reordered
+    ones for a merged adapter): the same greedy tokens, log-probs within float noise, and the base's own
+    modules untouched (the trainer shares them)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+    from torch import nn
+
+    from selfalign.engines.onednn_linear import OneDnnLinear
+
+    peft_model = get_peft_model(copy.deepcopy(engine.base), LoraConfig(
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    requests = [GenerationRequest(key=i, messages=chat(p), n=1, temperature=0.0, max_new_tokens=10)
+                for i, p in enumerate(PROMPTS)]
+    answers = {}
+    for onednn in (True, False):
+        engine.onednn = onednn
+        engine.release_memory()
+        try:
+            for adapter in (None, str(tmp_path / "adapter")):
+                answers[onednn, adapter] = _by_key(engine.generate(requests, adapter=adapter))
+                swapped = [m for m in engine.model.modules() if isinstance(m, OneDnnLinear)]
+                assert bool(swapped) == onednn
+                if swapped and adapter:  # reordered into oneDNN's layout
+                    assert all(m.weight.is_mkldnn for m in swapped)
+        finally:
+            engine.onednn = True
+            engine.release_memory()
+    assert all(type(m) is not OneDnnLinear for m in engine.base.modules())
+    assert any(type(m) is nn.Linear for m in engine.base.modules())
+    for adapter in (None, str(tmp_path / "adapter")):
+        ours, torchs = answers[True, adapter], answers[False, adapter]
+        assert ours.keys() == torchs.keys()
+        for key, r in torchs.items():
+            assert (ours[key].text, ours[key].tokens) == (r.text, r.tokens)
+            assert ours[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-3)

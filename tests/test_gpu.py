@@ -11,7 +11,7 @@ def test_engine_samples_on_cuda_in_bf16(tiny_model_dir):
     from selfalign.engines.transformers_engine import TransformersEngine
 
     engine = TransformersEngine.load(str(tiny_model_dir), device="cuda", batch_size=8)
-    assert engine.device.type == "cuda" and engine.model.dtype == torch.bfloat16
+    assert engine.device.type == "cuda" and engine.base.dtype == torch.bfloat16
     requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": p}], n=3, max_new_tokens=8,
                                   temperature=1.0) for i, p in enumerate(["Hi.", "Write a long poem about rain."])]
     results = engine.generate(requests)

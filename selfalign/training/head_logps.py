@@ -23,7 +23,7 @@ def target_logps(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
     A plain bias-free Linear head whose weight is frozen (LoRA leaves it so) takes the chunked path;
     anything else (a head with a bias, an adapter on it, a trained weight) goes the plain way."""
-    plain = type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+    plain = isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad
     if not plain:
         logits = head(hidden).float()
         return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
@@ -38,12 +38,12 @@ class _ChunkedTargetLogps(torch.autograd.Function):
         slope = hidden.new_empty(hidden.shape, dtype=torch.float32) if wants_grad else None
         for start in range(0, len(hidden), CHUNK_ROWS):
             rows = slice(start, start + CHUNK_ROWS)
-            logits = (hidden[rows] @ weight.T).float()
+            logits = _product(hidden[rows], weight).float()
             norm = logits.logsumexp(-1, keepdim=True)
             out[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1) - norm.squeeze(-1)
             if wants_grad:
                 probs = logits.sub_(norm).exp_()  # the chunk's logits are not needed again
-                slope[rows] = weight[targets[rows]].float() - probs @ weight.float()
+                slope[rows] = weight[targets[rows]].float() - _product(probs, weight.float().t())
         ctx.save_for_backward(slope)
         ctx.hidden_dtype = hidden.dtype
         return out
@@ -52,3 +52,13 @@ class _ChunkedTargetLogps(torch.autograd.Function):
     def backward(ctx, grad_out):
         (slope,) = ctx.saved_tensors
         return (grad_out[:, None] * slope).to(ctx.hidden_dtype), None, None
+
+
+def _product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x W^T for a [out, in] weight (or a transposed view of one): through oneDNN on a CPU in float32, where
+    torch's own GEMM is slower (training/onednn_frozen.py), else torch's."""
+    from selfalign.engines.onednn_linear import linear, usable_for
+
+    if x.dtype == torch.float32 and weight.dtype == torch.float32 and usable_for(weight):
+        return linear(x.contiguous(), weight)
+    return x @ weight.T

@@ -27,23 +27,26 @@ def target_logps(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     if not plain:
         logits = head(hidden).float()
         return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
-    return _ChunkedTargetLogps.apply(hidden, head.weight, targets)
+    from selfalign.training.onednn_frozen import OneDnnFrozenLinear
+
+    # a head the trainer routed through oneDNN (training/onednn_frozen.py) multiplies through it here too
+    return _ChunkedTargetLogps.apply(hidden, head.weight, targets, type(head) is OneDnnFrozenLinear)
 
 
 class _ChunkedTargetLogps(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets):
+    def forward(ctx, hidden, weight, targets, onednn=False):
         wants_grad = ctx.needs_input_grad[0]
         out = hidden.new_empty(len(hidden), dtype=torch.float32)
         slope = hidden.new_empty(hidden.shape, dtype=torch.float32) if wants_grad else None
         for start in range(0, len(hidden), CHUNK_ROWS):
             rows = slice(start, start + CHUNK_ROWS)
-            logits = _product(hidden[rows], weight).float()
+            logits = _product(hidden[rows], weight, onednn).float()
             norm = logits.logsumexp(-1, keepdim=True)
             out[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1) - norm.squeeze(-1)
             if wants_grad:
                 probs = logits.sub_(norm).exp_()  # the chunk's logits are not needed again
-                slope[rows] = weight[targets[rows]].float() - _product(probs, weight.float().t())
+                slope[rows] = weight[targets[rows]].float() - _product(probs, weight.float().t(), onednn)
         ctx.save_for_backward(slope)
         ctx.hidden_dtype = hidden.dtype
         return out
@@ -51,14 +54,14 @@ class _ChunkedTargetLogps(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (slope,) = ctx.saved_tensors
-        return (grad_out[:, None] * slope).to(ctx.hidden_dtype), None, None
+        return (grad_out[:, None] * slope).to(ctx.hidden_dtype), None, None, None
 
 
-def _product(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x W^T for a [out, in] weight (or a transposed view of one): through oneDNN on a CPU in float32, where
-    torch's own GEMM is slower (training/onednn_frozen.py), else torch's."""
+def _product(x: torch.Tensor, weight: torch.Tensor, onednn: bool) -> torch.Tensor:
+    """x W^T for a [out, in] weight (or a transposed view of one): through oneDNN when asked and it can (a
+    CPU, float32), else torch's."""
     from selfalign.engines.onednn_linear import linear, usable_for
 
-    if x.dtype == torch.float32 and weight.dtype == torch.float32 and usable_for(weight):
+    if onednn and x.dtype == torch.float32 and weight.dtype == torch.float32 and usable_for(weight):
         return linear(x.contiguous(), weight)
     return x @ weight.T

@@ -57,7 +57,7 @@ def test_dpo_learns_and_only_lora_weights_change(tiny, tmp_path):
 
 
 def test_the_training_copy_shares_the_base_weights_and_not_the_modules(tiny):
-    from selfalign.training.sharing import sharing_copy
+    from selfalign.training.trainer import sharing_copy
 
     model, _ = tiny
     twin = sharing_copy(model)
@@ -275,49 +275,3 @@ def test_training_packed_and_unpacked_reaches_the_same_adapter(tiny, tmp_path):
     assert [s.loss for s in steps[True]] == pytest.approx([s.loss for s in steps[False]], abs=1e-5)
     a, b = lora_state(adapters[True]), lora_state(adapters[False])
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-
-
-def test_frozen_products_through_onednn_give_the_same_log_probs_gradients_and_adapter(tiny, tiny_model_dir, tmp_path,
-                                                                                   monkeypatch):
-    """The trainer routes its frozen linear layers through oneDNN on a CPU: the same log-probs and LoRA
-    gradients as torch's own layers, the same losses and adapter after training, and the base's modules
-    untouched (the engine samples from them)."""
-    from peft import LoraConfig, get_peft_model
-    from torch import nn
-
-    from selfalign.training import head_logps
-    from selfalign.training.onednn_frozen import OneDnnFrozenLinear, route_frozen_linears
-    from selfalign.training.sharing import sharing_copy
-
-    chunked = []  # the output layer must keep its chunked path once routed (no full logits)
-    apply = head_logps._ChunkedTargetLogps.apply
-    monkeypatch.setattr(head_logps._ChunkedTargetLogps, "apply", lambda *a: chunked.append(1) or apply(*a))
-    base, tok = models.load(str(tiny_model_dir), device="cpu")
-    rng = random.Random(3)
-    items = [([rng.randrange(5, 400) for _ in range(n)], [rng.randrange(5, 400) for _ in range(m)])
-             for n, m in ((6, 4), (9, 7), (3, 12))]
-    grads = {}
-    for onednn in (False, True):
-        torch.manual_seed(0)
-        model = get_peft_model(sharing_copy(base), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "up_proj"],
-                                                               init_lora_weights=False))
-        routed = route_frozen_linears(model) if onednn else 0
-        assert (routed > 0) == onednn and all(type(m) is nn.Linear for m in base.modules() if isinstance(m, nn.Linear))
-        chunked.clear()
-        grads[onednn] = _logps_and_grads(model, items, packed=True)
-        assert chunked
-    (plain, _, plain_grads), (ours, _, our_grads) = grads[False], grads[True]
-    assert torch.allclose(plain, ours, atol=1e-4)
-    assert plain_grads.keys() == our_grads.keys() and any("lora_A" in n for n in plain_grads)
-    assert all(torch.allclose(plain_grads[n], our_grads[n], atol=1e-4, rtol=1e-3) for n in plain_grads)
-
-    model, tok = tiny
-    data = examples(n=6, seed=4)
-    steps = {True: [], False: []}
-    adapters = {onednn: train(model, TrainJob(data, train_cfg(batch_size=3, epochs=1), tmp_path / str(onednn),
-                                              pad_id=tok.pad_token_id, onednn=onednn), on_step=steps[onednn].append)
-                for onednn in (True, False)}
-    assert [s.loss for s in steps[True]] == pytest.approx([s.loss for s in steps[False]], abs=1e-4)
-    a, b = lora_state(adapters[True]), lora_state(adapters[False])
-    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
-    assert not any(type(m) is OneDnnFrozenLinear for m in model.modules())

@@ -19,11 +19,6 @@ import torch
 from torch import nn
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x W^T + b by oneDNN. `weight` is [out, in]: plain, a transposed view, or oneDNN's reordered copy."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
 class OneDnnLinear(nn.Module):
     """y = x W^T + b by oneDNN; `weight` is the plain [out, in] matrix or oneDNN's reordered copy of it."""
 
@@ -32,18 +27,14 @@ class OneDnnLinear(nn.Module):
         self.weight, self.bias, self.out_features = weight, bias, out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
-
-
-def usable_for(tensor: torch.Tensor) -> bool:
-    """oneDNN can multiply by this weight: float32 on a CPU, and a torch built with it."""
-    return (tensor.device.type == "cpu" and tensor.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
 
 
 def usable(model) -> bool:
-    """oneDNN can take this model's linear layers."""
-    return usable_for(next(model.parameters()))
+    """oneDNN can take this model's linear layers: float32 weights on a CPU, and a torch built with it."""
+    weight = next(model.parameters())
+    return (weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 def swap_linears(model, *, reorder: bool) -> int:

@@ -95,7 +95,7 @@ class TransformersEngine:
         if path is None:
             self.model = self.base
             if onednn:
-                from selfalign.training.sharing import sharing_copy
+                from selfalign.training.trainer import sharing_copy
 
                 self.model = sharing_copy(self.base)
                 _onednn().swap_linears(self.model, reorder=False)

@@ -23,30 +23,27 @@ def target_logps(head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
     A plain bias-free Linear head whose weight is frozen (LoRA leaves it so) takes the chunked path;
     anything else (a head with a bias, an adapter on it, a trained weight) goes the plain way."""
-    plain = isinstance(head, torch.nn.Linear) and head.bias is None and not head.weight.requires_grad
+    plain = type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
     if not plain:
         logits = head(hidden).float()
         return logits.log_softmax(-1).gather(-1, targets[:, None]).squeeze(-1)
-    from selfalign.training.onednn_frozen import OneDnnFrozenLinear
-
-    # a head the trainer routed through oneDNN (training/onednn_frozen.py) multiplies through it here too
-    return _ChunkedTargetLogps.apply(hidden, head.weight, targets, type(head) is OneDnnFrozenLinear)
+    return _ChunkedTargetLogps.apply(hidden, head.weight, targets)
 
 
 class _ChunkedTargetLogps(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, targets, onednn=False):
+    def forward(ctx, hidden, weight, targets):
         wants_grad = ctx.needs_input_grad[0]
         out = hidden.new_empty(len(hidden), dtype=torch.float32)
         slope = hidden.new_empty(hidden.shape, dtype=torch.float32) if wants_grad else None
         for start in range(0, len(hidden), CHUNK_ROWS):
             rows = slice(start, start + CHUNK_ROWS)
-            logits = _product(hidden[rows], weight, onednn).float()
+            logits = (hidden[rows] @ weight.T).float()
             norm = logits.logsumexp(-1, keepdim=True)
             out[rows] = logits.gather(-1, targets[rows, None]).squeeze(-1) - norm.squeeze(-1)
             if wants_grad:
                 probs = logits.sub_(norm).exp_()  # the chunk's logits are not needed again
-                slope[rows] = weight[targets[rows]].float() - _product(probs, weight.float().t(), onednn)
+                slope[rows] = weight[targets[rows]].float() - probs @ weight.float()
         ctx.save_for_backward(slope)
         ctx.hidden_dtype = hidden.dtype
         return out
@@ -54,14 +51,4 @@ class _ChunkedTargetLogps(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (slope,) = ctx.saved_tensors
-        return (grad_out[:, None] * slope).to(ctx.hidden_dtype), None, None, None
-
-
-def _product(x: torch.Tensor, weight: torch.Tensor, onednn: bool) -> torch.Tensor:
-    """x W^T for a [out, in] weight (or a transposed view of one): through oneDNN when asked and it can (a
-    CPU, float32), else torch's."""
-    from selfalign.engines.onednn_linear import linear, usable_for
-
-    if onednn and x.dtype == torch.float32 and weight.dtype == torch.float32 and usable_for(weight):
-        return linear(x.contiguous(), weight)
-    return x @ weight.T
+        return (grad_out[:, None] * slope).to(ctx.hidden_dtype), None, None

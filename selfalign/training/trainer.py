@@ -19,6 +19,7 @@ response-position shortcut above).
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import shutil
@@ -32,8 +33,6 @@ import torch
 from selfalign.config import TrainSection
 from selfalign.training import checkpoints, losses
 from selfalign.training.logps import response_logps, sums
-from selfalign.training.onednn_frozen import OneDnnFrozenLinear, route_frozen_linears
-from selfalign.training.sharing import sharing_copy
 
 CHECKPOINT_EVERY = 10  # optimizer steps between checkpoints
 
@@ -139,7 +138,6 @@ class TrainJob:
     init_adapter: str | None = None  # continue from this adapter (None: a fresh LoRA)
     reference_adapter: str | None = None  # the DPO reference is base + this adapter (None: the base model)
     checkpoint_every: int = CHECKPOINT_EVERY  # optimizer steps between resumable checkpoints (0: none)
-    onednn: bool = True  # frozen products through oneDNN on a CPU (training/onednn_frozen.py); off: torch's
 
 
 @dataclass
@@ -193,8 +191,6 @@ def _train(base_model, job: TrainJob, on_step, should_stop, group) -> Path:
     else:
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
-    if job.onednn:
-        route_frozen_linears(model)  # the copy's own modules: the engine's tree is untouched
     if cfg.gradient_checkpointing:  # less activation memory for a slower backward pass
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
@@ -270,6 +266,15 @@ def _train(base_model, job: TrainJob, on_step, should_stop, group) -> Path:
         shutil.rmtree(checkpoint, ignore_errors=True)
     group.barrier()
     return adapter
+
+
+def sharing_copy(model):
+    """A copy of the module tree whose weights are the original's tensors, not copies of them: training
+    wraps modules in LoRA layers and never writes a base weight, so a second 0.5 GB of frozen weights
+    would hold nothing new."""
+    import itertools
+
+    return copy.deepcopy(model, memo={id(t): t for t in itertools.chain(model.parameters(), model.buffers())})
 
 
 def _split(batch: list[int], examples: list[Example], max_tokens: int, packed: bool = False) -> list[list[int]]:
@@ -363,8 +368,6 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
         from peft import PeftModel
 
         scorer, context = PeftModel.from_pretrained(sharing_copy(base_model), reference_adapter), _null()
-        if any(type(m) is OneDnnFrozenLinear for m in model.modules()):  # as the policy's copy does
-            route_frozen_linears(scorer)
     else:
         scorer, context = model, model.disable_adapter()
     was_training = scorer.training

@@ -263,23 +263,23 @@ def test_onednn_linear_layers_give_the_same_greedy_answers_as_torchs(engine, tmp
     requests = [GenerationRequest(key=i, messages=chat(p), n=1, temperature=0.0, max_new_tokens=10)
                 for i, p in enumerate(PROMPTS)]
     answers = {}
-    for onednn in (True, False):
-        engine.onednn = onednn
+    for onednn in (True, "reorder_base", False):
+        engine.onednn, engine.reorder_base = bool(onednn), onednn == "reorder_base"
         engine.release_memory()
         try:
             for adapter in (None, str(tmp_path / "adapter")):
                 answers[onednn, adapter] = _by_key(engine.generate(requests, adapter=adapter))
                 swapped = [m for m in engine.model.modules() if isinstance(m, OneDnnLinear)]
-                assert bool(swapped) == onednn
-                if swapped and adapter:  # reordered into oneDNN's layout
-                    assert all(m.weight.is_mkldnn for m in swapped)
+                assert bool(swapped) == bool(onednn)
+                if swapped:  # a merged adapter's weights are reordered into oneDNN's layout, the base's on request
+                    assert all(m.weight.is_mkldnn == bool(adapter or engine.reorder_base) for m in swapped)
         finally:
-            engine.onednn = True
+            engine.onednn, engine.reorder_base = True, False
             engine.release_memory()
     assert all(type(m) is not OneDnnLinear for m in engine.base.modules())
     assert any(type(m) is nn.Linear for m in engine.base.modules())
-    for adapter in (None, str(tmp_path / "adapter")):
-        ours, torchs = answers[True, adapter], answers[False, adapter]
+    for onednn, adapter in [(o, a) for o in (True, "reorder_base") for a in (None, str(tmp_path / "adapter"))]:
+        ours, torchs = answers[onednn, adapter], answers[False, adapter]
         assert ours.keys() == torchs.keys()
         for key, r in torchs.items():
             assert (ours[key].text, ours[key].tokens) == (r.text, r.tokens)

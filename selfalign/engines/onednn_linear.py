@@ -41,13 +41,16 @@ def swap_linears(model, *, reorder: bool) -> int:
     """Replace every nn.Linear of the model, in place, by a OneDnnLinear; return how many. With reorder the
     weights are reordered into oneDNN's layout (the plain ones are then dropped with the old modules);
     without, the OneDnnLinear uses the same tensors."""
-    targets = [(parent, name, child) for parent in model.modules()
+    # names only: holding the old modules would keep every plain weight alive until the last is reordered
+    targets = [(parent, name) for parent in model.modules()
                for name, child in parent.named_children() if type(child) is nn.Linear]
     with torch.inference_mode():
-        for parent, name, linear in targets:
+        for parent, name in targets:
+            linear = getattr(parent, name)
             weight = linear.weight.detach()
             if reorder:
                 weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous())
             bias = None if linear.bias is None else linear.bias.detach()
             setattr(parent, name, OneDnnLinear(weight, bias, linear.out_features))
+            del linear, weight, bias
     return len(targets)

@@ -1,11 +1,13 @@
 """Peak memory and speed of one training round under different activation-memory settings.
 
 Each setting trains in its own process (peak RSS is per process) on the same pairs: batch 8,
-prompts of 64 tokens, responses of 192, LoRA r=16 on every projection, one epoch, fp32 on CPU.
+prompts of 64 tokens, responses of 192 (--prompt-tokens, --response-tokens), LoRA r=16 on every
+projection, one epoch, fp32 on CPU.
 Settings: the whole batch at once (baseline), train.micro_batch_tokens at 2048 and 512 (the default), and
 gradient checkpointing. Prints peak RSS, tokens/s and the final loss (the same steps are taken
 in every setting, so the losses should agree), with ratios against the baseline.
-Run: .venv/bin/python benchmarks/train_memory.py [--pairs 32] [--model smollm2-135m]
+Run: .venv/bin/python benchmarks/train_memory.py [--pairs 32] [--model smollm2-135m] [--response-tokens 320]
+     [--only "micro_batch_tokens=512 (default)"] [--set train.lora_dropout=0.05]
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ SETTINGS = {
 }
 
 
-def child(model_name: str, pairs: int, sets: list[str]) -> None:
+def child(model_name: str, pairs: int, prompt_tokens: int, response_tokens: int, sets: list[str]) -> None:
     import random
 
     from selfalign import config, models
@@ -38,7 +40,7 @@ def child(model_name: str, pairs: int, sets: list[str]) -> None:
     def ids(n: int) -> list[int]:
         return [rng.randrange(5, min(len(tok), 20000)) for _ in range(n)]
 
-    examples = [Example(ids(64), ids(192), ids(192)) for _ in range(pairs)]
+    examples = [Example(ids(prompt_tokens), ids(response_tokens), ids(response_tokens)) for _ in range(pairs)]
     tokens = sum(len(e.prompt) * 2 + len(e.chosen) + len(e.rejected) for e in examples)
     cfg = config.build(sets=["train.batch_size=8", "train.epochs=1", "train.lora_dropout=0.0", *sets]).train
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -65,21 +67,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--pairs", type=int, default=32)
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--response-tokens", type=int, default=192, help="tokens of each chosen and rejected answer")
+    parser.add_argument("--only", action="append", choices=list(SETTINGS), help="run only this setting (repeatable)")
+    parser.add_argument("--set", action="append", default=[], help="a setting every row gets, KEY=VALUE")
     parser.add_argument("--child", nargs="*", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shape = ["--model", args.model, "--pairs", str(args.pairs), "--prompt-tokens", str(args.prompt_tokens),
+             "--response-tokens", str(args.response_tokens)]
     if args.child is not None:
-        child(args.model, args.pairs, args.child)
+        child(args.model, args.pairs, args.prompt_tokens, args.response_tokens, args.child)
         return
-    print(f"{args.pairs} pairs, batch 8, prompt 64 + responses 192 tokens, {args.model}, one process per setting")
+    print(f"{args.pairs} pairs, batch 8, prompt {args.prompt_tokens} + responses {args.response_tokens} tokens, "
+          f"{args.model}, one process per setting{'; ' + ' '.join(args.set) if args.set else ''}")
     results = {}
-    for name, sets in SETTINGS.items():
-        done = subprocess.run([sys.executable, __file__, "--model", args.model, "--pairs", str(args.pairs),
-                               "--child", *sets], capture_output=True, text=True, check=True)
+    for name in args.only or SETTINGS:
+        done = subprocess.run([sys.executable, __file__, *shape, "--child", *SETTINGS[name], *args.set],
+                              capture_output=True, text=True, check=True)
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        base = results["whole batch"]
+        base = results[next(iter(results))]
         r = results[name]
         print(f"{name:26s} peak {r['peak_mib']:7.0f} MiB (model loaded: {r['loaded_mib']:5.0f}), "
-              f"{r['tok_s']:6.1f} tok/s, loss {r['loss']:.4f}; vs whole batch: memory "
+              f"{r['tok_s']:6.1f} tok/s, loss {r['loss']:.4f}; vs {next(iter(results))}: memory "
               f"{r['peak_mib'] / base['peak_mib']:.2f}x, speed {r['tok_s'] / base['tok_s']:.2f}x; after training "
               f"{r['after_mib']:.0f} MiB, {r['trimmed_mib']:.0f} MiB once freed memory is returned")
 

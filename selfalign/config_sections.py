@@ -182,11 +182,15 @@ class TrainSection:
     micro_batch_tokens: int = opt(512, "most tokens through the model at once (a prompt counts once when packed, "
                                   "else with each response); a larger batch is split and its gradients summed: "
                                   "the same step with less activation memory (on a CPU 512 peaked at 40 % of 2048's "
-                                  "memory at about its speed); 0 = no limit", min=0)
+                                  "memory at about its speed); an example longer than this goes alone with its "
+                                  "activations recomputed in the backward pass, so long answers stay inside the same "
+                                  "memory; "
+                                  "0 = no limit", min=0)
     packing: bool = opt(True, "one row per prompt: the prompt once, then each response, masked so a response "
                         "sees only the prompt and itself; no padding inside and the prompt computed once (the "
                         "same log-probs as one row per response)")
-    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass: less memory, about "
+    gradient_checkpointing: bool = opt(False, "recompute activations in the backward pass for every "
+                                       "micro-batch, not only those over micro_batch_tokens: less memory, about "
                                        "a third slower")
     processes: int = opt(1, "data-parallel processes for the train stage, one per GPU; above 1 the stage runs "
                          "under the launcher below (batch_size is then per process)", min=1)

@@ -169,24 +169,63 @@ def test_sigkill_mid_train_then_resume_matches_an_uninterrupted_run(tiny, tiny_m
 
 
 def test_splitting_batches_by_tokens_takes_the_same_steps(tiny, tmp_path):
-    from selfalign.training.trainer import _split
+    from selfalign.training.batching import split
 
     data = examples()
     sizes = [sum(len(e.prompt) + len(s) for s in e.sequences()) for e in data]
-    pieces = _split(list(range(6)), data, 40)
+    pieces = split(list(range(6)), data, 40)
     assert [i for piece in pieces for i in piece] == list(range(6)) and len(pieces) > 1
     assert all(len(p) == 1 or sum(sizes[i] for i in p) <= 40 for p in pieces)
-    assert _split([0, 1], data, 0) == [[0, 1]] and _split([0], data, 1) == [[0]]
+    assert split([0, 1], data, 0) == [[0, 1]] and split([0], data, 1) == [[0]]
 
     model, tok = tiny
-    whole, split = [], []
-    a = train(model, TrainJob(data, train_cfg(micro_batch_tokens=0), tmp_path / "a", pad_id=tok.pad_token_id),
-              on_step=whole.append)
-    b = train(model, TrainJob(data, train_cfg(micro_batch_tokens=30), tmp_path / "b", pad_id=tok.pad_token_id),
-              on_step=split.append)
-    assert [s.loss for s in whole] == pytest.approx([s.loss for s in split], abs=1e-5)
-    wa, wb = lora_state(a), lora_state(b)
-    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+    runs = {}
+    # 0: the whole batch at once; 30: pieces within the budget; 8: every example alone, over the
+    # budget, so its activations are recomputed in the backward pass
+    for budget in (0, 30, 8):
+        steps = []
+        adapter = train(model, TrainJob(data, train_cfg(micro_batch_tokens=budget), tmp_path / str(budget),
+                                        pad_id=tok.pad_token_id), on_step=steps.append)
+        runs[budget] = ([s.loss for s in steps], lora_state(adapter))
+    for budget in (30, 8):
+        assert runs[budget][0] == pytest.approx(runs[0][0], abs=1e-5)
+        assert all(torch.allclose(runs[0][1][k], runs[budget][1][k], atol=1e-5) for k in runs[0][1])
+
+
+def test_recomputing_activations_gives_the_same_gradients_and_holds_less(tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+
+    from selfalign.training.trainer import _loss, _recompute_switch, over_budget, sharing_copy
+
+    base, tok = models.load(str(tiny_model_dir), device="cpu")
+    cfg = train_cfg(lora_dropout=0.2, micro_batch_tokens=8)  # dropout: the recompute must replay its draws
+    model = get_peft_model(sharing_copy(base), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.2,
+                                                          target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
+    model.train()
+    switch = _recompute_switch(model, cfg)
+    batch = examples(2, seed=3)
+    assert over_budget(batch[:1], cfg) and not over_budget(batch[:1], train_cfg(micro_batch_tokens=0))
+    results = {}
+    for on in (False, True):
+        switch(on)
+        model.zero_grad()
+        torch.manual_seed(0)
+        saved: list[int] = []
+
+        def count(t, saved=saved):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+            loss, _, _ = _loss(model, batch, torch.zeros(2, 4), cfg, tok.pad_token_id)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results[on] = float(loss.detach()), grads, sum(saved)
+    (loss_kept, grads_kept, held_kept), (loss_re, grads_re, held_re) = results[False], results[True]
+    assert loss_re == pytest.approx(loss_kept, abs=1e-6)
+    assert all(torch.allclose(grads_kept[n], grads_re[n], atol=1e-6) for n in grads_kept)
+    assert any(float(g.abs().sum()) > 0 for g in grads_re.values())
+    assert held_re < held_kept / 2, (held_re, held_kept)
 
 
 def test_sft_weight_adds_the_chosen_answers_negative_log_likelihood(tiny):

@@ -32,6 +32,7 @@ import torch
 
 from selfalign.config import TrainSection
 from selfalign.training import checkpoints, losses
+from selfalign.training.batching import length_batches, split, tokens_of
 from selfalign.training.logps import response_logps, sums
 
 CHECKPOINT_EVERY = 10  # optimizer steps between checkpoints
@@ -105,27 +106,6 @@ def lr_at(step: int, total: int, cfg: TrainSection) -> float:
     return cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _tokens(example: Example, packed: bool) -> int:
-    """Positions an example takes in the model: its prompt once when packed, else once per response."""
-    seqs = example.sequences()
-    return len(example.prompt) * (1 if packed else len(seqs)) + sum(len(s) for s in seqs)
-
-
-def _batches(examples: list[Example], size: int, seed: int, epoch: int, packed: bool = False) -> list[list[int]]:
-    """Length buckets: sort by length (a packed row's, or the longest sequence's), cut into batches,
-    shuffle the batch order."""
-    rng = random.Random(seed * 1000 + epoch)
-
-    def length(i: int) -> int:
-        ex = examples[i]
-        return _tokens(ex, True) if packed else len(ex.prompt) + max(len(s) for s in ex.sequences())
-
-    order = sorted(range(len(examples)), key=lambda i: (length(i), rng.random()))
-    batches = [order[i:i + size] for i in range(0, len(order), size)]
-    rng.shuffle(batches)
-    return batches
-
-
 @dataclass
 class TrainJob:
     """What one training run learns from and where it writes: everything train() needs besides the model."""
@@ -191,9 +171,7 @@ def _train(base_model, job: TrainJob, on_step, should_stop, group) -> Path:
     else:
         model = get_peft_model(model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                  target_modules=list(cfg.lora_targets), task_type="CAUSAL_LM"))
-    if cfg.gradient_checkpointing:  # less activation memory for a slower backward pass
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()  # LoRA: the frozen embeddings must still pass gradients on
+    recompute = _recompute_switch(model, cfg)
     if cfg.loss != "sft" and cfg.loss != "rrhf":
         reference = _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter,
                                group, lambda: main and should_stop())
@@ -212,7 +190,7 @@ def _train(base_model, job: TrainJob, on_step, should_stop, group) -> Path:
 
     model.train()
     for epoch in range(cfg.epochs):
-        batches = _batches(examples, cfg.batch_size, seed, epoch, cfg.packing)
+        batches = length_batches(examples, cfg.batch_size, seed, epoch, cfg.packing)
         for epoch_step, start in enumerate(range(0, len(batches), per_step)):
             if epoch * math.ceil(len(batches) / per_step) + epoch_step < step:
                 continue  # finished before the checkpoint we resumed from
@@ -226,8 +204,9 @@ def _train(base_model, job: TrainJob, on_step, should_stop, group) -> Path:
             # stats: loss, chosen, rejected, accuracy (weighted by pairs), tokens
             stats = torch.zeros(5, dtype=torch.float64)
             mine = [chunk for batch in step_batches[group.rank::group.world]
-                    for chunk in _split(batch, examples, cfg.micro_batch_tokens, cfg.packing)]
+                    for chunk in split(batch, examples, cfg.micro_batch_tokens, cfg.packing)]
             for batch in mine:
+                recompute(cfg.gradient_checkpointing or over_budget([examples[i] for i in batch], cfg))
                 with autocast:
                     loss, info, n_tokens = _loss(model, [examples[i] for i in batch],
                                                  None if reference is None else reference[batch], cfg, pad_id)
@@ -277,22 +256,34 @@ def sharing_copy(model):
     return copy.deepcopy(model, memo={id(t): t for t in itertools.chain(model.parameters(), model.buffers())})
 
 
-def _split(batch: list[int], examples: list[Example], max_tokens: int, packed: bool = False) -> list[list[int]]:
-    """Cut a batch into runs of examples with at most max_tokens tokens through the model at once
-    (see _tokens); an example above the limit goes alone. The loss of each
-    piece is weighted by its share of the step's pairs, so the step's gradient is the same: only
-    the activations held for the backward pass shrink."""
-    if max_tokens <= 0:
-        return [batch]
-    pieces, current, used = [], [], 0
-    for i in batch:
-        n = _tokens(examples[i], packed)
-        if current and used + n > max_tokens:
-            pieces.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += n
-    return pieces + [current] if current else pieces
+def over_budget(batch: list[Example], cfg: TrainSection) -> bool:
+    """Whether a micro-batch holds more tokens than train.micro_batch_tokens: an example longer than the
+    budget goes alone (see batching.split), and its activations are then recomputed in the backward
+    pass, so the budget bounds the memory a step holds (a 320-token pair's packed row is ~700 tokens)."""
+    return cfg.micro_batch_tokens > 0 and sum(tokens_of(ex, cfg.packing) for ex in batch) > cfg.micro_batch_tokens
+
+
+def _recompute_switch(model, cfg: TrainSection) -> Callable[[bool], None]:
+    """A switch for activation recomputation (gradient checkpointing), set before each micro-batch:
+    transformers reads the layers' `gradient_checkpointing` flags at every forward call. Recomputing is
+    exact (the dropout draws are replayed) and costs about one more forward pass."""
+    if not (cfg.gradient_checkpointing or cfg.micro_batch_tokens > 0):
+        return lambda on: None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        return lambda on: None  # an architecture without it keeps its activations
+    enable = getattr(base, "activation_checkpointing_enable", None)  # transformers >= 5.x; the old name warns
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    switches = [m for m in base.modules() if hasattr(m, "_gradient_checkpointing_func")]
+
+    def switch(on: bool) -> None:
+        for module in switches:
+            module.gradient_checkpointing = on
+
+    return switch
 
 
 def _sum_gradients(params: list[torch.nn.Parameter], group: SingleProcess) -> None:
@@ -374,9 +365,9 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
     scorer.eval()
     reference = torch.zeros((len(examples), 4), dtype=torch.float32)
     # in length order, so a forward pass carries little padding; each row's values land in its own place
-    order = sorted(range(len(examples)), key=lambda i: _tokens(examples[i], cfg.packing))
+    order = sorted(range(len(examples)), key=lambda i: tokens_of(examples[i], cfg.packing))
     batches = [chunk for start in range(0, len(order), cfg.batch_size)
-               for chunk in _split(order[start:start + cfg.batch_size], examples, cfg.micro_batch_tokens, cfg.packing)]
+               for chunk in split(order[start:start + cfg.batch_size], examples, cfg.micro_batch_tokens, cfg.packing)]
     with context:
         for start in range(0, len(batches), group.world):
             if group.sum(torch.tensor([float(should_stop())]))[0] > 0:

@@ -142,9 +142,18 @@ def _by_key(results):
     return {(r.key, r.sample_index): r for r in results}
 
 
-def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine):
+@pytest.mark.parametrize("reserve", [64, 3])
+def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine, monkeypatch, reserve):
     """The cache reserved at the prefill (the default) against transformers' DynamicCache: the same tokens
-    and log-probs, with rows finishing at different steps so finished rows are dropped mid-batch."""
+    and log-probs, with rows finishing at different steps so finished rows are dropped mid-batch.
+    reserve 3: the cache grows by 3 columns at a time, many times per answer."""
+    from selfalign.engines import kv_cache
+
+    monkeypatch.setattr(kv_cache, "RESERVE_TOKENS", reserve)
+    grown = []
+    reserve_fn = kv_cache.GrowingLayer._reserve
+    monkeypatch.setattr(kv_cache.GrowingLayer, "_reserve",
+                        lambda self, k, v, capacity: grown.append(capacity) or reserve_fn(self, k, v, capacity))
     requests = [GenerationRequest(key=i, messages=chat(p), n=3, temperature=1.0, top_p=0.9, seed=3,
                                   max_new_tokens=6 + 7 * i) for i, p in enumerate(PROMPTS)]
     assert engine.reserve_cache
@@ -155,6 +164,8 @@ def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine):
         plain = _by_key(engine.generate(requests))
     finally:
         engine.reserve_cache = engine.refill = True
+    layers = engine.base.config.num_hidden_layers
+    assert (len(grown) > 3 * layers) == (reserve == 3)  # a small reserve grows; 64 covers these answers at once
     assert reserved.keys() == plain.keys()
     assert len({r.tokens for r in plain.values()}) > 1  # rows ended at different steps
     for key, r in plain.items():
@@ -163,11 +174,14 @@ def test_reserved_kv_cache_draws_the_same_samples_as_a_growing_one(engine):
         assert reserved[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-4)
 
 
-def test_refilling_the_batch_gives_the_same_greedy_answers_as_batches_that_shrink(engine, monkeypatch):
+@pytest.mark.parametrize("reserve", [64, 2])
+def test_refilling_the_batch_gives_the_same_greedy_answers_as_batches_that_shrink(engine, monkeypatch, reserve):
     """Waiting prompts join the running rows as rows finish (the default): the same greedy tokens and
-    log-probs as a batch that only shrinks, with rows of several lengths so joins happen mid-decode."""
-    from selfalign.engines import decode_batch
+    log-probs as a batch that only shrinks, with rows of several lengths so joins happen mid-decode
+    (reserve 2: joined caches grow again two columns at a time)."""
+    from selfalign.engines import decode_batch, kv_cache
 
+    monkeypatch.setattr(kv_cache, "RESERVE_TOKENS", reserve)
     prompts = [f"{p} ({i})" for i in range(4) for p in PROMPTS]
     requests = [GenerationRequest(key=i, messages=chat(p), n=2, temperature=0.0, max_new_tokens=3 + 4 * (i % 4))
                 for i, p in enumerate(prompts)]

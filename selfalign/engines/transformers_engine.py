@@ -258,8 +258,9 @@ class TransformersEngine:
         room = max(request.max_new_tokens for request, _ in chunk)
         cache = None
         if self.reserve_cache:
-            from selfalign.engines.kv_cache import growing_cache
+            from selfalign.engines.kv_cache import RESERVE_TOKENS, growing_cache
 
+            room = min(room, RESERVE_TOKENS)  # the cache grows by this many columns at a time
             cache = growing_cache(self.model, room=room)
         refills = self.refill and cache is not None  # only a reserved cache can take rows mid-decode
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,

@@ -261,16 +261,20 @@ def test_a_prefill_in_pieces_gives_the_same_greedy_answers_and_can_be_stopped_be
 
 
 def test_onednn_linear_layers_give_the_same_greedy_answers_as_torchs(engine, tmp_path):
-    """The sampling copy calls oneDNN for every linear layer on a CPU (plain weights for the base, reordered
-    ones for a merged adapter): the same greedy tokens, log-probs within float noise, and the base's own
-    modules untouched (the trainer shares them)."""
+    """The sampling copy calls oneDNN for every linear layer on a CPU (the base's weights borrowed and
+    reordered, or plain with reorder_base off; reordered ones for a merged adapter): the same greedy tokens,
+    log-probs within float noise, and the base's own modules and weights as they were once it is asked
+    for (the trainer shares them)."""
     import copy
 
+    import torch
     from peft import LoraConfig, get_peft_model
     from torch import nn
 
     from selfalign.engines.onednn_linear import OneDnnLinear
 
+    engine.release_memory()
+    original = {k: v.clone() for k, v in engine.base.state_dict().items()}
     peft_model = get_peft_model(copy.deepcopy(engine.base), LoraConfig(
         r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False))
     peft_model.save_pretrained(tmp_path / "adapter")
@@ -286,12 +290,18 @@ def test_onednn_linear_layers_give_the_same_greedy_answers_as_torchs(engine, tmp
                 swapped = [m for m in engine.model.modules() if isinstance(m, OneDnnLinear)]
                 assert bool(swapped) == bool(onednn)
                 if swapped:  # a merged adapter's weights are reordered into oneDNN's layout, the base's on request
-                    assert all(m.weight.is_mkldnn == bool(adapter or engine.reorder_base) for m in swapped)
+                    assert any(m.weight.is_mkldnn for m in swapped) == bool(adapter or engine.reorder_base)
+                # borrowed: while the base samples reordered, its own plain weights are empty (one model's memory)
+                emptied = [m for m in engine._base.modules() if type(m) is nn.Linear and m.weight.numel() == 0]
+                assert bool(emptied) == (engine.reorder_base and adapter is None)
         finally:
-            engine.onednn, engine.reorder_base = True, False
+            engine.onednn, engine.reorder_base = True, True
             engine.release_memory()
     assert all(type(m) is not OneDnnLinear for m in engine.base.modules())
     assert any(type(m) is nn.Linear for m in engine.base.modules())
+    after = engine.base.state_dict()
+    assert after.keys() == original.keys() and all(torch.equal(after[k], v) for k, v in original.items())
+    assert all(not p.is_inference() for p in engine.base.parameters())  # the trainer can save them for backward
     for onednn, adapter in [(o, a) for o in (True, "reorder_base") for a in (None, str(tmp_path / "adapter"))]:
         ours, torchs = answers[onednn, adapter], answers[False, adapter]
         assert ours.keys() == torchs.keys()

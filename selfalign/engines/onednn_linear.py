@@ -8,9 +8,12 @@ sampling copy of the model calls oneDNN for every linear layer; training keeps t
 autograd, and its products are wider).
 
 A merged adapter copy belongs to the engine alone: its weights are reordered once into oneDNN's blocked
-layout and the plain ones dropped (memory neutral). The base model's weights are shared with the trainer,
-so its sampling copy passes them to oneDNN as they are (no second copy of 0.5 GB). Imported only when a
-CPU engine samples, so torch loads lazily.
+layout and the plain ones dropped (memory neutral). The base model's weights are shared with the trainer:
+its sampling copy either passes them to oneDNN as they are, or borrows them (`lend`): each is reordered
+and the base's plain tensor emptied, and `give_back` makes the plain one again from the reordered one
+(exact: the reorder only moves values) before anything else reads the base. Reordered weights sampled
+~1.24x faster (README "Measured"), and borrowing keeps one model's memory. Imported only when a CPU
+engine samples, so torch loads lazily.
 """
 
 from __future__ import annotations
@@ -37,20 +40,43 @@ def usable(model) -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-def swap_linears(model, *, reorder: bool) -> int:
-    """Replace every nn.Linear of the model, in place, by a OneDnnLinear; return how many. With reorder the
-    weights are reordered into oneDNN's layout (the plain ones are then dropped with the old modules);
-    without, the OneDnnLinear uses the same tensors."""
+def swap_linears(model, *, reorder: bool, lend: bool = False) -> list[tuple[nn.Parameter, OneDnnLinear]]:
+    """Replace every nn.Linear of the model, in place, by a OneDnnLinear. With reorder the weights are
+    reordered into oneDNN's layout (the plain ones are then dropped with the old modules); without, the
+    OneDnnLinear uses the same tensors. With lend (the model shares its weights with another, see the
+    module docstring) a weight that only its linear layer uses is reordered and the shared plain tensor
+    emptied; one used elsewhere too (an output layer tied to the input embedding) stays plain. Returns
+    the borrowed (parameter, layer) pairs, for give_back."""
+    uses: dict[int, int] = {}
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            uses[id(param)] = uses.get(id(param), 0) + 1
     # names only: holding the old modules would keep every plain weight alive until the last is reordered
     targets = [(parent, name) for parent in model.modules()
                for name, child in parent.named_children() if type(child) is nn.Linear]
-    with torch.inference_mode():
+    borrowed = []
+    with torch.no_grad():  # not inference_mode: an emptied parameter must stay a normal tensor
         for parent, name in targets:
             linear = getattr(parent, name)
             weight = linear.weight.detach()
-            if reorder:
+            owned = uses[id(linear.weight)] == 1
+            if reorder and (owned or not lend):
                 weight = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous())
             bias = None if linear.bias is None else linear.bias.detach()
-            setattr(parent, name, OneDnnLinear(weight, bias, linear.out_features))
+            layer = OneDnnLinear(weight, bias, linear.out_features)
+            setattr(parent, name, layer)
+            if reorder and lend and owned:
+                borrowed.append((linear.weight, layer))
+                linear.weight.data = torch.empty(0, dtype=weight.dtype)  # the reordered one is the only copy now
             del linear, weight, bias
-    return len(targets)
+    return borrowed
+
+
+def give_back(borrowed: list[tuple[nn.Parameter, OneDnnLinear]]) -> None:
+    """Plain weights for the parameters swap_linears(lend=True) emptied, made from the reordered ones one
+    layer at a time; the layers lose theirs (so the sampling copy that holds them must not run again)."""
+    with torch.no_grad():  # not inference_mode: the trainer saves these weights for its backward pass
+        for param, layer in borrowed:
+            param.data = layer.weight.to_dense()
+            layer.weight = None
+    borrowed.clear()

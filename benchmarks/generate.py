@@ -36,8 +36,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=128, help="our engine's rows per batch")
     parser.add_argument("--plain-batches", default="16,32,64", help="prompts per plain generate call to try")
-    parser.add_argument("--last-levers", type=int, default=0, help="run only the last N of our settings (at "
-                        "least 2: the default is the second last)")
+    parser.add_argument("--last-levers", type=int, default=0, help="run only the last N of our settings (the "
+                        "last is the default)")
     args = parser.parse_args()
 
     import torch

@@ -241,3 +241,20 @@ def test_filter_tokens():
                         rubric_parsed=False, checks={"lowercase": False})
     assert matches(view, "haiku leaves") and matches(view, "round:2 parse:fail unmet")
     assert not matches(view, "round:1") and not matches(view, "parse:ok") and not matches(view, "sonnet")
+
+
+def test_the_pipeline_shows_a_finished_stages_peak_memory():
+    from datetime import datetime, timezone
+
+    from selfalign.store.rows import Stage
+    from selfalign.tui.widgets import pipeline_table
+
+    stages = [Stage(1, 1, "instruct", "done", 3, 3, None, "2026-12-04T03:00:00+00:00", "2026-12-04T03:01:00+00:00",
+                    60.0, peak_rss_mib=3276.8),
+              Stage(2, 1, "generate", "done", 12, 12, None, "2026-12-04T03:01:00+00:00", "2026-12-04T03:02:00+00:00",
+                    60.0)]
+    console = Console(file=io.StringIO(), width=120)
+    console.print(pipeline_table(stages, datetime.now(timezone.utc)))
+    lines = console.file.getvalue().splitlines()
+    assert "3.2 GiB" in next(line for line in lines if "instruct" in line)
+    assert "GiB" not in next(line for line in lines if "generate" in line)  # not measured: nothing shown

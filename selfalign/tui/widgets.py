@@ -69,7 +69,8 @@ def header_text(state: dict[str, Any], now: datetime, pending: str | None) -> Te
 
 def pipeline_table(stages: list, now: datetime, width: int = 24, live: bool = True) -> Table:
     """One row per stage of the current round: bar, count, time and ETA (elapsed and ETA only while a loop
-    is `live`: a stage left running by a dead process has no meaningful ETA)."""
+    is `live`: a stage left running by a dead process has no meaningful ETA); a finished stage also
+    shows its peak memory where it was measured."""
     by_name = {s.name: s for s in stages}
     table = Table.grid(padding=(0, 1))
     for column in ("name", "bar", "count", "status", "time"):
@@ -91,6 +92,8 @@ def pipeline_table(stages: list, now: datetime, width: int = 24, live: bool = Tr
             timing = f"{clock(elapsed)}  ETA {clock(eta)}"
         else:
             timing = clock(s.seconds) if s.seconds is not None else ""
+            if s.status == "done" and getattr(s, "peak_rss_mib", None):  # what the stage held at most
+                timing += f"  {s.peak_rss_mib / 1024:.1f} GiB"
         status = s.status if s.status != "running" or live else "interrupted"  # its process is gone
         style = {"done": "cyan", "running": "bold green", "failed": "bold red", "stopped": "yellow",
                  "interrupted": "bold red"}.get(status, "")

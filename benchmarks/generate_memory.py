@@ -6,9 +6,9 @@ per setting and prints its peak resident memory (VmHWM, with the model loaded fi
 tokens/s, so a memory lever is weighed against its speed. Prompts: the first N seed tasks, or the
 training prompts a run stored for a round (with their constraint sentences, as the stage sends them);
 --adapter samples through a merged adapter, as every round after the first does.
-Settings: the KV cache reserving room for the whole answer at once (as before 2026-12-04) against
-RESERVE_TOKENS columns at a time (the default), and the base's weights plain against borrowed and
-reordered for oneDNN (the default).
+Settings, one lever added per row: the KV cache reserving room for the whole answer at once (as
+before 2026-12-04) or RESERVE_TOKENS columns at a time; oneDNN's kernel caches at their 1,024 entries
+or at onednn_linear.CACHE_ENTRIES; the base's weights plain or borrowed and reordered for oneDNN.
 
 Run: .venv/bin/python benchmarks/generate_memory.py [--prompts 64] [--samples 4] [--max-new-tokens 320]
      [--run NAME --round K] [--adapter PATH] [--only NAME]
@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "seed_tasks.jsonl"
+# one lever added per row: the first is the engine as it was before 2026-12-04
 SETTINGS = {
-    "whole answer reserved, plain base weights": {"reserve": 0, "reorder_base": False},
-    "64 columns at a time, plain base weights": {"reserve": 64, "reorder_base": False},
-    "64 columns at a time, borrowed reordered weights (default)": {"reserve": 64, "reorder_base": True},
+    "whole answer reserved, oneDNN caches 1024, plain base": {"reserve": 0, "cache": "1024", "reorder_base": False},
+    "+ KV reserved 64 columns at a time": {"reserve": 64, "cache": "1024", "reorder_base": False},
+    "+ oneDNN caches of 64 kernels": {"reserve": 64, "cache": None, "reorder_base": False},
+    "+ base weights borrowed, reordered (default)": {"reserve": 64, "cache": None, "reorder_base": True},
 }
 
 
@@ -53,6 +55,8 @@ def child(args, setting: dict) -> None:
     from selfalign.engines.base import GenerationRequest
     from selfalign.engines.transformers_engine import TransformersEngine
 
+    if setting["cache"]:  # before anything builds a oneDNN kernel (the module only sets what is unset)
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = os.environ["LRU_CACHE_CAPACITY"] = setting["cache"]
     if setting["reserve"]:
         kv_cache.RESERVE_TOKENS = setting["reserve"]
     else:

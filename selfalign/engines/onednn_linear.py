@@ -18,8 +18,19 @@ engine samples, so torch loads lazily.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
+
+# oneDNN keeps each kernel it builds, one per input shape, in two caches of 1,024 entries (its own and
+# ideep's, ~1-2 MB an entry). Sampling meets hundreds of shapes (every prefill's padded size, every row
+# count a batch shrinks to) and a process that samples for hours filled both: a round's generate stage
+# grew to 9-10 GB. A decode step needs a handful of shapes, so a small cache costs little rebuilding.
+# Read when oneDNN builds its first kernel, which is after this import; a user's own setting wins.
+CACHE_ENTRIES = "64"
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", CACHE_ENTRIES)
+os.environ.setdefault("LRU_CACHE_CAPACITY", CACHE_ENTRIES)
 
 
 class OneDnnLinear(nn.Module):

@@ -65,7 +65,11 @@ def main() -> None:
             with open_store(copy) as store:
                 if not store.round_verifications(args.round):
                     raise SystemExit(f"round {args.round} of {args.run} has no verified samples yet")
-                pairs.run(StageContext(cfg, store, None, args.round, progress=lambda *a: None))
+                # the policy that sampled the round (an adapter's label from round 2 on): pairs take its answers
+                policy = store.db.execute("SELECT policy FROM responses WHERE round = ? GROUP BY policy "
+                                          "ORDER BY count(*) DESC LIMIT 1", (args.round,)).fetchone()
+                pairs.run(StageContext(cfg, store, None, args.round, policy=policy[0] if policy else "base",
+                                       progress=lambda *a: None))
                 print(f"{label}: {make_up(store, args.round)}")
 
 

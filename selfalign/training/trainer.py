@@ -277,6 +277,8 @@ def _recompute_switch(model, cfg: TrainSection) -> Callable[[bool], None]:
         enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if getattr(base, "_require_grads_hook", None) is not None:  # only reentrant checkpoints need the input's
+        base.disable_input_require_grads()  # gradient: without it no micro-batch pays for one
     switches = [m for m in base.modules() if hasattr(m, "_gradient_checkpointing_func")]
 
     def switch(on: bool) -> None:

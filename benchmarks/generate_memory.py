@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -54,6 +55,7 @@ def child(args, setting: dict) -> None:
     from selfalign.engines import kv_cache
     from selfalign.engines.base import GenerationRequest
     from selfalign.engines.transformers_engine import TransformersEngine
+    from selfalign.process import peak_memory_mib
 
     if setting["cache"]:  # before anything builds a oneDNN kernel (the module only sets what is unset)
         os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = os.environ["LRU_CACHE_CAPACITY"] = setting["cache"]
@@ -65,18 +67,13 @@ def child(args, setting: dict) -> None:
     requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": t}], n=args.samples,
                                   max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9, seed=0)
                 for i, t in enumerate(prompts_of(args))]
-    loaded = _mib("VmRSS")
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     start = time.perf_counter()
     results = engine.generate(requests, adapter=args.adapter)
     seconds = time.perf_counter() - start
     tokens = sum(r.tokens for r in results)
-    print(json.dumps({"peak_mib": _mib("VmHWM"), "loaded_mib": loaded, "tok_s": tokens / seconds,
+    print(json.dumps({"peak_mib": peak_memory_mib(), "loaded_mib": loaded, "tok_s": tokens / seconds,
                       "tokens": tokens, "rows": len(results)}))
-
-
-def _mib(field: str) -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith(field)) / 1024
 
 
 def main() -> None:

@@ -184,8 +184,7 @@ class TrainSection:
                                   "the same step with less activation memory (on a CPU 512 peaked at 40 % of 2048's "
                                   "memory at about its speed); an example longer than this goes alone with its "
                                   "activations recomputed in the backward pass, so long answers stay inside the same "
-                                  "memory; "
-                                  "0 = no limit", min=0)
+                                  "memory; 0 = no limit", min=0)
     packing: bool = opt(True, "one row per prompt: the prompt once, then each response, masked so a response "
                         "sees only the prompt and itself; no padding inside and the prompt computed once (the "
                         "same log-probs as one row per response)")

@@ -104,7 +104,7 @@ class TransformersEngine:
         if path is None:
             self.model = self._base
             if onednn:
-                from selfalign.training.trainer import sharing_copy
+                from selfalign.training.sharing import sharing_copy
 
                 self.model = sharing_copy(self._base)
                 self._borrowed = _onednn().swap_linears(self.model, reorder=self.reorder_base, lend=True)

@@ -19,7 +19,6 @@ response-position shortcut above).
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import shutil
@@ -34,6 +33,7 @@ from selfalign.config import TrainSection
 from selfalign.training import checkpoints, losses
 from selfalign.training.batching import length_batches, split, tokens_of
 from selfalign.training.logps import response_logps, sums
+from selfalign.training.sharing import sharing_copy
 
 CHECKPOINT_EVERY = 10  # optimizer steps between checkpoints
 
@@ -245,15 +245,6 @@ def _train(base_model, job: TrainJob, on_step, should_stop, group) -> Path:
         shutil.rmtree(checkpoint, ignore_errors=True)
     group.barrier()
     return adapter
-
-
-def sharing_copy(model):
-    """A copy of the module tree whose weights are the original's tensors, not copies of them: training
-    wraps modules in LoRA layers and never writes a base weight, so a second 0.5 GB of frozen weights
-    would hold nothing new."""
-    import itertools
-
-    return copy.deepcopy(model, memo={id(t): t for t in itertools.chain(model.parameters(), model.buffers())})
 
 
 def over_budget(batch: list[Example], cfg: TrainSection) -> bool:

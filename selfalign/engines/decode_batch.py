@@ -40,6 +40,11 @@ class Batch:
         self.logits = out.logits[:, -1, :].float()
         self.next_pos = self.next_pos + 1
 
+    def width(self) -> int:
+        """Columns the rows span: from the first one any row uses (earlier ones go at the next absorb)."""
+        used = self.mask.any(dim=0).nonzero()
+        return self.mask.shape[1] - int(used[0]) if len(used) else 0
+
     def absorb(self, fresh: Batch) -> Batch:
         """This batch's rows then the fresh ones, in one cache aligned on the right: columns that no row
         uses any more (before every row's first token) are dropped, the shorter side padded on the left."""
@@ -47,8 +52,7 @@ class Batch:
 
         from selfalign.engines.kv_cache import merge
 
-        used = self.mask.any(dim=0).nonzero()
-        start = int(used[0]) if len(used) else self.mask.shape[1]
+        start = self.mask.shape[1] - self.width()
         mine, theirs = self.mask[:, start:], fresh.mask
         width = max(mine.shape[1], theirs.shape[1])
         room = max(self.room, fresh.room)

@@ -74,6 +74,7 @@ class GrowingLayer(DynamicLayer):
                 buffer[rows, :, width - part.shape[-2]:width] = part
             merged.append(buffer)
         self._keys, self._values = merged
+        other.reset()  # the fresh rows live on in the merged buffers only: free theirs layer by layer
         self._length = width
         self.room = max(self.room, room)
         self._expose()
@@ -85,6 +86,15 @@ class GrowingLayer(DynamicLayer):
         self._keys = self._values = None
         self._length = 0
         super().reset()
+
+
+def bytes_per_token(model) -> int:
+    """Keys and values one token of one row holds over all layers (46 KB on SmolLM2-135M in float32)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
 
 
 def growing_cache(model, room: int) -> DynamicCache | None:

@@ -46,5 +46,6 @@ def make(cfg):
         from selfalign.engines.transformers_engine import TransformersEngine
 
         engine = TransformersEngine.load(cfg.model.name, device=cfg.run.device, dtype=cfg.model.dtype,
-                                         batch_size=cfg.generate.batch_size, max_context=cfg.model.max_context)
+                                         batch_size=cfg.generate.batch_size, max_context=cfg.model.max_context,
+                                         cache_mib=cfg.generate.cache_mib)
     return engine, why

@@ -8,9 +8,8 @@ vocabulary sort for top-p on every row) and keeps computing rows that already fi
     is wider than k (so the result is exact),
   - drops finished rows from the batch and its KV cache once enough of them have finished, and
     fills their places with waiting prompts (prefilled, then joined to the running rows' cache), so
-    the batch stays full until the queue is empty,
-  - reserves the KV cache for the whole answer at the prefill, so a step writes one column in place
-    instead of copying the cache (engines/kv_cache.py),
+    the batch stays full until the queue is empty (or its KV cache would pass cache_mib),
+  - reserves KV cache columns ahead, so a step writes one column in place (engines/kv_cache.py),
   - records the log-probability of each sampled token under the untempered policy (the judges
     rank responses by it), and stops on stop strings.
 LoRA adapters are merged into a copy of the base weights, so sampling from an adapter costs
@@ -52,7 +51,8 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model, tokenizer, *, batch_size: int = 32, max_context: int = 2048,
-                 reserve_cache: bool = True, refill: bool = True, onednn: bool = True, reorder_base: bool = True):
+                 reserve_cache: bool = True, refill: bool = True, onednn: bool = True, reorder_base: bool = True,
+                 cache_mib: float | None = None):
         self._base = model
         self._borrowed: list = []  # base weights the sampling copy holds reordered (onednn_linear.give_back)
         self.reserve_cache = reserve_cache  # off: transformers' DynamicCache (the benchmark's baseline)
@@ -63,6 +63,7 @@ class TransformersEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.max_context = max_context
+        self.cache_mib = cache_mib  # rows join a batch only while its reserved KV cache stays under this
         self.adapter: str | None = None
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
@@ -174,15 +175,26 @@ class TransformersEngine:
             self._decode(deque(todo), emit, Throttled(should_stop, STOP_CHECK_S) if should_stop else None)
         return results
 
-    def _take(self, queue: deque, room: int) -> list:
-        """The next requests whose samples fit in `room` rows (at least one when the batch is empty)."""
-        chunk, rows = [], 0
-        while queue and rows + queue[0][0].n <= room:
+    def _take(self, queue: deque, live: int = 0, width: int = 0) -> list:
+        """The next requests whose samples fit beside `live` running rows `width` columns wide (at least
+        one when the batch is empty)."""
+        chunk, rows = [], live
+        while queue and rows + queue[0][0].n <= self._capacity(max(width, len(queue[0][1]))):
             rows += queue[0][0].n
+            width = max(width, len(queue[0][1]))
             chunk.append(queue.popleft())
-        if not chunk and room >= self.batch_size and queue:
+        if not chunk and not live and queue:
             chunk.append(queue.popleft())  # more samples than a batch holds: alone, as a batch of its own
         return chunk
+
+    def _capacity(self, width: int) -> int:
+        """Rows a batch may hold while they span `width` columns: batch_size, or fewer where their KV cache
+        would pass cache_mib (at 320-token answers 128 rows span up to ~500 columns: ~3 GB on SmolLM2)."""
+        if not self.cache_mib or not (self.reserve_cache and self.refill):
+            return self.batch_size
+        from selfalign.engines.kv_cache import RESERVE_TOKENS, bytes_per_token
+        per_row = (width + RESERVE_TOKENS) * bytes_per_token(self._base)
+        return max(1, min(self.batch_size, int(self.cache_mib * 2**20 // per_row)))
 
     def _decode(self, queue: deque, emit, should_stop: Throttled | None) -> None:
         """Decode every queued request. Rows that finish leave the batch (once COMPACT_FRACTION of it
@@ -194,7 +206,7 @@ class TransformersEngine:
             return
         rows: list[_Row] = []
         generator = torch.Generator(device=self.device).manual_seed(_chunk_seed(list(queue)))
-        batch = self._prefill(self._take(queue, self.batch_size), rows, should_stop)
+        batch = self._prefill(self._take(queue), rows, should_stop)
         while batch is not None:
             if should_stop and should_stop():
                 return  # rows not finished are dropped: the caller makes them again
@@ -218,8 +230,10 @@ class TransformersEngine:
                 tokens = tokens[torch.tensor(alive, dtype=torch.long, device=tokens.device)]
             if batch.live:
                 batch.step(self.model, tokens)
-            refill = batch.refills and self.batch_size - len(batch.live) >= COMPACT_FRACTION * self.batch_size
-            chunk = self._take(queue, self.batch_size - len(batch.live)) if refill or not batch.live else []
+            width = batch.width() if batch.live and self.cache_mib else 0
+            capacity = self._capacity(width)
+            refill = batch.refills and capacity - len(batch.live) >= COMPACT_FRACTION * capacity
+            chunk = self._take(queue, len(batch.live), width) if refill or not batch.live else []
             if chunk:
                 fresh = self._prefill(chunk, rows, should_stop)
                 if fresh is None:
@@ -284,7 +298,8 @@ class TransformersEngine:
         counts = torch.tensor([request.n for request, _ in chunk], device=device)
         expand = torch.repeat_interleave(torch.arange(len(chunk), device=device), counts)
         cache = cache_of(out)
-        cache.batch_select_indices(expand)
+        if len(expand) > len(chunk):  # one row per prompt needs no copy (the copy held the cache twice)
+            cache.batch_select_indices(expand)
         first = len(rows)
         rows += [_Row(request, i, len(ids), started) for request, ids in chunk for i in range(request.n)]
         fresh = rows[first:]

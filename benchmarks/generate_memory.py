@@ -8,7 +8,11 @@ training prompts a run stored for a round (with their constraint sentences, as t
 --adapter samples through a merged adapter, as every round after the first does.
 Settings, one lever added per row: the KV cache reserving room for the whole answer at once (as
 before 2026-12-04) or RESERVE_TOKENS columns at a time; oneDNN's kernel caches at their 1,024 entries
-or at onednn_linear.CACHE_ENTRIES; the base's weights plain or borrowed and reordered for oneDNN.
+or at onednn_linear.CACHE_ENTRIES; the base's weights plain or borrowed and reordered for oneDNN; the
+weights left mapped from the safetensors file or copied out of it (models._own_weights); rows joining a
+batch without a limit or only while its KV cache stays under generate.cache_mib. (Two later changes are
+in every row: a prefill with one row per prompt no longer copies its cache, and joined rows' caches are
+freed layer by layer.)
 
 Run: .venv/bin/python benchmarks/generate_memory.py [--prompts 64] [--samples 4] [--max-new-tokens 320]
      [--run NAME --round K] [--adapter PATH] [--only NAME]
@@ -27,11 +31,16 @@ from pathlib import Path
 
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "seed_tasks.jsonl"
 # one lever added per row: the first is the engine as it was before 2026-12-04
+OLD = {"reserve": 0, "cache": "1024", "reorder_base": False, "owned": False, "cache_mib": None}
 SETTINGS = {
-    "whole answer reserved, oneDNN caches 1024, plain base": {"reserve": 0, "cache": "1024", "reorder_base": False},
-    "+ KV reserved 64 columns at a time": {"reserve": 64, "cache": "1024", "reorder_base": False},
-    "+ oneDNN caches of 64 kernels": {"reserve": 64, "cache": None, "reorder_base": False},
-    "+ base weights borrowed, reordered (default)": {"reserve": 64, "cache": None, "reorder_base": True},
+    "whole answer reserved, oneDNN caches 1024, plain base": OLD,
+    "+ KV reserved 64 columns at a time": OLD | {"reserve": 64},
+    "+ oneDNN caches of 64 kernels": OLD | {"reserve": 64, "cache": None},
+    "+ base weights borrowed, reordered": OLD | {"reserve": 64, "cache": None, "reorder_base": True},
+    "+ weights copied out of the mapped file": OLD | {"reserve": 64, "cache": None, "reorder_base": True,
+                                                      "owned": True},
+    "+ KV cache under 2048 MiB (default)": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True,
+                                            "cache_mib": 2048},
 }
 
 
@@ -52,6 +61,7 @@ def prompts_of(args) -> list[str]:
 
 
 def child(args, setting: dict) -> None:
+    from selfalign import models
     from selfalign.engines import kv_cache
     from selfalign.engines.base import GenerationRequest
     from selfalign.engines.transformers_engine import TransformersEngine
@@ -63,7 +73,10 @@ def child(args, setting: dict) -> None:
         kv_cache.RESERVE_TOKENS = setting["reserve"]
     else:
         kv_cache.RESERVE_TOKENS = args.max_new_tokens  # room for the whole answer at the prefill
-    engine = TransformersEngine.load(args.model, batch_size=args.batch_size, reorder_base=setting["reorder_base"])
+    if not setting["owned"]:
+        models._own_weights = lambda model: None  # the weights stay views of the mapped safetensors file
+    engine = TransformersEngine.load(args.model, batch_size=args.batch_size, reorder_base=setting["reorder_base"],
+                                     cache_mib=setting["cache_mib"])
     requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": t}], n=args.samples,
                                   max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9, seed=0)
                 for i, t in enumerate(prompts_of(args))]

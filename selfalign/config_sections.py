@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RECIPES = ("self-reward", "isheep", "cyclealign")
-PAIR_LOSSES = ("dpo", "ipo", "ln-dpo", "rrhf")
+PAIR_LOSSES = ("dpo", "ipo", "ln-dpo", "ld-dpo", "rrhf")
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
@@ -155,8 +155,8 @@ class PairsSection:
 
 @dataclass
 class TrainSection:
-    loss: str = opt("dpo", "dpo, ipo, ln-dpo (length-normalised), sft or rrhf",
-                    choices=("dpo", "ipo", "ln-dpo", "sft", "rrhf"))
+    loss: str = opt("dpo", "dpo, ipo, ln-dpo (length-normalised), ld-dpo (length-desensitised: see ld_alpha), "
+                    "sft or rrhf", choices=("dpo", "ipo", "ln-dpo", "ld-dpo", "sft", "rrhf"))
     beta: float = opt(0.1, "DPO/IPO temperature: larger keeps the policy nearer the reference",
                       min=0.0, min_exclusive=True)
     learning_rate: float = opt(1e-4, "peak AdamW learning rate", min=0.0, min_exclusive=True)
@@ -166,7 +166,9 @@ class TrainSection:
     warmup_ratio: float = opt(0.1, "share of steps spent warming up", min=0.0, max=1.0)
     scheduler: str = opt("cosine", "learning-rate decay after warm-up",
                          choices=("cosine", "linear", "constant"))
-    sft_weight: float = opt(1.0, "dpo, ipo, ln-dpo: add this times the chosen answer's per-token negative "
+    ld_alpha: float = opt(0.5, "ld-dpo: weight of the longer answer's tokens past the pair's common length (1: "
+                          "DPO; 0: the excess does not count)", min=0.0, max=1.0)
+    sft_weight: float = opt(1.0, "dpo, ipo, ln-dpo, ld-dpo: add this times the chosen answer's per-token negative "
                             "log-likelihood (RPO style), so preference training cannot lower the chosen answer "
                             "along with the rejected one (and a repaired answer is learned, not only preferred); "
                             "0 for plain DPO", min=0.0)

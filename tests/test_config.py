@@ -87,7 +87,7 @@ def test_out_of_range_value_cites_line(tmp_path):
 @pytest.mark.parametrize("item, message", [
     ("generate.top_p=0", "must be > 0"),
     ("generate.top_p=1.5", "must be <= 1"),
-    ("train.loss=ppo", "use one of dpo, ipo, ln-dpo, sft, rrhf"),
+    ("train.loss=ppo", "use one of dpo, ipo, ln-dpo, ld-dpo, sft, rrhf"),
     ("eval.win_rate=yes", "use true or false"),
     ("generate.stop=3", "list of strings"),
     ("generate.temperature=nan", "use a number"),

@@ -39,6 +39,22 @@ def test_ln_dpo_ignores_length_given_the_same_mean():
     assert short.item() == pytest.approx(-math.log(1 / (1 + math.exp(-0.2))))
 
 
+def test_ld_dpo_weighs_only_the_excess_over_the_common_length():
+    # chosen: 2 tokens summing to -2; rejected: 4 tokens summing to -9, of which -3 in its first 2
+    assert losses.desensitised(t(-9.0), t(-3.0), 0.5).item() == pytest.approx(-3.0 + 0.5 * -6.0)
+    assert losses.desensitised(t(-9.0), t(-3.0), 1.0).item() == pytest.approx(-9.0)  # DPO
+    assert losses.desensitised(t(-2.0), t(-2.0), 0.0).item() == pytest.approx(-2.0)  # the shorter is whole
+
+
+def test_common_sums_cut_each_pair_at_its_shorter_answer():
+    from selfalign.training.logps import common_sums
+
+    token_logps = t([-1, -1, 0, 0], [-2, -2, -2, -2], [-1, -1, -1, 0], [-3, 0, 0, 0])
+    mask = t([1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 0], [1, 0, 0, 0])
+    # pair 1: common length 2 -> -2 and -4; pair 2: common length 1 -> -1 and -3
+    assert common_sums(token_logps, mask).tolist() == [-2.0, -4.0, -1.0, -3.0]
+
+
 def test_sft_counts_response_tokens_only():
     logps = t(-1.0, -2.0, -3.0, -4.0)
     mask = t(0, 1, 1, 0)

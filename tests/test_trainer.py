@@ -68,7 +68,7 @@ def test_the_training_copy_shares_the_base_weights_and_not_the_modules(tiny):
     assert isinstance(model.model.layers[0].self_attn.q_proj, torch.nn.Linear)
 
 
-@pytest.mark.parametrize("loss", ["ipo", "ln-dpo", "sft", "rrhf"])
+@pytest.mark.parametrize("loss", ["ipo", "ln-dpo", "ld-dpo", "sft", "rrhf"])
 def test_other_losses_train(tiny, tmp_path, loss):
     model, tok = tiny
     steps = []
@@ -77,6 +77,21 @@ def test_other_losses_train(tiny, tmp_path, loss):
         data = [Example(e.prompt, e.chosen) for e in data]
     train(model, TrainJob(data, train_cfg(loss=f'"{loss}"'), tmp_path, pad_id=tok.pad_token_id), on_step=steps.append)
     assert steps[-1].loss < steps[0].loss
+
+
+def test_ld_dpo_is_dpo_at_alpha_1_and_differs_below_it(tiny, tmp_path):
+    """LD-DPO at ld_alpha 1 counts every token whole: the same step losses as DPO; at 0 the pairs' unequal
+    lengths (3-8 tokens each) make the losses differ."""
+    model, tok = tiny
+    runs = {}
+    for name, overrides in {"dpo": {}, "ld1": {"loss": '"ld-dpo"', "ld_alpha": 1.0},
+                            "ld0": {"loss": '"ld-dpo"', "ld_alpha": 0.0}}.items():
+        steps = []
+        train(model, TrainJob(examples(), train_cfg(epochs=1, **overrides), tmp_path / name, pad_id=tok.pad_token_id),
+              on_step=steps.append)
+        runs[name] = [s.loss for s in steps]
+    assert runs["ld1"] == pytest.approx(runs["dpo"], abs=1e-5)
+    assert runs["ld0"] != pytest.approx(runs["dpo"], abs=1e-3)
 
 
 def test_a_stop_during_the_reference_pass_stops_before_any_step(tiny, tmp_path):

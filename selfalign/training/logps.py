@@ -118,6 +118,17 @@ def response_logps(model, prompt_and_responses: list[tuple[list[int], list[int]]
     return out, mask
 
 
+def common_sums(token_logps, mask):
+    """Rows in pairs (chosen, rejected, chosen, ...): each row's summed log-probability over its first
+    min(len chosen, len rejected) tokens, the length the pair's two answers share."""
+    import torch
+
+    lengths = mask.sum(-1)
+    common = torch.minimum(lengths[0::2], lengths[1::2]).repeat_interleave(2)
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    return (token_logps * mask * (positions[None, :] < common[:, None])).sum(-1)
+
+
 def sums(token_logps, mask):
     """Per response: the summed log-probability of its tokens, and their mean."""
     total = (token_logps * mask).sum(-1)

@@ -1,7 +1,8 @@
 """Preference and SFT losses as pure tensor functions.
 
 Inputs are per-sequence log-probabilities of the response tokens: summed for DPO, averaged per
-token for IPO and length-normalised DPO (LN-DPO), and per token for SFT. Each preference loss
+token for IPO and length-normalised DPO (LN-DPO), split at the pair's common length for
+length-desensitised DPO (LD-DPO), and per token for SFT. Each preference loss
 returns (loss, rewards_chosen, rewards_rejected), the rewards being beta * (policy - reference).
 """
 
@@ -23,6 +24,15 @@ def dpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: 
 def ln_dpo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta: float):
     """DPO on per-token mean log-probs, so a longer response earns no reward for its length alone."""
     return dpo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta)
+
+
+def desensitised(total: torch.Tensor, common: torch.Tensor, alpha: float) -> torch.Tensor:
+    """LD-DPO's log-probability of a response: its tokens up to the pair's common length count whole, the
+    longer answer's excess counts alpha times. alpha 1 is DPO (the sum); alpha 0 compares the two answers
+    over equal lengths, so the excess of a longer one (a loop, a cut-off) neither wins nor loses by length.
+    Between them, DPO's pull towards the shorter answer (the rejected one is the longer in most pairs, and
+    shortening everything widens the margin cheapest) is weakened without letting loops go unpunished."""
+    return common + alpha * (total - common)
 
 
 def ipo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta: float):

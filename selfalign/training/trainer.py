@@ -32,7 +32,7 @@ import torch
 from selfalign.config import TrainSection
 from selfalign.training import checkpoints, losses
 from selfalign.training.batching import length_batches, split, tokens_of
-from selfalign.training.logps import response_logps, sums
+from selfalign.training.logps import common_sums, response_logps, sums
 from selfalign.training.sharing import sharing_copy
 
 CHECKPOINT_EVERY = 10  # optimizer steps between checkpoints
@@ -317,12 +317,17 @@ def _loss(model, batch: list[Example], reference, cfg: TrainSection, pad_id: int
         return loss, {"loss": float(loss.detach()), "chosen": 0.0, "rejected": 0.0, "accuracy": 0.0}, n_tokens
     chosen_idx = torch.arange(0, len(items), 2)
     rejected_idx = chosen_idx + 1
-    # DPO compares summed log-probs; IPO and LN-DPO per-token means (columns 2 and 3 of the reference)
+    # DPO compares summed log-probs; IPO and LN-DPO per-token means (columns 2 and 3 of the reference);
+    # LD-DPO sums whose excess over the pair's common length is weighed by ld_alpha (columns 4 and 5)
     per_token = cfg.loss in ("ipo", "ln-dpo")
     use = mean if per_token else total
     reference = reference.to(use.device)
     ref_chosen, ref_rejected = (reference[:, 2], reference[:, 3]) if per_token else (reference[:, 0], reference[:, 1])
-    fn = {"dpo": losses.dpo, "ln-dpo": losses.ln_dpo, "ipo": losses.ipo}[cfg.loss]
+    if cfg.loss == "ld-dpo":
+        use = losses.desensitised(total, common_sums(token_logps, mask), cfg.ld_alpha)
+        ref_chosen = losses.desensitised(reference[:, 0], reference[:, 4], cfg.ld_alpha)
+        ref_rejected = losses.desensitised(reference[:, 1], reference[:, 5], cfg.ld_alpha)
+    fn = {"dpo": losses.dpo, "ld-dpo": losses.dpo, "ln-dpo": losses.ln_dpo, "ipo": losses.ipo}[cfg.loss]
     loss, chosen, rejected = fn(use[chosen_idx], use[rejected_idx], ref_chosen, ref_rejected, cfg.beta)
     if cfg.sft_weight:
         loss = loss + cfg.sft_weight * losses.chosen_nll(mean[chosen_idx])
@@ -334,7 +339,8 @@ def _loss(model, batch: list[Example], reference, cfg: TrainSection, pad_id: int
 @torch.no_grad()
 def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adapter, init_adapter, group,
                should_stop=lambda: False):
-    """[n, 4] tensor: summed chosen, summed rejected, mean chosen, mean rejected reference log-probs.
+    """[n, 6] tensor of reference log-probs: summed chosen, summed rejected, mean chosen, mean rejected,
+    and the chosen and rejected sums over the pair's common length (LD-DPO).
 
     Computed once per round and saved beside the adapter, so a resumed round does not redo it. With
     several processes each scores every world-th batch and the rows are summed into place. A stop
@@ -343,7 +349,7 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
     path = Path(out_dir) / "reference.pt"
     if path.is_file():
         saved = torch.load(path)
-        if saved.shape[0] == len(examples):
+        if saved.shape == (len(examples), 6):  # an older 4-column file is computed again
             return saved
     group.barrier()  # no process may still be reading a stale file when rank 0 replaces it
     if reference_adapter and reference_adapter == init_adapter:
@@ -356,7 +362,7 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
         scorer, context = model, model.disable_adapter()
     was_training = scorer.training
     scorer.eval()
-    reference = torch.zeros((len(examples), 4), dtype=torch.float32)
+    reference = torch.zeros((len(examples), 6), dtype=torch.float32)
     # in length order, so a forward pass carries little padding; each row's values land in its own place
     order = sorted(range(len(examples)), key=lambda i: tokens_of(examples[i], cfg.packing))
     batches = [chunk for start in range(0, len(order), cfg.batch_size)
@@ -372,7 +378,9 @@ def _reference(model, base_model, examples, cfg, pad_id, out_dir, reference_adap
             items = [(examples[i].prompt, seq) for i in batch for seq in examples[i].sequences()]
             token_logps, mask = response_logps(scorer, items, pad_id, cfg.max_length, cfg.packing)
             total, mean = sums(token_logps, mask)
-            reference[batch] = torch.stack([total[0::2], total[1::2], mean[0::2], mean[1::2]], dim=1).float().cpu()
+            common = common_sums(token_logps, mask)
+            columns = [total[0::2], total[1::2], mean[0::2], mean[1::2], common[0::2], common[1::2]]
+            reference[batch] = torch.stack(columns, dim=1).float().cpu()
     scorer.train(was_training)
     reference = group.sum(reference)
     if group.rank == 0:

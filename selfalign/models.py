@@ -260,8 +260,9 @@ def load(name: str, *, device: str = "auto", dtype: str = "auto", progress: Prog
 def _own_weights(model) -> None:
     """Copy each weight out of the safetensors file transformers maps on a CPU load, so the model's memory is
     its own. While the mapping lives, a weight the sampler reorders for oneDNN (and empties here) frees
-    nothing: the file's pages stay resident beside the copy (seen: +400 MB in every sampling stage). One
-    weight at a time, so the load peaks at one model plus one weight; the mapping goes with the last view."""
+    nothing: the file's pages stay resident beside the copy (seen: +400 MB in every sampling stage). The
+    mapping goes with the last view, so while this runs the file's pages (which the kernel may drop: they
+    are clean) sit beside the copies; afterwards the process holds one model."""
     import torch
 
     with torch.no_grad():

@@ -236,6 +236,9 @@ def _check_relations(config: Config) -> None:
         raise ConfigError(
             f"generate.samples_per_prompt = {config.generate.samples_per_prompt} cannot make preference "
             f"pairs for train.loss = {config.train.loss!r}; set it to 2 or more (4 is the default)")
+    if config.train.length_margin and config.train.loss not in ("dpo", "ln-dpo", "ld-dpo"):
+        raise ConfigError(f"train.length_margin = {config.train.length_margin} works with train.loss dpo, ln-dpo "
+                          f"or ld-dpo, not {config.train.loss!r}; set train.length_margin = 0 or change the loss")
     if config.instruct.min_words > config.instruct.max_words:
         raise ConfigError(f"instruct.min_words ({config.instruct.min_words}) is above instruct.max_words "
                           f"({config.instruct.max_words}); lower min_words or raise max_words")

@@ -168,6 +168,9 @@ class TrainSection:
                          choices=("cosine", "linear", "constant"))
     ld_alpha: float = opt(0.5, "ld-dpo: weight of the longer answer's tokens past the pair's common length (1: "
                           "DPO; 0: the excess does not count)", min=0.0, max=1.0)
+    length_margin: float = opt(0.0, "dpo, ln-dpo, ld-dpo: R-DPO's length term, this times (chosen tokens - rejected "
+                               "tokens) taken off each pair's margin, so pairs won by a shorter answer pull less "
+                               "(0: off; 0.01-0.05 at beta 0.1)", min=0.0)
     sft_weight: float = opt(1.0, "dpo, ipo, ln-dpo, ld-dpo: add this times the chosen answer's per-token negative "
                             "log-likelihood (RPO style), so preference training cannot lower the chosen answer "
                             "along with the rejected one (and a repaired answer is learned, not only preferred); "

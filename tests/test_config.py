@@ -114,6 +114,12 @@ def test_blackbox_weight_needs_url_and_cyclealign_says_so():
     assert cfg.train.loss == "rrhf"
 
 
+def test_length_margin_needs_a_dpo_like_loss():
+    with pytest.raises(ConfigError, match="train.length_margin = 0.02 works with train.loss dpo"):
+        config.build(sets=["train.loss=ipo", "train.length_margin=0.02"])
+    assert config.build(sets=["train.loss=ld-dpo", "train.length_margin=0.02"]).train.length_margin == 0.02
+
+
 def test_unknown_recipe():
     with pytest.raises(ConfigError, match="not a recipe"):
         config.build(sets=["run.recipe=magic"])

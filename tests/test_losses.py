@@ -27,6 +27,20 @@ def test_dpo_batch_is_the_mean():
     assert loss.item() == pytest.approx(expected)
 
 
+def test_r_dpo_takes_the_length_difference_off_the_margin():
+    # two pairs with the same margin (0.15 as above); the first pair's chosen answer is 20 tokens shorter
+    offset = losses.length_offset(torch.tensor([10, 30]), torch.tensor([30, 10]), 0.01)
+    assert offset.tolist() == pytest.approx([-0.2, 0.2])
+    loss, _, _ = losses.dpo(t(-1.0, -1.0), t(-3.0, -3.0), t(-2.0, -2.0), t(-2.5, -2.5), beta=0.1, offset=offset)
+    shorter_won = -math.log(1 / (1 + math.exp(-(0.15 + 0.2))))
+    longer_won = -math.log(1 / (1 + math.exp(-(0.15 - 0.2))))
+    assert loss.item() == pytest.approx((shorter_won + longer_won) / 2)
+    # the pair won by the shorter answer pulls less than the one won by the longer
+    policy = t(-1.0, -1.0).requires_grad_()
+    losses.dpo(policy, t(-3.0, -3.0), t(-2.0, -2.0), t(-2.5, -2.5), beta=0.1, offset=offset)[0].backward()
+    assert 0 > policy.grad[0] > policy.grad[1]
+
+
 def test_ipo_by_hand():
     # h = (-1 - -1.2) - (-2 - -1.5) = 0.2 + 0.5 = 0.7 ; beta 0.5 -> target 1 ; (0.7 - 1)^2 = 0.09
     loss, chosen, rejected = losses.ipo(t(-1.0), t(-2.0), t(-1.2), t(-1.5), beta=0.5)

@@ -94,6 +94,23 @@ def test_ld_dpo_is_dpo_at_alpha_1_and_differs_below_it(tiny, tmp_path):
     assert runs["ld0"] != pytest.approx(runs["dpo"], abs=1e-3)
 
 
+def test_length_margin_changes_dpo_only_where_lengths_differ(tiny, tmp_path):
+    """R-DPO's length term: with pairs of unequal lengths the step losses move away from DPO's; with
+    each pair's answers of equal length (the same tokens count either side) they are DPO's exactly."""
+    model, tok = tiny
+    rng = random.Random(3)
+    equal = [Example(e.prompt, e.chosen, [rng.randrange(5, 400) for _ in e.chosen]) for e in examples()]
+    runs = {}
+    for name, data, overrides in [("dpo", examples(), {}), ("r", examples(), {"length_margin": 0.05}),
+                                  ("dpo_eq", equal, {}), ("r_eq", equal, {"length_margin": 0.05})]:
+        steps = []
+        train(model, TrainJob(data, train_cfg(epochs=1, **overrides), tmp_path / name, pad_id=tok.pad_token_id),
+              on_step=steps.append)
+        runs[name] = [s.loss for s in steps]
+    assert runs["r"] != pytest.approx(runs["dpo"], abs=1e-3)
+    assert runs["r_eq"] == pytest.approx(runs["dpo_eq"], abs=1e-5)
+
+
 def test_a_stop_during_the_reference_pass_stops_before_any_step(tiny, tmp_path):
     """The reference log-probs take minutes on a CPU: a stop request must not wait for them."""
     model, tok = tiny

@@ -13,17 +13,29 @@ import torch.nn.functional as F
 
 
 def dpo(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-        ref_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sigmoid DPO: -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))."""
+        ref_rejected: torch.Tensor, beta: float, offset: torch.Tensor | float = 0.0,
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sigmoid DPO: -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)) - offset); the offset is
+    per pair (R-DPO's length term, see length_offset), 0 for plain DPO."""
     chosen = beta * (policy_chosen - ref_chosen)
     rejected = beta * (policy_rejected - ref_rejected)
-    loss = -F.logsigmoid(chosen - rejected)
+    loss = -F.logsigmoid(chosen - rejected - offset)
     return loss.mean(), chosen.detach(), rejected.detach()
 
 
-def ln_dpo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta: float):
+def length_offset(chosen_tokens: torch.Tensor, rejected_tokens: torch.Tensor, weight: float) -> torch.Tensor:
+    """R-DPO's length term: weight x (chosen tokens - rejected tokens), taken off each pair's margin.
+    A pair whose chosen answer is the shorter starts with its margin raised, so it is "won" sooner and
+    pulls less; one whose chosen answer is the longer pulls more. When most rejected answers are the
+    longer ones (cut off, looping, or simply wordier), DPO can widen every margin by ending answers
+    sooner; this takes that shortcut's reward away without dropping a pair."""
+    return weight * (chosen_tokens - rejected_tokens).to(torch.float32)
+
+
+def ln_dpo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta: float,
+           offset: torch.Tensor | float = 0.0):
     """DPO on per-token mean log-probs, so a longer response earns no reward for its length alone."""
-    return dpo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta)
+    return dpo(policy_chosen_mean, policy_rejected_mean, ref_chosen_mean, ref_rejected_mean, beta, offset)
 
 
 def desensitised(total: torch.Tensor, common: torch.Tensor, alpha: float) -> torch.Tensor:

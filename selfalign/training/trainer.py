@@ -328,7 +328,11 @@ def _loss(model, batch: list[Example], reference, cfg: TrainSection, pad_id: int
         ref_chosen = losses.desensitised(reference[:, 0], reference[:, 4], cfg.ld_alpha)
         ref_rejected = losses.desensitised(reference[:, 1], reference[:, 5], cfg.ld_alpha)
     fn = {"dpo": losses.dpo, "ld-dpo": losses.dpo, "ln-dpo": losses.ln_dpo, "ipo": losses.ipo}[cfg.loss]
-    loss, chosen, rejected = fn(use[chosen_idx], use[rejected_idx], ref_chosen, ref_rejected, cfg.beta)
+    extra = {}
+    if cfg.length_margin:  # R-DPO: the length difference is taken off the margin (dpo-like losses only)
+        lengths = mask.sum(-1)
+        extra["offset"] = losses.length_offset(lengths[chosen_idx], lengths[rejected_idx], cfg.length_margin)
+    loss, chosen, rejected = fn(use[chosen_idx], use[rejected_idx], ref_chosen, ref_rejected, cfg.beta, **extra)
     if cfg.sft_weight:
         loss = loss + cfg.sft_weight * losses.chosen_nll(mean[chosen_idx])
     info = {"loss": float(loss.detach()), "chosen": float(chosen.mean()), "rejected": float(rejected.mean()),

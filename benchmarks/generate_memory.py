@@ -10,7 +10,8 @@ Settings, one lever added per row: the KV cache reserving room for the whole ans
 before 2026-12-04) or RESERVE_TOKENS columns at a time; oneDNN's kernel caches at their 1,024 entries
 or at onednn_linear.CACHE_ENTRIES; the base's weights plain or borrowed and reordered for oneDNN; the
 weights left mapped from the safetensors file or copied out of it (models._own_weights); rows joining a
-batch without a limit or only while its KV cache stays under generate.cache_mib. (Two later changes are
+batch without a limit or only while its KV cache stays under generate.cache_mib; then two smaller budgets
+(not cumulative: each against the default). (Two later changes are
 in every row: a prefill with one row per prompt no longer copies its cache, and joined rows' caches are
 freed layer by layer.)
 
@@ -41,6 +42,8 @@ SETTINGS = {
                                                       "owned": True},
     "+ KV cache under 2048 MiB (default)": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True,
                                             "cache_mib": 2048},
+    "KV cache under 1536 MiB": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True, "cache_mib": 1536},
+    "KV cache under 1024 MiB": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True, "cache_mib": 1024},
 }
 
 

@@ -11,7 +11,7 @@ before 2026-12-04) or RESERVE_TOKENS columns at a time; oneDNN's kernel caches a
 or at onednn_linear.CACHE_ENTRIES; the base's weights plain or borrowed and reordered for oneDNN; the
 weights left mapped from the safetensors file or copied out of it (models._own_weights); rows joining a
 batch without a limit or only while its KV cache stays under generate.cache_mib; then two smaller budgets
-(not cumulative: each against the default). (Two later changes are
+(not cumulative: each against 2048; 1536 is the default since 2026-12-04). (Two later changes are
 in every row: a prefill with one row per prompt no longer copies its cache, and joined rows' caches are
 freed layer by layer.)
 
@@ -40,9 +40,10 @@ SETTINGS = {
     "+ base weights borrowed, reordered": OLD | {"reserve": 64, "cache": None, "reorder_base": True},
     "+ weights copied out of the mapped file": OLD | {"reserve": 64, "cache": None, "reorder_base": True,
                                                       "owned": True},
-    "+ KV cache under 2048 MiB (default)": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True,
+    "+ KV cache under 2048 MiB": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True,
                                             "cache_mib": 2048},
-    "KV cache under 1536 MiB": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True, "cache_mib": 1536},
+    "KV cache under 1536 MiB (default)": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True,
+                                          "cache_mib": 1536},
     "KV cache under 1024 MiB": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True, "cache_mib": 1024},
 }
 

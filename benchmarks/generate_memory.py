@@ -33,18 +33,16 @@ from pathlib import Path
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts" / "seed_tasks.jsonl"
 # one lever added per row: the first is the engine as it was before 2026-12-04
 OLD = {"reserve": 0, "cache": "1024", "reorder_base": False, "owned": False, "cache_mib": None}
+NOW = {"reserve": 64, "cache": None, "reorder_base": True, "owned": True}  # every lever but the KV budget
 SETTINGS = {
     "whole answer reserved, oneDNN caches 1024, plain base": OLD,
     "+ KV reserved 64 columns at a time": OLD | {"reserve": 64},
     "+ oneDNN caches of 64 kernels": OLD | {"reserve": 64, "cache": None},
     "+ base weights borrowed, reordered": OLD | {"reserve": 64, "cache": None, "reorder_base": True},
-    "+ weights copied out of the mapped file": OLD | {"reserve": 64, "cache": None, "reorder_base": True,
-                                                      "owned": True},
-    "+ KV cache under 2048 MiB": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True,
-                                            "cache_mib": 2048},
-    "KV cache under 1536 MiB (default)": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True,
-                                          "cache_mib": 1536},
-    "KV cache under 1024 MiB": {"reserve": 64, "cache": None, "reorder_base": True, "owned": True, "cache_mib": 1024},
+    "+ weights copied out of the mapped file": OLD | NOW,
+    "+ KV cache under 2048 MiB": NOW | {"cache_mib": 2048},
+    "KV cache under 1536 MiB (default)": NOW | {"cache_mib": 1536},
+    "KV cache under 1024 MiB": NOW | {"cache_mib": 1024},
 }
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selfalign.config_sections import (  # noqa: F401 (re-exported: config.TrainSection and so on)
+    MARGIN_LOSSES,
     PAIR_LOSSES,
     RECIPE_DEFAULTS,
     RECIPES,
@@ -236,7 +237,7 @@ def _check_relations(config: Config) -> None:
         raise ConfigError(
             f"generate.samples_per_prompt = {config.generate.samples_per_prompt} cannot make preference "
             f"pairs for train.loss = {config.train.loss!r}; set it to 2 or more (4 is the default)")
-    if config.train.length_margin and config.train.loss not in ("dpo", "ln-dpo", "ld-dpo"):
+    if config.train.length_margin and config.train.loss not in MARGIN_LOSSES:
         raise ConfigError(f"train.length_margin = {config.train.length_margin} works with train.loss dpo, ln-dpo "
                           f"or ld-dpo, not {config.train.loss!r}; set train.length_margin = 0 or change the loss")
     if config.instruct.min_words > config.instruct.max_words:

@@ -10,6 +10,7 @@ from typing import Any
 
 RECIPES = ("self-reward", "isheep", "cyclealign")
 PAIR_LOSSES = ("dpo", "ipo", "ln-dpo", "ld-dpo", "rrhf")
+MARGIN_LOSSES = ("dpo", "ln-dpo", "ld-dpo")  # sigmoid losses of a pair's margin: train.length_margin applies
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,

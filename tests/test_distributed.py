@@ -8,7 +8,7 @@ import torch
 from test_loop import make_run
 from test_trainer import examples, lora_state, train_cfg
 
-from selfalign import config, loop, models
+from selfalign import config, loop, models, verifiers
 from selfalign.errors import EXIT_OK
 from selfalign.store import open_store
 from selfalign.training import distributed
@@ -102,6 +102,13 @@ def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_ro
         vllm_like = VLLMEngine(SimpleNamespace(get_tokenizer=lambda: engine.tokenizer))
         light = train_stage.build_examples(StageContext(cfg, store, vllm_like, round=1, run_dir=folder.path))
     assert light == full and full and vllm_like.trainable is None  # no transformers copy was loaded
+    # each pair says whether its rejected answer ended cleanly (train.length_margin_on = finished reads it)
+    with open_store(folder.db_path) as store:
+        rows = {r.id: r for r in store.responses(round=1)}
+        pairs = [p for p in store.pairs(1) if p.rejected_id is not None]
+    expected = [rows[p.rejected_id].finish_reason == "stop" and not verifiers.degenerate(rows[p.rejected_id].text)
+                for p in pairs]
+    assert [e.rejected_finished for e in full] == expected
 
 
 def test_the_loop_itself_refuses_to_run_under_a_launcher(runs_root):

@@ -111,6 +111,25 @@ def test_length_margin_changes_dpo_only_where_lengths_differ(tiny, tmp_path):
     assert runs["r_eq"] == pytest.approx(runs["dpo_eq"], abs=1e-5)
 
 
+def test_length_margin_on_finished_skips_pairs_whose_rejected_answer_looped_or_was_cut_off(tiny, tmp_path):
+    """train.length_margin_on = finished: a pair whose rejected answer did not end cleanly keeps DPO's
+    full pull; with every rejected answer unfinished the steps are plain DPO's, with every one finished
+    they are R-DPO's over all pairs."""
+    model, tok = tiny
+    unfinished = [Example(e.prompt, e.chosen, e.rejected, rejected_finished=False) for e in examples()]
+    runs = {}
+    for name, data, overrides in [("dpo", examples(), {}), ("r_all", examples(), {"length_margin": 0.05}),
+                                  ("r_fin", examples(), {"length_margin": 0.05, "length_margin_on": '"finished"'}),
+                                  ("r_unfin", unfinished, {"length_margin": 0.05, "length_margin_on": '"finished"'})]:
+        steps = []
+        train(model, TrainJob(data, train_cfg(epochs=1, **overrides), tmp_path / name, pad_id=tok.pad_token_id),
+              on_step=steps.append)
+        runs[name] = [s.loss for s in steps]
+    assert runs["r_fin"] == pytest.approx(runs["r_all"], abs=1e-5)
+    assert runs["r_unfin"] == pytest.approx(runs["dpo"], abs=1e-5)
+    assert runs["r_unfin"] != pytest.approx(runs["r_all"], abs=1e-3)
+
+
 def test_a_stop_during_the_reference_pass_stops_before_any_step(tiny, tmp_path):
     """The reference log-probs take minutes on a CPU: a stop request must not wait for them."""
     model, tok = tiny

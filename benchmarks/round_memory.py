@@ -7,7 +7,11 @@ batches a stage runs). The loop logs each stage's own peak resident memory (the 
 mark, reset at the stage's start); this prints them with the stage's time, the largest of them (the
 run's peak), and the ratios to the 4 GB target.
 
-Run: .venv/bin/python benchmarks/round_memory.py [--prompts 64] [--eval-prompts N] [--set KEY=VALUE ...]
+--rounds 2 runs a second round too: it samples through the first round's adapter, in a process that has
+trained and evaluated already, which is how every round of a real run after the first is taken.
+
+Run: .venv/bin/python benchmarks/round_memory.py [--prompts 64] [--eval-prompts N] [--rounds 1]
+     [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64, help="instruct.prompts_per_round (default 240)")
     parser.add_argument("--eval-prompts", type=int, default=None,
                         help="eval.prompts (default: the config's 150; fewer leave the batch part empty)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds to run (2: one more, from an adapter)")
     parser.add_argument("--set", action="append", default=[], help="more settings, KEY=VALUE")
     args = parser.parse_args()
-    sets = [f"model.name={args.model}", f"instruct.prompts_per_round={args.prompts}", "run.rounds=1", *args.set]
+    sets = [f"model.name={args.model}", f"instruct.prompts_per_round={args.prompts}", f"run.rounds={args.rounds}",
+            *args.set]
     if args.eval_prompts is not None:
         sets.append(f"eval.prompts={args.eval_prompts}")
     from gain import selfalign  # runs one command; a failure ends the benchmark with its one-line error
@@ -39,11 +45,12 @@ def main() -> None:
         env = {**os.environ, "SELFALIGN_RUNS": runs}
         selfalign("init", "bench", *[item for s in sets for item in ("--set", s)], env=env, capture=True)
         start = time.perf_counter()
-        selfalign("run", "bench", "--headless", "--rounds", "1", env=env)  # its progress lines show on stderr
+        # its progress lines show on stderr
+        selfalign("run", "bench", "--headless", "--rounds", str(args.rounds), env=env)
         seconds = time.perf_counter() - start
         records = [json.loads(line) for log in sorted(Path(runs, "bench", "logs").glob("*.jsonl"))
                    for line in log.read_text().splitlines()]
-    print(f"one round, {args.model}, settings: {' '.join(sets)}")
+    print(f"{args.rounds} round(s), {args.model}, settings: {' '.join(sets)}")
     peaks = []
     for record in records:
         peak = record.get("peak_rss_mib")

@@ -18,7 +18,15 @@ from selfalign import controller, report
 from selfalign.engines import select
 from selfalign.engines.base import Engine
 from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
-from selfalign.process import Controls, Heartbeat, RunLog, peak_memory_mib, reset_peak_memory, return_freed_memory
+from selfalign.process import (
+    Controls,
+    Heartbeat,
+    RunLog,
+    hand_back_large_blocks,
+    peak_memory_mib,
+    reset_peak_memory,
+    return_freed_memory,
+)
 from selfalign.runs import RunFolder
 from selfalign.stages import STAGES, StageContext, StageStopped
 from selfalign.store import Store, open_store
@@ -149,6 +157,7 @@ def run(folder: RunFolder, *, rounds: int | None = None, quiet: bool = False,
             mirror = report.for_run(folder, cfg)  # before the model loads: a missing package fails at once
             mirror.sync(store)
             with Heartbeat(folder.db_path):
+                hand_back_large_blocks()  # before the model loads: the heap stays unfragmented from the start
                 log("info", f"loading {cfg.model.name}")
                 engine, why = engine_factory(cfg)
                 log("info", f"engine {engine.name} on {engine.where}" + (f" ({why})" if why else ""),

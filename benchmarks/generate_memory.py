@@ -11,9 +11,10 @@ before 2026-12-04) or RESERVE_TOKENS columns at a time; oneDNN's kernel caches a
 or at onednn_linear.CACHE_ENTRIES; the base's weights plain or borrowed and reordered for oneDNN; the
 weights left mapped from the safetensors file or copied out of it (models._own_weights); rows joining a
 batch without a limit or only while its KV cache stays under generate.cache_mib; then two smaller budgets
-(not cumulative: each against 2048; 1536 is the default since 2026-12-04). (Two later changes are
-in every row: a prefill with one row per prompt no longer copies its cache, and joined rows' caches are
-freed layer by layer.)
+(not cumulative: each against 2048; 1536 is the default since 2026-12-04), and 1536 with glibc's mmap
+threshold fixed at 1 MiB, as the loop process runs since 2026-12-04 (freed buffers go back to the OS).
+(Two later changes are in every row: a prefill with one row per prompt no longer copies its cache, and
+joined rows' caches are freed layer by layer.)
 
 Run: .venv/bin/python benchmarks/generate_memory.py [--prompts 64] [--samples 4] [--max-new-tokens 320]
      [--run NAME --round K] [--adapter PATH] [--only NAME]
@@ -43,6 +44,7 @@ SETTINGS = {
     "+ KV cache under 2048 MiB": NOW | {"cache_mib": 2048},
     "KV cache under 1536 MiB (default)": NOW | {"cache_mib": 1536},
     "KV cache under 1024 MiB": NOW | {"cache_mib": 1024},
+    "1536 MiB + glibc mmap threshold 1 MiB (the loop's)": NOW | {"cache_mib": 1536, "mmap_threshold": True},
 }
 
 
@@ -75,6 +77,10 @@ def child(args, setting: dict) -> None:
         kv_cache.RESERVE_TOKENS = setting["reserve"]
     else:
         kv_cache.RESERVE_TOKENS = args.max_new_tokens  # room for the whole answer at the prefill
+    if setting.get("mmap_threshold"):  # what the loop process sets (process.hand_back_large_blocks)
+        from selfalign.process import hand_back_large_blocks
+
+        hand_back_large_blocks()
     if not setting["owned"]:
         models._own_weights = lambda model: None  # the weights stay views of the mapped safetensors file
     engine = TransformersEngine.load(args.model, batch_size=args.batch_size, reorder_base=setting["reorder_base"],

@@ -106,7 +106,7 @@ def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_ro
     with open_store(folder.db_path) as store:
         rows = {r.id: r for r in store.responses(round=1)}
         pairs = [p for p in store.pairs(1) if p.rejected_id is not None]
-    expected = [rows[p.rejected_id].finish_reason == "stop" and not verifiers.degenerate(rows[p.rejected_id].text)
+    expected = [verifiers.finished_cleanly(rows[p.rejected_id].text, rows[p.rejected_id].finish_reason)
                 for p in pairs]
     assert [e.rejected_finished for e in full] == expected
 

@@ -52,13 +52,10 @@ def build_examples(ctx: StageContext) -> list[Example]:
             wins[p.prompt_id].setdefault(p.rejected_id, 0)
         return [Example(prompt_ids(pid), [], ranked=[response_ids(rid) for rid in sorted(w, key=lambda r: -w[r])])
                 for pid, w in wins.items() if len(w) >= 2]
-    def finished(response_id: int | None) -> bool:
-        r = responses.get(response_id)
-        return r is not None and r.finish_reason == "stop" and not verifiers.degenerate(r.text)
-
     return [Example(prompt_ids(p.prompt_id), response_ids(p.chosen_id),
                     None if p.rejected_id is None else response_ids(p.rejected_id),
-                    rejected_finished=finished(p.rejected_id))
+                    rejected_finished=p.rejected_id is not None and verifiers.finished_cleanly(
+                        responses[p.rejected_id].text, responses[p.rejected_id].finish_reason))
             for p in pairs if cfg.train.loss == "sft" or p.rejected_id is not None]
 
 

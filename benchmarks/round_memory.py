@@ -1,6 +1,6 @@
 """Peak memory of a whole default round on the embedded model, stage by stage.
 
-Runs `selfalign init` and `selfalign run --headless --rounds 1` (round 0's evaluation, then round 1)
+Runs `selfalign init` and `selfalign run --headless --rounds 1` (round 0's evaluation, then round 1; see --rounds)
 in a temporary runs folder, with the default recipe except fewer training prompts (the peak is set by
 batch shapes, which 64 prompts x 4 samples and the 150 held-out prompts keep full, not by how many
 batches a stage runs). The loop logs each stage's own peak resident memory (the kernel's high-water

@@ -90,8 +90,8 @@ class GenerateSection:
     batch_size: int = opt(128, "sequences decoded together (on 2 CPU cores larger batches pay; a stop "
                           "request waits for the current batch)", min=1)
     cache_mib: float = opt(1536, "transformers engine: rows join a batch only while its KV cache stays under this "
-                           "many MiB (long answers on a full batch held ~3 GB; at 2048 a default round's generate "
-                           "stage peaked at 4.2 GB, at 1536 3.6 GB); 0: no limit", min=0)
+                           "many MiB (long answers on a full batch held ~3 GB; at 2048 a 64-prompt default round's "
+                           "generate stage peaked at 4.2 GB, at 1536 3.6 GB); 0: no limit", min=0)
     stop: list[str] = opt([], "extra stop strings (URIAL adds its own)")
     urial_template: str = opt("urial.txt", "in-context template used when run.prompting = urial")
 

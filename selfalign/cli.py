@@ -282,8 +282,10 @@ def eval_cmd(ctx, name, round_k, prompt_file, every, against, fmt):
     """Evaluate a round's policy on held-out prompts (or your own file): satisfaction with 95% intervals,
     per constraint type, and the paired gain over another round."""
     from selfalign import evaluation, runs
+    from selfalign.process import hand_back_large_blocks
 
     folder = runs.locate(name, ctx.obj["runs_dir"])
+    hand_back_large_blocks()  # the loop's setting: a whole-benchmark evaluation samples as many rows as a round
     result = evaluation.evaluate_round(folder, round_k, prompt_file, every=every,
                                        against=against if against is not None else (0 if round_k != 0 else None))
     click.echo(evaluation.render_evaluation(folder, result, result.rounds[-1] if len(result.rounds) > 1 else None,

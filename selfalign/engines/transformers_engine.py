@@ -12,14 +12,14 @@ vocabulary sort for top-p on every row) and keeps computing rows that already fi
   - reserves KV cache columns ahead, so a step writes one column in place (engines/kv_cache.py),
   - records the log-probability of each sampled token under the untempered policy (the judges
     rank responses by it), and stops on stop strings.
-LoRA adapters are merged into a copy of the base weights, so sampling from an adapter costs
-nothing extra per step. On a CPU every linear layer of the sampling copy runs through oneDNN
-(engines/onednn_linear.py: MKL's path on AMD processors is about half as fast for a decode step's products).
+LoRA adapters are merged into the base's own weights and undone exactly afterwards
+(engines/sampling_copy.py), so sampling from an adapter costs nothing extra per step or in memory.
+On a CPU every linear layer of the sampling copy runs through oneDNN (engines/onednn_linear.py:
+MKL's path on AMD processors is about half as fast for a decode step's products).
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import time
 from collections import deque
@@ -52,9 +52,11 @@ class TransformersEngine:
 
     def __init__(self, model, tokenizer, *, batch_size: int = 32, max_context: int = 2048,
                  reserve_cache: bool = True, refill: bool = True, onednn: bool = True, reorder_base: bool = True,
-                 cache_mib: float | None = None):
+                 cache_mib: float | None = None, merge_in_place: bool = True):
         self._base = model
         self._borrowed: list = []  # base weights the sampling copy holds reordered (onednn_linear.give_back)
+        self._spill = None  # the base's weights as they were before an adapter was merged into them
+        self.merge_in_place = merge_in_place  # off: an adapter is merged into a copy of the base (+1 model)
         self.reserve_cache = reserve_cache  # off: transformers' DynamicCache (the benchmark's baseline)
         self.refill = refill  # off: a batch shrinks as rows finish and the next one starts when it is empty
         self.onednn = onednn  # off: torch's own linear layers (where oneDNN cannot run, they are used anyway)
@@ -94,44 +96,31 @@ class TransformersEngine:
     # ------------------------------------------------------------ adapters, memory
 
     def _use(self, path: str | None) -> None:
-        """Sample from base + this adapter, merged into a copy of the base (the same path is merged once).
-        With oneDNN the sampling model is a copy whose linear layers call it: for the base, a copy of the
-        module tree that shares the weights; for an adapter, the merged copy with reordered weights."""
+        """Sample from the base or base + this adapter (the same path is set up once): engines/sampling_copy.py."""
         if path == self.adapter and self.model is not None:
             return
         self.model = None  # the previous copy goes before the next is made
         self._give_back()
         onednn = self.onednn and _onednn().usable(self._base)
-        if path is None:
-            self.model = self._base
-            if onednn:
-                from selfalign.training.sharing import sharing_copy
-
-                self.model = sharing_copy(self._base)
-                self._borrowed = _onednn().swap_linears(self.model, reorder=self.reorder_base, lend=True)
-        else:
-            from peft import PeftModel
-
-            merged = PeftModel.from_pretrained(copy.deepcopy(self._base), path).merge_and_unload()
-            if onednn:
-                _onednn().swap_linears(merged, reorder=True)
-            self.model = merged.eval()
+        self.model, self._borrowed, self._spill = _sampling_copy().make(
+            self._base, path, onednn=onednn, reorder_base=self.reorder_base, in_place=self.merge_in_place)
         self.adapter = path
 
     def for_training(self, cfg, *, weights: bool = True) -> TransformersEngine:
         return self
 
     def release_memory(self) -> None:
-        """Drop the sampling copy (a merged adapter is as large as the model) so training does not carry it;
-        the next call makes it again (a second or two)."""
+        """Drop the sampling copy and give the base its own weights back before training reads them; the
+        next call makes the copy again (a second or two)."""
         self._give_back()
         self.model, self.adapter = None, None
 
     def _give_back(self) -> None:
-        """The base's borrowed weights back in their plain layout; the copy that sampled with them goes."""
-        if self._borrowed:
+        """The base's own weights back (plain layout, no adapter merged); the copy that sampled with them goes."""
+        if self._borrowed or self._spill:
             self.model, self.adapter = None, None
-            _onednn().give_back(self._borrowed)
+            borrowed, spill, self._borrowed, self._spill = self._borrowed, self._spill, [], None
+            _sampling_copy().give_back(borrowed, spill)
 
     def close(self) -> None:
         self._borrowed.clear()
@@ -336,6 +325,12 @@ def _onednn():
     from selfalign.engines import onednn_linear
 
     return onednn_linear
+
+
+def _sampling_copy():
+    from selfalign.engines import sampling_copy
+
+    return sampling_copy
 
 
 def _chunk_seed(chunk) -> int:

@@ -12,7 +12,9 @@ or at onednn_linear.CACHE_ENTRIES; the base's weights plain or borrowed and reor
 weights left mapped from the safetensors file or copied out of it (models._own_weights); rows joining a
 batch without a limit or only while its KV cache stays under generate.cache_mib; then two smaller budgets
 (not cumulative: each against 2048; 1536 is the default since 2026-12-04), and 1536 with glibc's mmap
-threshold fixed at 1 MiB, as the loop process runs since 2026-12-04 (freed buffers go back to the OS).
+threshold fixed at 1 MiB, as the loop process runs since 2026-12-04 (freed buffers go back to the OS);
+with --adapter, last, the adapter merged into the base's own weights instead of a copy of them
+(engines/sampling_copy.py, the engine's way since 2026-12-04; every row before it merges into a copy).
 (Two later changes are in every row: a prefill with one row per prompt no longer copies its cache, and
 joined rows' caches are freed layer by layer.)
 
@@ -44,7 +46,8 @@ SETTINGS = {
     "+ KV cache under 2048 MiB": NOW | {"cache_mib": 2048},
     "KV cache under 1536 MiB (default)": NOW | {"cache_mib": 1536},
     "KV cache under 1024 MiB": NOW | {"cache_mib": 1024},
-    "1536 MiB + glibc mmap threshold 1 MiB (the loop's)": NOW | {"cache_mib": 1536, "mmap_threshold": True},
+    "1536 MiB + glibc mmap threshold 1 MiB": NOW | {"cache_mib": 1536, "mmap_threshold": True},
+    "+ adapter merged in place (the loop's)": NOW | {"cache_mib": 1536, "mmap_threshold": True, "in_place": True},
 }
 
 
@@ -84,7 +87,7 @@ def child(args, setting: dict) -> None:
     if not setting["owned"]:
         models._own_weights = lambda model: None  # the weights stay views of the mapped safetensors file
     engine = TransformersEngine.load(args.model, batch_size=args.batch_size, reorder_base=setting["reorder_base"],
-                                     cache_mib=setting["cache_mib"])
+                                     cache_mib=setting["cache_mib"], merge_in_place=setting.get("in_place", False))
     requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": t}], n=args.samples,
                                   max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9, seed=0)
                 for i, t in enumerate(prompts_of(args))]

@@ -173,10 +173,11 @@ class TrainSection:
     length_margin: float = opt(0.0, "dpo, ln-dpo, ld-dpo: R-DPO's length term, this times (chosen tokens - rejected "
                                "tokens) taken off each pair's margin, so pairs won by a shorter answer pull less "
                                "(0: off; 0.01-0.05 at beta 0.1)", min=0.0)
-    length_margin_on: str = opt("all", "which pairs the length term applies to: all, or finished (only pairs whose "
+    length_margin_on: str = opt("all", "which pairs the length term applies to: all; finished (only pairs whose "
                                 "rejected answer ended by itself without looping: a loop's or a cut-off answer's "
-                                "length is not verbosity, and rejecting it should keep its full pull)",
-                                choices=("all", "finished"))
+                                "length is not verbosity, and rejecting it should keep its full pull); unless-loop "
+                                "(all but pairs whose rejected answer loops)",
+                                choices=("all", "finished", "unless-loop"))
     sft_weight: float = opt(1.0, "dpo, ipo, ln-dpo, ld-dpo: add this times the chosen answer's per-token negative "
                             "log-likelihood (RPO style), so preference training cannot lower the chosen answer "
                             "along with the rejected one (and a repaired answer is learned, not only preferred); "

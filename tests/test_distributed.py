@@ -102,13 +102,16 @@ def test_a_round_of_the_loop_with_two_training_processes(tiny_model_dir, runs_ro
         vllm_like = VLLMEngine(SimpleNamespace(get_tokenizer=lambda: engine.tokenizer))
         light = train_stage.build_examples(StageContext(cfg, store, vllm_like, round=1, run_dir=folder.path))
     assert light == full and full and vllm_like.trainable is None  # no transformers copy was loaded
-    # each pair says whether its rejected answer ended cleanly (train.length_margin_on = finished reads it)
+    # each pair says whether R-DPO's length term applies to it, by train.length_margin_on and its rejected answer
     with open_store(folder.db_path) as store:
         rows = {r.id: r for r in store.responses(round=1)}
-        pairs = [p for p in store.pairs(1) if p.rejected_id is not None]
-    expected = [verifiers.finished_cleanly(rows[p.rejected_id].text, rows[p.rejected_id].finish_reason)
-                for p in pairs]
-    assert [e.rejected_finished for e in full] == expected
+        rejected = [rows[p.rejected_id] for p in store.pairs(1) if p.rejected_id is not None]
+        rules = {"all": lambda r: True, "finished": lambda r: verifiers.finished_cleanly(r.text, r.finish_reason),
+                 "unless-loop": lambda r: not verifiers.degenerate(r.text)}
+        for on, rule in rules.items():
+            cfg.train.length_margin_on = on
+            built = train_stage.build_examples(StageContext(cfg, store, engine, round=1, run_dir=folder.path))
+            assert [e.length_term for e in built] == [rule(r) for r in rejected], on
 
 
 def test_the_loop_itself_refuses_to_run_under_a_launcher(runs_root):

@@ -111,16 +111,15 @@ def test_length_margin_changes_dpo_only_where_lengths_differ(tiny, tmp_path):
     assert runs["r_eq"] == pytest.approx(runs["dpo_eq"], abs=1e-5)
 
 
-def test_length_margin_on_finished_skips_pairs_whose_rejected_answer_looped_or_was_cut_off(tiny, tmp_path):
-    """train.length_margin_on = finished: a pair whose rejected answer did not end cleanly keeps DPO's
-    full pull; with every rejected answer unfinished the steps are plain DPO's, with every one finished
-    they are R-DPO's over all pairs."""
+def test_a_pair_without_the_length_term_keeps_dpos_full_pull(tiny, tmp_path):
+    """train.length_margin_on decides per pair (the train stage sets Example.length_term): with the term
+    off on every pair the steps are plain DPO's, with it on every pair they are R-DPO's."""
     model, tok = tiny
-    unfinished = [Example(e.prompt, e.chosen, e.rejected, rejected_finished=False) for e in examples()]
+    exempt = [Example(e.prompt, e.chosen, e.rejected, length_term=False) for e in examples()]
     runs = {}
     for name, data, overrides in [("dpo", examples(), {}), ("r_all", examples(), {"length_margin": 0.05}),
-                                  ("r_fin", examples(), {"length_margin": 0.05, "length_margin_on": '"finished"'}),
-                                  ("r_unfin", unfinished, {"length_margin": 0.05, "length_margin_on": '"finished"'})]:
+                                  ("r_fin", examples(), {"length_margin": 0.05}),
+                                  ("r_unfin", exempt, {"length_margin": 0.05})]:
         steps = []
         train(model, TrainJob(data, train_cfg(epochs=1, **overrides), tmp_path / name, pad_id=tok.pad_token_id),
               on_step=steps.append)

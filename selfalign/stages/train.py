@@ -54,9 +54,18 @@ def build_examples(ctx: StageContext) -> list[Example]:
                 for pid, w in wins.items() if len(w) >= 2]
     return [Example(prompt_ids(p.prompt_id), response_ids(p.chosen_id),
                     None if p.rejected_id is None else response_ids(p.rejected_id),
-                    rejected_finished=p.rejected_id is not None and verifiers.finished_cleanly(
-                        responses[p.rejected_id].text, responses[p.rejected_id].finish_reason))
+                    length_term=p.rejected_id is not None and length_term(cfg, responses[p.rejected_id]))
             for p in pairs if cfg.train.loss == "sft" or p.rejected_id is not None]
+
+
+def length_term(cfg, rejected) -> bool:
+    """Whether R-DPO's length term applies to a pair with this rejected answer (train.length_margin_on):
+    a loop's length, or a cut-off answer's, is not verbosity, so rejecting it may keep DPO's full pull."""
+    if cfg.train.length_margin_on == "finished":
+        return verifiers.finished_cleanly(rejected.text, rejected.finish_reason)
+    if cfg.train.length_margin_on == "unless-loop":
+        return not verifiers.degenerate(rejected.text)
+    return True
 
 
 def _train_distributed(ctx: StageContext, examples: list[Example], out_dir: Path, run_dir: Path,

@@ -47,7 +47,7 @@ class Example:
     chosen: list[int]
     rejected: list[int] | None = None
     ranked: list[list[int]] | None = None
-    rejected_finished: bool = True  # the rejected answer ended by itself without looping (train.length_margin_on)
+    length_term: bool = True  # R-DPO's length term applies to this pair (the train stage reads train.length_margin_on)
 
     def sequences(self) -> list[list[int]]:
         if self.ranked:
@@ -333,8 +333,7 @@ def _loss(model, batch: list[Example], reference, cfg: TrainSection, pad_id: int
     if cfg.length_margin:  # R-DPO: the length difference is taken off the margin (dpo-like losses only)
         lengths = mask.sum(-1)
         offset = losses.length_offset(lengths[chosen_idx], lengths[rejected_idx], cfg.length_margin)
-        if cfg.length_margin_on == "finished":  # a loop's or cut-off answer's length is not verbosity
-            offset = offset * torch.tensor([ex.rejected_finished for ex in batch], dtype=offset.dtype)
+        offset = offset * torch.tensor([ex.length_term for ex in batch], dtype=offset.dtype)
         extra["offset"] = offset
     loss, chosen, rejected = fn(use[chosen_idx], use[rejected_idx], ref_chosen, ref_rejected, cfg.beta, **extra)
     if cfg.sft_weight:

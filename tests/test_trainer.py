@@ -113,12 +113,13 @@ def test_length_margin_changes_dpo_only_where_lengths_differ(tiny, tmp_path):
 
 def test_a_pair_without_the_length_term_keeps_dpos_full_pull(tiny, tmp_path):
     """train.length_margin_on decides per pair (the train stage sets Example.length_term): with the term
-    off on every pair the steps are plain DPO's, with it on every pair they are R-DPO's."""
+    off on every pair the steps are plain DPO's, with it on every pair they are R-DPO's, and the trainer
+    does not apply the setting's rule a second time (r_fin: the rule set, every pair's term on)."""
     model, tok = tiny
     exempt = [Example(e.prompt, e.chosen, e.rejected, length_term=False) for e in examples()]
     runs = {}
     for name, data, overrides in [("dpo", examples(), {}), ("r_all", examples(), {"length_margin": 0.05}),
-                                  ("r_fin", examples(), {"length_margin": 0.05}),
+                                  ("r_fin", examples(), {"length_margin": 0.05, "length_margin_on": '"finished"'}),
                                   ("r_unfin", exempt, {"length_margin": 0.05})]:
         steps = []
         train(model, TrainJob(data, train_cfg(epochs=1, **overrides), tmp_path / name, pad_id=tok.pad_token_id),

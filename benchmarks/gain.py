@@ -140,7 +140,8 @@ def main() -> None:
     # the run's own settings, not this call's --set: a resumed or forked run was made by another call
     settings = config.changes(config.load(folder / "config.toml"))
     rows: dict[int, dict] = {}
-    for k in [0, *(adapters[-1:] if args.evaluate == "last" else adapters)]:
+    # round 0 and the last go first: a call stopped halfway still leaves the headline gain
+    for k in [0, *adapters[-1:], *([] if args.evaluate == "last" else adapters[:-1])]:
         print(f"evaluating round {k} on the whole benchmark", file=sys.stderr)
         out = selfalign("eval", name, "--round", str(k), "--all", "--format", "json", env=env, capture=True)
         rows[k] = json.loads(out.strip().splitlines()[-1])

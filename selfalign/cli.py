@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from selfalign.errors import SelfalignError, UsageError, quiet_library_warnings
+from selfalign.errors import SelfalignError, UsageError, disk_full, quiet_library_warnings
 
 EXIT_CODES_HELP = "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 run busy, 4 stopped by request."
 
@@ -22,6 +22,12 @@ class Group(click.Group):
         except SelfalignError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise
+            click.echo(f"error: {full}", err=True)
+            sys.exit(full.exit_code)
 
     def list_commands(self, ctx):  # in the order a user meets them, not alphabetical
         order = ["init", "run", "watch", "status", "eval", "compare", "note", "export", "serve", "models", "config"]

@@ -43,6 +43,22 @@ class ModelFetchError(SelfalignError):
     """Downloading or converting a model failed (network, index settings, disk)."""
 
 
+def disk_full(exc: BaseException) -> SelfalignError | None:
+    """A full disk (or quota) as one line with its fix, whichever layer hit it: a file write, SQLite, the
+    adapter spill. None for anything else. Nothing is lost: SQLite rolls the open transaction back and
+    every stage resumes from its last stored row."""
+    import errno
+    import sqlite3
+
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
+        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc))
+    if not full:
+        return None
+    where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""
+    return SelfalignError(f"the disk is full{where}: free some space and run the same command again "
+                          "(what was stored before is kept)")
+
+
 def quiet_library_warnings() -> None:
     """Hide a deprecation that peft triggers inside transformers on every adapter load: it names
     neither the user's code nor ours, and would repeat in every round's output."""

@@ -17,7 +17,7 @@ from selfalign import config as config_mod
 from selfalign import controller, report
 from selfalign.engines import select
 from selfalign.engines.base import Engine
-from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError
+from selfalign.errors import EXIT_OK, EXIT_STOPPED, SelfalignError, disk_full
 from selfalign.process import (
     Controls,
     Heartbeat,
@@ -171,6 +171,9 @@ def run(folder: RunFolder, *, rounds: int | None = None, quiet: bool = False,
             raise
         except Exception as exc:
             log("error", "traceback", event=False, traceback=traceback.format_exc())
+            full = disk_full(exc)
+            if full is not None:
+                raise full from exc
             raise SelfalignError(f"{type(exc).__name__}: {exc} (traceback in {log.path}); fix the cause and run "
                                  "the same command to resume") from exc
         finally:

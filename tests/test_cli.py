@@ -4,6 +4,7 @@ import hashlib
 import subprocess
 import sys
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -165,3 +166,39 @@ def test_models_list(tmp_path, monkeypatch):
 def test_config_keys():
     result = invoke("config", "--keys")
     assert result.exit_code == 0 and "train.lora_r = 16" in result.output
+
+
+def test_a_full_disk_is_one_line_with_its_fix_from_a_file_write_or_from_sqlite(tmp_path):
+    import sqlite3
+
+    from selfalign.cli import Group
+    from selfalign.errors import disk_full
+
+    @click.group(cls=Group)
+    def app():
+        pass
+
+    @app.command()
+    def write():
+        with open("/dev/full", "wb") as out:  # a real device whose every write fails with ENOSPC
+            out.write(b"x" * 65536)
+            out.flush()
+
+    @app.command()
+    def fail():
+        raise ValueError("not a disk problem")
+
+    result = CliRunner().invoke(app, ["write"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [result.output.strip()]
+    assert result.output.startswith("error: the disk is full") and "run the same command again" in result.output
+    assert isinstance(CliRunner().invoke(app, ["fail"]).exception, ValueError)  # anything else is not hidden
+
+    db = sqlite3.connect(tmp_path / "small.db")
+    db.execute("create table t (x blob)")
+    db.execute("pragma max_page_count = 4")  # SQLite's own 'database or disk is full', as on a full disk
+    with pytest.raises(sqlite3.OperationalError) as failure:
+        for _ in range(100):
+            db.execute("insert into t values (zeroblob(4096))")
+    assert "the disk is full" in str(disk_full(failure.value))
+    assert disk_full(sqlite3.OperationalError("no such table: t")) is None

@@ -104,3 +104,28 @@ def test_a_merge_that_fails_midway_leaves_the_base_as_it_was(engine, adapter, mo
     assert half_merged == [True]  # the base's own weights had changed when it failed
     assert engine._spill is None and engine.model is None
     assert same_weights(engine.base, before)
+
+
+def test_a_full_disk_before_the_merge_leaves_the_base_as_it_was_and_says_so(engine, adapter, monkeypatch):
+    import errno
+
+    from selfalign.engines import sampling_copy
+    from selfalign.errors import disk_full
+
+    before = snapshot(engine.base)
+    base_answers = answers(engine.generate(requests()))
+    opened = []
+
+    def device_that_is_always_full(dir=None):  # noqa: A002 (tempfile's own keyword)
+        opened.append(open("/dev/full", "w+b"))  # noqa: SIM115 (Spill owns it): every write fails with ENOSPC
+        return opened[-1]
+
+    monkeypatch.setattr(sampling_copy.tempfile, "TemporaryFile", device_that_is_always_full)
+    with pytest.raises(OSError) as failure:
+        engine.generate(requests(), adapter=adapter)
+    assert failure.value.errno == errno.ENOSPC
+    assert "the disk is full" in str(disk_full(failure.value))
+    assert opened and opened[0].closed
+    assert engine._spill is None and same_weights(engine.base, before)
+    monkeypatch.undo()
+    assert answers(engine.generate(requests())) == base_answers

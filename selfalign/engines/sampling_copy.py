@@ -27,9 +27,15 @@ class Spill:
             self.file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (open until restore)
         except OSError:  # the adapter's folder is read-only: the system's temporary folder
             self.file = tempfile.TemporaryFile()  # noqa: SIM115
-        for param in params:
-            self.file.write(_as_bytes(param.detach().contiguous()).numpy().data)
-        self.file.flush()
+        try:
+            for param in params:
+                self.file.write(_as_bytes(param.detach().contiguous()).numpy().data)
+            self.file.flush()
+        except BaseException:  # a full disk: nothing is merged yet, only peft's freezing to undo
+            self.file.close()
+            for param, flag in flags:
+                param.requires_grad_(flag)
+            raise
 
     def restore(self) -> None:
         """Every spilled weight as it was before the merge (the copy that sampled with them must go)."""

@@ -51,7 +51,7 @@ def disk_full(exc: BaseException) -> SelfalignError | None:
     import sqlite3
 
     full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or (
-        isinstance(exc, sqlite3.OperationalError) and "full" in str(exc))
+        isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc))  # SQLITE_FULL's message
     if not full:
         return None
     where = f" writing {exc.filename}" if getattr(exc, "filename", None) else ""

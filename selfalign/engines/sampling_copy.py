@@ -33,8 +33,7 @@ class Spill:
             self.file.flush()
         except BaseException:  # a full disk: nothing is merged yet, only peft's freezing to undo
             self.file.close()
-            for param, flag in flags:
-                param.requires_grad_(flag)
+            _set_requires_grad(flags)
             raise
 
     def restore(self) -> None:
@@ -49,8 +48,7 @@ class Spill:
                 if self.file.readinto(_as_bytes(plain).numpy()) != want:
                     raise OSError("the temporary copy of the base model's weights came back short")
                 param.data = plain
-        for param, flag in self.flags:
-            param.requires_grad_(flag)
+        _set_requires_grad(self.flags)
         self.file.close()
         self.params, self.flags = [], []
 
@@ -111,6 +109,12 @@ def merge(base, path: str) -> tuple[Spill, object]:
     except BaseException:
         spill.restore()
         raise
+
+
+def _set_requires_grad(flags: list) -> None:
+    """Each base weight's requires_grad as it was before peft froze the copy that shares it."""
+    for param, flag in flags:
+        param.requires_grad_(flag)
 
 
 def _as_bytes(tensor):

@@ -84,6 +84,7 @@ def build(data: dict | None = None, *, sets: list[str] | tuple[str, ...] = (), r
                 value, where = values[name][f.name]
                 kwargs[f.name] = _coerce(name, f, value, where)
         sections[name] = cls(**kwargs)
+    _yield_defaults(sections, values)
     config = Config(**sections)
     _check_relations(config)
     return config
@@ -229,6 +230,16 @@ def _coerce(section: str, f: dataclasses.Field, value: Any, where: str) -> Any:
     if high is not None and value > high:
         raise bad(f"it must be <= {high}")
     return value
+
+
+def _yield_defaults(sections: dict, values: dict) -> None:
+    """Defaults that only make sense beside another default give way when that one is set: the length term
+    to a loss without a margin, prefer_longer to prefer_shorter. Set explicitly, they are checked as usual."""
+    train, pairs = sections["train"], sections["pairs"]
+    if "length_margin" not in values["train"] and train.loss not in MARGIN_LOSSES:
+        sections["train"] = dataclasses.replace(train, length_margin=0.0)
+    if "prefer_longer" not in values["pairs"] and pairs.prefer_shorter:
+        sections["pairs"] = dataclasses.replace(pairs, prefer_longer=False)
 
 
 def _check_relations(config: Config) -> None:

@@ -85,8 +85,9 @@ class GenerateSection:
     samples_per_prompt: int = opt(4, "responses sampled per prompt (K)", min=1, max=64)
     temperature: float = opt(0.7, "sampling temperature", min=0.0)
     top_p: float = opt(0.9, "nucleus sampling", min=0.0, max=1.0, min_exclusive=True)
-    max_new_tokens: int = opt(192, "token budget for one response (at 128, 62 % of the embedded model's "
-                               "answers were cut off, so ending and length constraints could never be met)", min=1)
+    max_new_tokens: int = opt(320, "token budget for one response (at 128, 62 % of the embedded model's "
+                               "answers were cut off, so ending and length constraints could never be met; at "
+                               "320 the chosen answers keep their length: docs/gain.md)", min=1)
     batch_size: int = opt(128, "sequences decoded together (on 2 CPU cores larger batches pay; a stop "
                           "request waits for the current batch)", min=1)
     cache_mib: float = opt(1536, "transformers engine: rows join a batch only while its KV cache stays under this "
@@ -148,7 +149,7 @@ class PairsSection:
                         choices=("worst", "finished", "finished-or-loop"))
     prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
                                "reward verbosity)")
-    prefer_longer: bool = opt(False, "best-vs-worst: of the answers tied at the top score choose the longest (and "
+    prefer_longer: bool = opt(True, "best-vs-worst: of the answers tied at the top score choose the longest (and "
                               "reject the shortest of those tied at the bottom): the verifiers cannot tell them "
                               "apart, and without it a 135M model's chosen answers drift shorter each round")
     sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "
@@ -170,13 +171,13 @@ class TrainSection:
                          choices=("cosine", "linear", "constant"))
     ld_alpha: float = opt(0.5, "ld-dpo: weight of the longer answer's tokens past the pair's common length (1: "
                           "DPO; 0: the excess does not count)", min=0.0, max=1.0)
-    length_margin: float = opt(0.0, "dpo, ln-dpo, ld-dpo: R-DPO's length term, this times (chosen tokens - rejected "
+    length_margin: float = opt(0.02, "dpo, ln-dpo, ld-dpo: R-DPO's length term, this times (chosen tokens - rejected "
                                "tokens) taken off each pair's margin, so pairs won by a shorter answer pull less "
                                "(0: off; 0.01-0.05 at beta 0.1)", min=0.0)
-    length_margin_on: str = opt("all", "which pairs the length term applies to: all; finished (only pairs whose "
-                                "rejected answer ended by itself without looping: a loop's or a cut-off answer's "
-                                "length is not verbosity, and rejecting it should keep its full pull); unless-loop "
-                                "(all but pairs whose rejected answer loops)",
+    length_margin_on: str = opt("unless-loop", "which pairs the length term applies to: all; finished (only "
+                                "pairs whose rejected answer ended by itself without looping: a loop's or a cut-off "
+                                "answer's length is not verbosity, and rejecting it should keep its full pull); "
+                                "unless-loop (all but pairs whose rejected answer loops)",
                                 choices=("all", "finished", "unless-loop"))
     sft_weight: float = opt(1.0, "dpo, ipo, ln-dpo, ld-dpo: add this times the chosen answer's per-token negative "
                             "log-likelihood (RPO style), so preference training cannot lower the chosen answer "
@@ -275,11 +276,13 @@ SECTIONS: dict[str, type] = {
 RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "self-reward": {},
     "isheep": {"generate.samples_per_prompt": 1, "judge.rubric": "isheep", "pairs.rule": "sft",
-               "train.loss": "sft", "train.init_from": "base", "train.learning_rate": 1e-4},
+               "train.loss": "sft", "train.init_from": "base", "train.learning_rate": 1e-4,
+               "pairs.prefer_longer": False},
     # CycleAlign as published: its pseudo-labels come from the two rankings only, no repaired answers
     "cyclealign": {"pairs.repair": False, "judge.rubric": "none", "judge.weight_rubric": 0.0,
                    "judge.weight_blackbox": 1.0,
-                   "judge.weight_likelihood": 1.0, "pairs.rule": "ranked", "train.loss": "rrhf"},
+                   "judge.weight_likelihood": 1.0, "pairs.rule": "ranked", "train.loss": "rrhf",
+                   "pairs.prefer_longer": False},
 }
 
 

@@ -150,8 +150,23 @@ def test_prefer_shorter_and_longer_together_is_refused():
 
 
 def test_changes_lists_what_differs_from_the_recipe_defaults():
-    cfg = config.build(sets=["generate.max_new_tokens=320", "pairs.prefer_longer=true", "run.note=why"])
-    assert config.changes(cfg) == ["generate.max_new_tokens=320", "pairs.prefer_longer=true"]
+    cfg = config.build(sets=["generate.max_new_tokens=192", "pairs.prefer_longer=false", "run.note=why"])
+    assert config.changes(cfg) == ["generate.max_new_tokens=192", "pairs.prefer_longer=false"]
     assert config.changes(config.build()) == []
     isheep = config.build(recipe="isheep")
     assert config.changes(isheep) == ["run.recipe=\"isheep\""]  # its own defaults are not changes
+
+
+def test_the_recipe_defaults_give_way_to_settings_they_cannot_go_with():
+    default = config.build()
+    assert (default.generate.max_new_tokens, default.pairs.prefer_longer) == (320, True)
+    assert (default.train.length_margin, default.train.length_margin_on) == (0.02, "unless-loop")
+    # the length term needs a margin: another loss turns it off unless it is set too (then it is refused)
+    assert config.build(sets=["train.loss=sft"]).train.length_margin == 0.0
+    assert config.build(sets=["train.loss=ld-dpo"]).train.length_margin == 0.02
+    with pytest.raises(ConfigError, match="set train.length_margin = 0 or change the loss"):
+        config.build(sets=["train.loss=ipo", "train.length_margin=0.02"])
+    assert config.build(sets=["pairs.prefer_shorter=true"]).pairs.prefer_longer is False
+    for recipe in ("isheep", "cyclealign"):  # the published methods keep their own pair rules
+        published = config.build(recipe=recipe, sets=["judge.blackbox_url=http://127.0.0.1:9/v1"])
+        assert published.train.length_margin == 0.0 and published.pairs.prefer_longer is False

@@ -234,9 +234,10 @@ def _coerce(section: str, f: dataclasses.Field, value: Any, where: str) -> Any:
 
 def _yield_defaults(sections: dict, values: dict) -> None:
     """Defaults that only make sense beside another default give way when that one is set: the length term
-    to a loss without a margin, prefer_longer to prefer_shorter. Set explicitly, they are checked as usual."""
+    to a loss without a margin or to ln-dpo (whose per-token mean already takes length out, and whose beta
+    is on another scale), prefer_longer to prefer_shorter. Set explicitly, they are checked as usual."""
     train, pairs = sections["train"], sections["pairs"]
-    if "length_margin" not in values["train"] and train.loss not in MARGIN_LOSSES:
+    if "length_margin" not in values["train"] and (train.loss not in MARGIN_LOSSES or train.loss == "ln-dpo"):
         sections["train"] = dataclasses.replace(train, length_margin=0.0)
     if "prefer_longer" not in values["pairs"] and pairs.prefer_shorter:
         sections["pairs"] = dataclasses.replace(pairs, prefer_longer=False)

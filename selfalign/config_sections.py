@@ -173,7 +173,8 @@ class TrainSection:
                           "DPO; 0: the excess does not count)", min=0.0, max=1.0)
     length_margin: float = opt(0.02, "dpo, ln-dpo, ld-dpo: R-DPO's length term, this times (chosen tokens - rejected "
                                "tokens) taken off each pair's margin, so pairs won by a shorter answer pull less "
-                               "(0: off; 0.01-0.05 at beta 0.1)", min=0.0)
+                               "(0: off; 0.01-0.05 at beta 0.1; unless set, off for ln-dpo and the losses "
+                               "without a margin)", min=0.0)
     length_margin_on: str = opt("unless-loop", "which pairs the length term applies to: all; finished (only "
                                 "pairs whose rejected answer ended by itself without looping: a loop's or a cut-off "
                                 "answer's length is not verbosity, and rejecting it should keep its full pull); "

@@ -164,6 +164,8 @@ def test_the_recipe_defaults_give_way_to_settings_they_cannot_go_with():
     # the length term needs a margin: another loss turns it off unless it is set too (then it is refused)
     assert config.build(sets=["train.loss=sft"]).train.length_margin == 0.0
     assert config.build(sets=["train.loss=ld-dpo"]).train.length_margin == 0.02
+    assert config.build(sets=["train.loss=ln-dpo"]).train.length_margin == 0.0  # its mean already drops length
+    assert config.build(sets=["train.loss=ln-dpo", "train.length_margin=0.01"]).train.length_margin == 0.01
     with pytest.raises(ConfigError, match="set train.length_margin = 0 or change the loss"):
         config.build(sets=["train.loss=ipo", "train.length_margin=0.02"])
     assert config.build(sets=["pairs.prefer_shorter=true"]).pairs.prefer_longer is False

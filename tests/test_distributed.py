@@ -21,7 +21,8 @@ def job(tmp_path, tiny_model_dir, data, **train_sets):
     sets = [f"model.name={tiny_model_dir}", "run.device=cpu", "train.batch_size=4", "train.epochs=3",
             "train.learning_rate=0.005", "train.lora_r=4", "train.lora_alpha=8", "train.warmup_ratio=0.0",
             "train.lora_dropout=0.0", "train.processes=2",
-            "train.sft_weight=0.0"] + [f"train.{k}={v}" for k, v in train_sets.items()]  # as test_trainer.train_cfg
+            "train.sft_weight=0.0", "train.length_margin=0.0",  # as test_trainer.train_cfg
+            ] + [f"train.{k}={v}" for k, v in train_sets.items()]
     cfg = config.build(sets=sets)
     out = tmp_path / "round"
     folder = distributed.write_job(out / "distributed", data, cfg, seed=7, out_dir=out,

@@ -1,0 +1,64 @@
+"""Paired difference of two runs' rounds on the same held-out prompts, with 95 % bootstrap intervals.
+
+Two gain rows are separate runs, so their prompt ids differ; the held-out benchmark is the same file, so
+the answers are matched by prompt text. This says whether one row beat another on the same prompts, which
+their two intervals over round 0 cannot (docs/gain.md, row rdpoloop3-2pairs):
+
+    .venv/bin/python benchmarks/runs_gain.py --runs-dir /root/gain-runs rdpoloop3:3 rdpoloop3-2pairs:3
+
+Both rounds need answers to the whole benchmark (`gain.py` gives them). Round 0 of two runs of the same
+model should differ by exactly 0: a quick check that the two runs answered the same benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+
+def answers_by_text(runs_dir: Path, spec: str) -> dict:
+    from selfalign import heldout
+    from selfalign.store import open_store
+
+    name, _, k = spec.rpartition(":")
+    if not name or not k.isdigit():
+        sys.exit(f"runs_gain: '{spec}' is not RUN:ROUND (for example rdpoloop3:3)")
+    db = runs_dir / name / "selfalign.db"
+    if not db.exists():
+        sys.exit(f"runs_gain: no run '{name}' under {runs_dir}: pass --runs-dir where it lives")
+    store = open_store(db)
+    found = heldout.answers(store, int(k), [p.id for p in store.prompts(split="heldout")])
+    prompts = store.prompts_by_id(found)
+    return {prompts[i].text: answer for i, answer in found.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", help="RUN:ROUND, the baseline")
+    parser.add_argument("after", help="RUN:ROUND, compared with it")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    args = parser.parse_args()
+
+    from selfalign import heldout
+
+    before, after = answers_by_text(args.runs_dir, args.before), answers_by_text(args.runs_dir, args.after)
+    common = sorted(set(before) & set(after))
+    if not common:
+        sys.exit("runs_gain: the two rounds share no answered held-out prompt: evaluate both on the whole "
+                 "benchmark first (benchmarks/gain.py --run NAME --skip-loop)")
+    # one shared id per prompt text, so the paired bootstrap resamples the same prompts on both sides
+    index = {text: i for i, text in enumerate(common)}
+    paired_before = {index[t]: dataclasses.replace(before[t], prompt_id=index[t]) for t in common}
+    paired_after = {index[t]: dataclasses.replace(after[t], prompt_id=index[t]) for t in common}
+    gain = heldout.gain_figures(paired_before, paired_after)
+    print(f"{args.after} against {args.before}: {len(common)} held-out prompts answered by both "
+          f"({len(before)} and {len(after)} in all)")
+    for key, label in (("csr_prompt", "prompt-level"), ("csr_instruction", "instruction-level")):
+        estimate = gain[key]
+        print(f"  {label}: {estimate.value * 100:+.1f} points [{estimate.low * 100:+.1f}, {estimate.high * 100:+.1f}]")
+
+
+if __name__ == "__main__":
+    main()

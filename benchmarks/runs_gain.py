@@ -29,8 +29,11 @@ def answers_by_text(runs_dir: Path, spec: str) -> dict:
     if not db.exists():
         sys.exit(f"runs_gain: no run '{name}' under {runs_dir}: pass --runs-dir where it lives")
     store = open_store(db)
-    found = heldout.answers(store, int(k), [p.id for p in store.prompts(split="heldout")])
-    prompts = store.prompts_by_id(found)
+    try:
+        found = heldout.answers(store, int(k))  # every held-out prompt the round answered
+        prompts = store.prompts_by_id(found)
+    finally:
+        store.close()
     return {prompts[i].text: answer for i, answer in found.items()}
 
 
@@ -56,8 +59,7 @@ def main() -> None:
     print(f"{args.after} against {args.before}: {len(common)} held-out prompts answered by both "
           f"({len(before)} and {len(after)} in all)")
     for key, label in (("csr_prompt", "prompt-level"), ("csr_instruction", "instruction-level")):
-        estimate = gain[key]
-        print(f"  {label}: {estimate.value * 100:+.1f} points [{estimate.low * 100:+.1f}, {estimate.high * 100:+.1f}]")
+        print(f"  {label}: {gain[key].fmt(100, 1, signed=True)} points")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ accumulated micro-batches: the same batches, the same summed gradients."""
 import pytest
 import torch
 from test_loop import make_run
-from test_trainer import examples, lora_state, train_cfg
+from test_trainer import TRAIN_SETS, examples, lora_state, train_cfg
 
 from selfalign import config, loop, models, verifiers
 from selfalign.errors import EXIT_OK
@@ -18,11 +18,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
 def job(tmp_path, tiny_model_dir, data, **train_sets):
-    sets = [f"model.name={tiny_model_dir}", "run.device=cpu", "train.batch_size=4", "train.epochs=3",
-            "train.learning_rate=0.005", "train.lora_r=4", "train.lora_alpha=8", "train.warmup_ratio=0.0",
-            "train.lora_dropout=0.0", "train.processes=2",
-            "train.sft_weight=0.0", "train.length_margin=0.0",  # as test_trainer.train_cfg
-            ] + [f"train.{k}={v}" for k, v in train_sets.items()]
+    sets = [f"model.name={tiny_model_dir}", "run.device=cpu", *TRAIN_SETS, "train.processes=2",
+            *(f"train.{k}={v}" for k, v in train_sets.items())]
     cfg = config.build(sets=sets)
     out = tmp_path / "round"
     folder = distributed.write_job(out / "distributed", data, cfg, seed=7, out_dir=out,

@@ -26,12 +26,15 @@ def examples(n=12, seed=0, ranked=False):
     return [Example(ids(rng.randint(4, 10)), ids(rng.randint(3, 8)), ids(rng.randint(3, 8))) for _ in range(n)]
 
 
+# small fast steps on the plain losses: tests that want the SFT term or R-DPO's length term (both on in the
+# default recipe) set them; test_distributed trains with the same settings in two processes
+TRAIN_SETS = ["train.batch_size=4", "train.epochs=3", "train.learning_rate=0.005", "train.lora_r=4",
+              "train.lora_alpha=8", "train.warmup_ratio=0.0", "train.lora_dropout=0.0",
+              "train.sft_weight=0.0", "train.length_margin=0.0"]
+
+
 def train_cfg(**overrides):
-    sets = ["train.batch_size=4", "train.epochs=3", "train.learning_rate=0.005", "train.lora_r=4",
-            "train.lora_alpha=8", "train.warmup_ratio=0.0", "train.lora_dropout=0.0",
-            "train.sft_weight=0.0", "train.length_margin=0.0"]  # the plain losses; tests that want the
-    # SFT term or R-DPO's length term (both on in the default recipe) set them
-    sets += [f"train.{k}={v}" for k, v in overrides.items()]
+    sets = TRAIN_SETS + [f"train.{k}={v}" for k, v in overrides.items()]
     return config.build(sets=sets, recipe="isheep" if overrides.get("loss") == '"sft"' else None).train
 
 

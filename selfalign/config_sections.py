@@ -145,8 +145,10 @@ class PairsSection:
                         "answer cut off by the token budget, so pairs also teach brevity); finished: the "
                         "lowest-scoring answer that finished cleanly, when one is at least min_margin below the "
                         "chosen, else the worst; finished-or-loop: as finished, but a looping answer may be "
-                        "rejected too (only answers cut off without looping are passed over)",
-                        choices=("worst", "finished", "finished-or-loop"))
+                        "rejected too (only answers cut off without looping are passed over); "
+                        "length-matched: of the answers at least min_margin below the chosen, the one "
+                        "closest to it in length",
+                        choices=("worst", "finished", "finished-or-loop", "length-matched"))
     prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
                                "reward verbosity)")
     prefer_longer: bool = opt(True, "best-vs-worst: of the answers tied at the top score choose the longest (and "

@@ -225,6 +225,9 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
     so always rejecting it teaches "say less" as much as "meet the constraint" (docs/gain.md).
     rejected='finished-or-loop' also lets a looping answer be rejected and only passes over answers cut
     off without looping: rejecting loops is what taught the model to stop looping.
+    rejected='length-matched': of the answers at least min_margin below the chosen, the one closest to it in
+    tokens (the lower score on equal distance), so a pair differs in whether it meets the constraints more
+    than in how long it is; the length comes out of the pair instead of out of the loss.
     prefer_longer: of the answers tied at the top the longest is chosen (and of those tied at the bottom the
     shortest rejected). The verifiers cannot tell such answers apart, and taking whichever came first lets
     the chosen answers drift shorter round after round (docs/gain.md); a true tie still builds no pair."""
@@ -240,6 +243,9 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
             clean = [rid for rid in below if (not scores[rid]["gated"] or (loops_too and scores[rid]["loop"]))
                      and scores[chosen]["combined"] - scores[rid]["combined"] >= max(min_margin, TIE)]
             worse = clean[0] if clean else below[0]
+        elif rejected == "length-matched":
+            worse = _closest_in_length(chosen, [rid for rid in ranked[n + 1:] if rid not in used], scores,
+                                       max(min_margin, TIE)) or ranked[-1 - n]
         else:
             worse = ranked[-1 - n]
         used.add(worse)
@@ -251,6 +257,15 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
             continue
         pairs.append(_pair(k, pid, chosen, worse, scores, "best-vs-worst" if not tied else "tie-shorter"))
     return pairs
+
+
+def _closest_in_length(chosen, below, scores, margin) -> int | None:
+    """The answer in `below` at least `margin` under the chosen whose length is nearest the chosen's."""
+    far_enough = [rid for rid in below if scores[chosen]["combined"] - scores[rid]["combined"] >= margin]
+    if not far_enough:
+        return None
+    tokens = scores[chosen]["tokens"]
+    return min(far_enough, key=lambda rid: (abs(scores[rid]["tokens"] - tokens), scores[rid]["combined"]))
 
 
 def ranked_pairs(k, pid, ids, scores, min_margin, prefer_shorter) -> list[NewPair]:

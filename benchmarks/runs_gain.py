@@ -6,14 +6,14 @@ their two intervals over round 0 cannot (docs/gain.md, row rdpoloop3-2pairs):
 
     .venv/bin/python benchmarks/runs_gain.py --runs-dir /root/gain-runs rdpoloop3:3 rdpoloop3-2pairs:3
 
-Both rounds need answers to the whole benchmark (`gain.py` gives them). Round 0 of two runs of the same
+Both rounds need answers to the whole benchmark (`gain.py` gives them). `selfalign compare A B --round K`
+shows the same pairing for one round number on both runs. Round 0 of two runs of the same
 model should differ by exactly 0: a quick check that the two runs answered the same benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -51,11 +51,7 @@ def main() -> None:
     if not common:
         sys.exit("runs_gain: the two rounds share no answered held-out prompt: evaluate both on the whole "
                  "benchmark first (benchmarks/gain.py --run NAME --skip-loop)")
-    # one shared id per prompt text, so the paired bootstrap resamples the same prompts on both sides
-    index = {text: i for i, text in enumerate(common)}
-    paired_before = {index[t]: dataclasses.replace(before[t], prompt_id=index[t]) for t in common}
-    paired_after = {index[t]: dataclasses.replace(after[t], prompt_id=index[t]) for t in common}
-    gain = heldout.gain_figures(paired_before, paired_after)
+    gain = heldout.gain_figures(before, after)  # keyed by prompt text: the same prompts on both sides
     print(f"{args.after} against {args.before}: {len(common)} held-out prompts answered by both "
           f"({len(before)} and {len(after)} in all)")
     for key, label in (("csr_prompt", "prompt-level"), ("csr_instruction", "instruction-level")):

@@ -1,6 +1,6 @@
 """Run comparison data (no UI): config differences, metrics per round, held-out answers joined by
-prompt, and each run's note. The TUI's comparison screen and `compare --format md|json` both render
-what `compare()` returns.
+prompt, each later run's held-out satisfaction paired against the first run's, and each run's note.
+The TUI's comparison screen and `compare --format md|json` both render what `compare()` returns.
 
 Runs with different numbers of rounds, recipes or held-out files compare cleanly: a missing cell is
 None (shown as "-"), and a warning says when the held-out prompt sets differ (answers are joined on
@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from selfalign import config as config_mod
-from selfalign import heldout, runs, verifiers
+from selfalign import heldout, runs, stats, verifiers
 from selfalign import metrics as metrics_mod
 from selfalign.stages import STAGES
 from selfalign.store import open_store
@@ -40,7 +40,8 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
         answers = {}
         if k is not None:
             for prompt, response in store.heldout_answers(k):
-                answers[prompt.hash] = {"prompt": prompt.text, "constraints": prompt.constraints,
+                answers[prompt.hash] = {"prompt_id": prompt.id, "prompt": prompt.text,
+                                        "constraints": prompt.constraints,
                                         "text": response.text, "tokens": response.tokens,
                                         "finish_reason": response.finish_reason,
                                         "checks": verifiers.check_all(prompt.constraints, response.text)}
@@ -94,8 +95,26 @@ def compare(folders: list[runs.RunFolder], *, answers_round: int | None = None, 
     joined.sort(key=lambda j: (-j["disagreement"], j["prompt"]))
     return {"runs": [{k: d[k] for k in ("name", "note", "recipe", "model", "rounds_done", "rejected", "decisions",
                                         "answers_round")} for d in data],
-            "warnings": warnings, "settings": settings, "metrics": metrics,
+            "warnings": warnings, "settings": settings, "metrics": metrics, "paired": paired_gains(data),
             "answers": joined[:answers_limit] if answers_limit else joined, "answers_total": len(joined)}
+
+
+def paired_gains(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each later run's held-out satisfaction against the first run's, paired on the constrained prompts both
+    answered (matched by prompt text, as the runs' prompt ids differ), with 95 % bootstrap intervals: whether
+    one run beat another on the same prompts, which two intervals over each run's own round 0 cannot say."""
+    def scored(d):
+        return {h: heldout.Answer(a["prompt_id"], a["constraints"], a["text"], a["tokens"], a["finish_reason"])
+                for h, a in d["answers"].items() if a["constraints"]}
+
+    base = scored(data[0])
+    out = []
+    for d in data[1:]:
+        gain = heldout.gain_figures(base, scored(d))
+        out.append({"run": d["name"], "round": d["answers_round"], "against": data[0]["name"],
+                    "against_round": data[0]["answers_round"], "n": gain["n"],
+                    **{key: gain[key].as_dict() for key in ("csr_prompt", "csr_instruction") if gain["n"]}})
+    return out
 
 
 def _disagreement(cells: list[dict[str, Any]]) -> float:
@@ -114,6 +133,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def points(estimate: dict | None) -> str:
+    """A gain as points with its interval, '-' when there is none."""
+    return "-" if estimate is None else stats.Estimate(**estimate).fmt(100, 1, signed=True)
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -150,6 +174,16 @@ def to_markdown(result: dict[str, Any]) -> str:
             out.append(f"**{r['name']}**" + ("" if r["decisions"] else ": none (controller off or no round yet)"))
             out += [f"- round {d['round']} {d['kind']}: {_cell(d['reason'])}" for d in r["decisions"]]
             out.append("")
+    if result["paired"]:
+        first = result["paired"][0]
+        out += [f"## Held-out satisfaction, paired against {first['against']} round {first['against_round']}", "",
+                "Paired on the constrained held-out prompts both runs answered; 95 % bootstrap intervals, in points.",
+                "", "| run | round | paired prompts | prompt-level gain | instruction-level gain |",
+                "|---|---|---|---|---|"]
+        for p in result["paired"]:
+            gains = [points(p.get(key)) for key in ("csr_prompt", "csr_instruction")]
+            out.append(f"| {p['run']} | {_cell(p['round'])} | {p['n']} | {gains[0]} | {gains[1]} |")
+        out.append("")
     rounds = ", ".join(f"{r['name']} round {r['answers_round']}" for r in result["runs"])
     out += [f"## Held-out answers where the runs disagree most ({len(result['answers'])} of "
             f"{result['answers_total']} shared prompts; {rounds})", ""]

@@ -135,3 +135,26 @@ def test_comparison_screen(two_runs):
             assert shown.startswith("ish") and result["answers"][0]["answers"][1]["text"][:20] in shown
 
     asyncio.run(scenario())
+
+
+def test_paired_gain_against_the_first_run(two_runs):
+    _, (sr, ish) = two_runs
+    data = compare.compare([sr, ish], answers_limit=0)
+    (paired,) = data["paired"]
+    assert (paired["run"], paired["round"], paired["against"], paired["against_round"]) == ("ish", 1, "sr", 2)
+    # by hand: the share of shared constrained prompts whose every constraint is met, ish minus sr
+    constrained = [j for j in data["answers"] if j["constraints"]]
+    assert constrained and paired["n"] == len(constrained)
+    met = [[all(a["answers"][i]["checks"].values()) for a in constrained] for i in (0, 1)]
+    by_hand = (sum(met[1]) - sum(met[0])) / len(constrained)
+    gain = paired["csr_prompt"]
+    assert gain["value"] == pytest.approx(by_hand) and gain["low"] <= by_hand <= gain["high"]
+    checks = [[a["answers"][i]["checks"] for a in constrained] for i in (0, 1)]
+    instruction = [sum(sum(c.values()) for c in side) / sum(len(c) for c in side) for side in checks]
+    assert paired["csr_instruction"]["value"] == pytest.approx(instruction[1] - instruction[0])
+    md = compare.to_markdown(data)
+    assert "## Held-out satisfaction, paired against sr round 2" in md
+    assert f"| ish | 1 | {len(constrained)} | {compare.points(gain)} |" in md
+    # a run against itself: exactly no gain, with no width
+    same = compare.compare([sr, sr])["paired"][0]
+    assert same["csr_prompt"] == {"value": 0.0, "low": 0.0, "high": 0.0, "n": paired["n"]}

@@ -13,6 +13,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from selfalign import verifiers
+from selfalign.compare import points
 from selfalign.tui.feed import word_diff
 from selfalign.tui.widgets import SERIES_STYLES, RoundsPlot, diff_text, fmt, preview, tab_bindings
 
@@ -55,6 +56,11 @@ class CompareApp(App):
             rounds = ", ".join(map(str, r["rounds_done"])) or "none"
             text.append(f" {r['recipe']} on {r['model']}; rounds {rounds}: ")
             text.append((r["note"] or "(no note)") + "\n", style="italic")
+        for p in self.result.get("paired", []):
+            text.append(f" {p['run']} round {_round(p['round'])} against {p['against']} round "
+                        f"{_round(p['against_round'])}, {p['n']} paired held-out prompts: prompt-level "
+                        f"{points(p.get('csr_prompt'))}, instruction-level {points(p.get('csr_instruction'))} "
+                        "points\n")
         for w in self.result["warnings"]:
             text.append(f" warning: {w}\n", style="bold yellow")
         text.rstrip()
@@ -122,3 +128,7 @@ class CompareApp(App):
                 text.append("\n")
             text.append_text(diff_text(runs, "black on yellow"))
             self.query_one(f"#answer-{i}", Static).update(text)
+
+
+def _round(k) -> str:
+    return "-" if k is None else str(k)

@@ -309,7 +309,8 @@ def eval_cmd(ctx, name, round_k, prompt_file, every, against, fmt):
               help="How many held-out prompts to show (most disagreement first; 0 = all).")
 @click.pass_context
 def compare(ctx, names, fmt, round_k, all_settings, answers_limit):
-    """Compare runs side by side: notes, settings, metrics per round, held-out answers by prompt."""
+    """Compare runs side by side: notes, settings, metrics per round, held-out answers by prompt, and each
+    run's held-out gain over the first one, paired on the same prompts."""
     from selfalign import compare as comparing
     from selfalign import runs
 

@@ -164,7 +164,8 @@ class TrainSection:
                     "sft or rrhf", choices=("dpo", "ipo", "ln-dpo", "ld-dpo", "sft", "rrhf"))
     beta: float = opt(0.1, "DPO/IPO temperature: larger keeps the policy nearer the reference",
                       min=0.0, min_exclusive=True)
-    learning_rate: float = opt(1e-4, "peak AdamW learning rate", min=0.0, min_exclusive=True)
+    learning_rate: float = opt(2e-4, "peak AdamW learning rate (2e-4: docs/gain.md, row rdpoloop3-lr2e4)", min=0.0,
+                               min_exclusive=True)
     epochs: int = opt(2, "passes over the round's pairs", min=1)
     batch_size: int = opt(8, "pairs per optimizer step (before accumulation)", min=1)
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", min=1)
@@ -285,7 +286,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "cyclealign": {"pairs.repair": False, "judge.rubric": "none", "judge.weight_rubric": 0.0,
                    "judge.weight_blackbox": 1.0,
                    "judge.weight_likelihood": 1.0, "pairs.rule": "ranked", "train.loss": "rrhf",
-                   "pairs.prefer_longer": False},
+                   "pairs.prefer_longer": False, "train.learning_rate": 1e-4},
 }
 
 

@@ -172,3 +172,5 @@ def test_the_recipe_defaults_give_way_to_settings_they_cannot_go_with():
     for recipe in ("isheep", "cyclealign"):  # the published methods keep their own pair rules
         published = config.build(recipe=recipe, sets=["judge.blackbox_url=http://127.0.0.1:9/v1"])
         assert published.train.length_margin == 0.0 and published.pairs.prefer_longer is False
+        assert published.train.learning_rate == 1e-4  # the default's 2e-4 was measured on self-reward only
+    assert default.train.learning_rate == 2e-4

@@ -47,12 +47,11 @@ def main() -> None:
     from selfalign import heldout
 
     before, after = answers_by_text(args.runs_dir, args.before), answers_by_text(args.runs_dir, args.after)
-    common = sorted(set(before) & set(after))
-    if not common:
+    gain = heldout.gain_figures(before, after)  # keyed by prompt text: the same prompts on both sides
+    if not gain["n"]:
         sys.exit("runs_gain: the two rounds share no answered held-out prompt: evaluate both on the whole "
                  "benchmark first (benchmarks/gain.py --run NAME --skip-loop)")
-    gain = heldout.gain_figures(before, after)  # keyed by prompt text: the same prompts on both sides
-    print(f"{args.after} against {args.before}: {len(common)} held-out prompts answered by both "
+    print(f"{args.after} against {args.before}: {gain['n']} held-out prompts answered by both "
           f"({len(before)} and {len(after)} in all)")
     for key, label in (("csr_prompt", "prompt-level"), ("csr_instruction", "instruction-level")):
         print(f"  {label}: {gain[key].fmt(100, 1, signed=True)} points")

@@ -37,18 +37,20 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
                 metrics.setdefault(stage.round, {})[f"memory/{stage.name}"] = stage.peak_rss_mib
         evaluated = sorted(k for k, m in metrics.items() if "eval/length_mean" in m)
         k = answers_round if answers_round is not None else (evaluated[-1] if evaluated else None)
-        answers = {}
+        answers, scored = {}, {}  # scored: the constrained ones, as the paired gain reads them
         if k is not None:
             for prompt, response in store.heldout_answers(k):
-                answers[prompt.hash] = {"prompt_id": prompt.id, "prompt": prompt.text,
-                                        "constraints": prompt.constraints,
+                answers[prompt.hash] = {"prompt": prompt.text, "constraints": prompt.constraints,
                                         "text": response.text, "tokens": response.tokens,
                                         "finish_reason": response.finish_reason,
                                         "checks": verifiers.check_all(prompt.constraints, response.text)}
+                if prompt.constraints:
+                    scored[prompt.hash] = heldout.Answer(prompt.id, prompt.constraints, response.text,
+                                                         response.tokens, response.finish_reason)
         return {"name": folder.name, "note": info.note if info else "", "recipe": cfg.run.recipe,
                 "model": cfg.model.name, "config": config_mod.flat(cfg), "rounds_done": [r.k for r in rounds],
                 "rejected": [r.k for r in rounds if r.status == "rejected"], "decisions": decisions,
-                "metrics": metrics, "answers_round": k, "answers": answers}
+                "metrics": metrics, "answers_round": k, "answers": answers, "scored": scored}
 
 
 def compare(folders: list[runs.RunFolder], *, answers_round: int | None = None, all_settings: bool = False,
@@ -103,14 +105,9 @@ def paired_gains(data: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each later run's held-out satisfaction against the first run's, paired on the constrained prompts both
     answered (matched by prompt text, as the runs' prompt ids differ), with 95 % bootstrap intervals: whether
     one run beat another on the same prompts, which two intervals over each run's own round 0 cannot say."""
-    def scored(d):
-        return {h: heldout.Answer(a["prompt_id"], a["constraints"], a["text"], a["tokens"], a["finish_reason"])
-                for h, a in d["answers"].items() if a["constraints"]}
-
-    base = scored(data[0])
     out = []
     for d in data[1:]:
-        gain = heldout.gain_figures(base, scored(d))
+        gain = heldout.gain_figures(data[0]["scored"], d["scored"])  # keyed by prompt hash
         out.append({"run": d["name"], "round": d["answers_round"], "against": data[0]["name"],
                     "against_round": data[0]["answers_round"], "n": gain["n"],
                     **{key: gain[key].as_dict() for key in ("csr_prompt", "csr_instruction") if gain["n"]}})

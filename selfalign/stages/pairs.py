@@ -244,8 +244,9 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
                      and scores[chosen]["combined"] - scores[rid]["combined"] >= max(min_margin, TIE)]
             worse = clean[0] if clean else below[0]
         elif rejected == "length-matched":
-            worse = _closest_in_length(chosen, [rid for rid in ranked[n + 1:] if rid not in used], scores,
-                                       max(min_margin, TIE)) or ranked[-1 - n]
+            near = _closest_in_length(chosen, [rid for rid in ranked[n + 1:] if rid not in used], scores,
+                                      max(min_margin, TIE))
+            worse = ranked[-1 - n] if near is None else near
         else:
             worse = ranked[-1 - n]
         used.add(worse)

@@ -57,8 +57,8 @@ class CompareApp(App):
             text.append(f" {r['recipe']} on {r['model']}; rounds {rounds}: ")
             text.append((r["note"] or "(no note)") + "\n", style="italic")
         for p in self.result.get("paired", []):
-            text.append(f" {p['run']} round {_round(p['round'])} against {p['against']} round "
-                        f"{_round(p['against_round'])}, {p['n']} paired held-out prompts: prompt-level "
+            text.append(f" {p['run']} round {fmt(p['round'])} against {p['against']} round "
+                        f"{fmt(p['against_round'])}, {p['n']} paired held-out prompts: prompt-level "
                         f"{points(p.get('csr_prompt'))}, instruction-level {points(p.get('csr_instruction'))} "
                         "points\n")
         for w in self.result["warnings"]:
@@ -128,7 +128,3 @@ class CompareApp(App):
                 text.append("\n")
             text.append_text(diff_text(runs, "black on yellow"))
             self.query_one(f"#answer-{i}", Static).update(text)
-
-
-def _round(k) -> str:
-    return "-" if k is None else str(k)

@@ -137,6 +137,10 @@ class PairsSection:
                                     min=1)
     quality_gate: bool = opt(True, "a response cut off by the token budget or looping scores below every clean one: "
                              "it may be rejected, never chosen (verifiers alone cannot see a loop)")
+    unasked_form_gate: bool = opt(False, "an answer wearing a marked form its prompt did not ask for (quoted, all "
+                                  "capitals, JSON, a <<title>>, a P.S., ...: verifiers/forms.py) scores below every "
+                                  "clean one, like the quality gate: it may be rejected, never chosen, and no "
+                                  "repaired copy keeps one; without it forms asked for on some prompts spread to all")
     repair: bool = opt(True, "when no answer to a constrained prompt meets all its constraints, edit the best one "
                        "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
                        "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "

@@ -1,0 +1,78 @@
+"""Unasked forms: what an answer wears that its prompt never asked for, and the pairs gate that stops
+the loop from teaching it."""
+
+import pytest
+
+from selfalign import config, verifiers
+from selfalign.stages import StageContext
+from selfalign.stages import pairs as pairs_stage
+from selfalign.store import open_store
+from selfalign.store.rows import NewPrompt, NewResponse
+from selfalign.verifiers import forms
+
+QUOTE = [{"id": "quoted", "params": {}}]
+WORDS = [{"id": "keywords", "params": {"keywords": ["plan"]}}]
+
+
+def test_a_form_counts_only_where_the_prompt_did_not_ask_for_it():
+    answer = '"A good plan starts with a goal."'
+    assert forms.unasked(QUOTE, answer) == set()  # asked: counts for nothing
+    assert forms.unasked(WORDS, answer) == {"quoted"}  # the same answer, not asked: counts
+    assert forms.unasked([], "PACK LIGHT AND LEAVE EARLY.") == {"uppercase"}
+    assert forms.unasked([{"id": "uppercase", "params": {}}], "PACK LIGHT AND LEAVE EARLY.") == set()
+    assert forms.unasked([], "OK.") == set()  # two letters in capitals are not a habit
+    assert forms.unasked([], "<<Plan>>\nStart early.\nP.S. Bring water.") == {"title", "postscript"}
+    assert forms.unasked([], "Sure, here it is.") == {"start_word"}
+    assert forms.unasked_marked([], "Sure, here it is.") == set()  # ordinary writing is measured, not barred
+    assert forms.unasked([{"id": "json", "params": {}}], '{"answer": "see [link]"}') == set()  # JSON brings these
+    assert forms.unasked([], '{"answer": "yes"}') == {"json"}
+    assert forms.unasked([], "") == set()
+
+
+def test_rates_count_per_form_over_the_prompts_that_did_not_ask():
+    items = [(QUOTE, '"Quoted because asked."'), (WORDS, '"Quoted unasked, a plan."'), (WORDS, "Plain plan here."),
+             ([], "PLAIN ANSWER IN CAPITALS"), ([], "a plain answer in lower case")]
+    r = forms.rates(items)
+    assert r["n"] == 5
+    assert r["per_form"]["quoted"] == (pytest.approx(1 / 4), 4)  # the prompt that asked is not counted
+    assert r["per_form"]["uppercase"] == (pytest.approx(1 / 5), 5)
+    assert r["per_form"]["lowercase"] == (pytest.approx(1 / 5), 5)
+    assert r["marked"] == pytest.approx(3 / 5)  # quoted unasked, capitals, lower case
+
+
+def _round_with(tmp_path, answers):
+    store = open_store(tmp_path / "f.db", create=True)
+    (pid,) = store.add_prompts([NewPrompt("make a plan", "seed", constraints=WORDS, round=1)])
+    ids = {}
+    for i, (label, text) in enumerate(answers):
+        ids[label] = store.add_response(NewResponse(pid, 1, "base", i, text, 9, "stop", -1.0))
+        store.add_verifications(ids[label], verifiers.check_all(WORDS, text))
+    return store, ids
+
+
+def _pairs(store, *sets):
+    cfg = config.build(sets=["judge.weight_likelihood=0", *sets])
+    pairs_stage.run(StageContext(cfg, store, None, round=1))
+    return store.pairs(1), store.metrics(1)[1]
+
+
+def test_the_gate_never_chooses_an_unasked_form_over_an_equal_plain_answer(tmp_path):
+    """Both meet the constraint; the quoted one comes first and is longer, so without the gate it wins
+    the tie-break toward the longer answer; with the gate the plain one is chosen and the quoted one rejected."""
+    store, ids = _round_with(tmp_path, [("quoted", '"Write the plan down, then follow the plan step by step."'),
+                                        ("plain", "Write the plan down."), ("miss", "Nothing to say.")])
+    (pair,), metrics = _pairs(store)
+    assert pair.chosen_id == ids["quoted"] and metrics["pairs/chosen_unasked_form_rate"] == 1.0
+    (pair,), metrics = _pairs(store, "pairs.unasked_form_gate=true")
+    assert (pair.chosen_id, pair.rejected_id) == (ids["plain"], ids["quoted"])
+    assert pair.scores["rejected"]["unasked"] == ["quoted"]
+    assert metrics["pairs/unasked_form_rate"] == pytest.approx(1 / 3)
+    assert metrics["pairs/chosen_unasked_form_rate"] == 0.0
+
+
+def test_the_gate_builds_no_pair_whose_chosen_answer_wears_a_habit(tmp_path):
+    store, ids = _round_with(tmp_path, [("loud", "A PLAN MAKES THE DAY EASIER."), ("quiet", '"nothing to say here"')])
+    pairs, _ = _pairs(store, "pairs.unasked_form_gate=true")
+    assert pairs == []
+    pairs, _ = _pairs(store)  # without the gate the loud answer is learned
+    assert [p.chosen_id for p in pairs] == [ids["loud"]]

@@ -282,17 +282,26 @@ def status(ctx, names, fmt):
               "not only the loop's sample of eval.prompts.")
 @click.option("--against", type=int, default=None, help="Also answer with this round's policy and print the paired "
               "gain over it with its 95% interval (default: round 0 when evaluating a later round).")
+@click.option("--split", type=click.Choice(["dev", "test"]), default="dev", show_default=True,
+              help="dev: the benchmark the loop and every tuning choice read (eval.heldout_file); test: "
+              "prompts/test.jsonl, answered whole, read by nothing else: report it, never tune on it.")
 @click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
 @click.pass_context
-def eval_cmd(ctx, name, round_k, prompt_file, every, against, fmt):
+def eval_cmd(ctx, name, round_k, prompt_file, every, against, split, fmt):
     """Evaluate a round's policy on held-out prompts (or your own file): satisfaction with 95% intervals,
-    per constraint type, and the paired gain over another round."""
+    per constraint type, and the paired gain over another round.
+
+    Populations: satisfaction, its gain, length, distinct-2 and the degenerate and truncated shares are over
+    the prompts with constraints; the unasked-form rates over every answer, and again over the prompts
+    without constraints alone."""
     from selfalign import evaluation, runs
     from selfalign.process import hand_back_large_blocks
 
     folder = runs.locate(name, ctx.obj["runs_dir"])
     hand_back_large_blocks()  # the loop's setting: a whole-benchmark evaluation samples as many rows as a round
-    result = evaluation.evaluate_round(folder, round_k, prompt_file, every=every,
+    if split == "test" and prompt_file:
+        raise click.UsageError("--split test and --prompts name two prompt sets; give one")
+    result = evaluation.evaluate_round(folder, round_k, prompt_file, every=every, split=split,
                                        against=against if against is not None else (0 if round_k != 0 else None))
     click.echo(evaluation.render_evaluation(folder, result, result.rounds[-1] if len(result.rounds) > 1 else None,
                                             fmt))

@@ -29,10 +29,11 @@ class Evaluation:
 
 def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | None = None,
                    engine_factory: Callable = select.make, every: bool = False,
-                   against: int | None = None) -> Evaluation:
+                   against: int | None = None, split: str = "dev") -> Evaluation:
     """`selfalign eval`: evaluate round k's policy (default: the newest adapter; 0 is the base model) on
-    the loop's held-out sample, every held-out prompt (`every`) or a file; with `against`, that round's
-    policy answers the same prompts, for a paired gain. Answers already stored are not sampled again."""
+    the loop's held-out sample, every held-out prompt (`every`), a file, or the test split (`split`, always
+    whole); with `against`, that round's policy answers the same prompts, for a paired gain. Answers
+    already stored are not sampled again."""
     from selfalign.stages import evaluate
 
     with folder.lock():
@@ -51,10 +52,10 @@ def evaluate_round(folder: RunFolder, round_k: int | None, prompt_file: str | No
                                    adapter=folder.adapter_of(r),
                                    progress=lambda stage, done, total, r=r: print(
                                        f"\rround {r} {stage}: {done}/{total}", end="", file=sys.stderr, flush=True))
-                results[r] = evaluate.answer(ctx, prompt_file, every)
+                results[r] = evaluate.answer(ctx, prompt_file, every, split)
                 print(file=sys.stderr)
             ids = [p.id for p in evaluate.heldout_prompts(StageContext(cfg, store, engine, k, run_dir=folder.path),
-                                                          prompt_file, every)]
+                                                          prompt_file, every, split)]
             return Evaluation(results[k], k, ids, rounds)
 
 
@@ -65,14 +66,16 @@ def render_evaluation(folder: RunFolder, evaluation: Evaluation, against: int | 
     with open_store(folder.db_path) as store:
         now = heldout.answers(store, evaluation.round, evaluation.prompt_ids)
         figures = heldout.round_figures(list(now.values()))
-        gain = None
+        gain = baseline = None
         if against is not None and against != evaluation.round:
-            gain = heldout.gain_figures(heldout.answers(store, against, evaluation.prompt_ids), now)
+            before = heldout.answers(store, against, evaluation.prompt_ids)
+            gain, baseline = heldout.gain_figures(before, now), heldout.round_figures(list(before.values()))
     if fmt == "json":
         return json.dumps({"run": folder.name, "round": evaluation.round, "metrics": evaluation.metrics,
                            "figures": heldout.as_json(figures), "against": against,
-                           "gain": heldout.as_json(gain) if gain else None})
-    return "\n\n".join([heldout.render_md(folder.name, evaluation.round, figures, gain, against),
+                           "gain": heldout.as_json(gain) if gain else None,
+                           "baseline": heldout.as_json(baseline) if baseline else None})
+    return "\n\n".join([heldout.render_md(folder.name, evaluation.round, figures, gain, against, baseline),
                          render_metrics(evaluation.metrics, evaluation.round, folder.name, "md")])
 
 

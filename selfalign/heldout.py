@@ -1,10 +1,16 @@
-"""Held-out figures with intervals: what `selfalign eval` prints and `benchmarks/gain.py` tabulates.
+"""Held-out figures with intervals: the one computation behind the loop's eval/ metrics, `selfalign eval`,
+`compare`, the UI and `benchmarks/gain.py`.
 
 Reads the answers the evaluate stage stored (one greedy answer per held-out prompt and round) and
-computes, per round: prompt- and instruction-level constraint satisfaction with 95 % bootstrap
-intervals, satisfaction per constraint type, and the signs of an answer that games the verifiers
-(length, distinct-2, empty and degenerate shares); between two rounds: the paired gain on the prompts
-both answered, with its interval. No model and no writes.
+computes, per round (`round_figures`):
+- over the answers to prompts **with** constraints: prompt- and instruction-level constraint satisfaction
+  with 95 % bootstrap intervals, satisfaction per constraint type, and the signs of an answer that games
+  the verifiers (mean length, clean length, distinct-2, empty, degenerate and truncated shares);
+- over **every** answer: the unasked-form rates (verifiers/forms.py: per form, the share of answers whose
+  prompt did not ask for it that wear it), and the same over the prompts **without** any constraint alone,
+  the clearest view of a habit.
+Between two rounds: the paired gain on the constrained prompts both answered, with its interval. No model
+and no writes. `eval_metrics` flattens a round's figures into the names the loop stores.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from selfalign import stats, verifiers
+from selfalign.verifiers import forms
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,7 @@ def shown(metrics: dict) -> dict:
 
 def answers(store, round_k: int, prompt_ids=None) -> dict[int, Answer]:
     """prompt id -> round k's evaluation answer, for the given prompts (default: the run's held-out
-    prompts) that carry constraints."""
+    prompts), with or without constraints."""
     if prompt_ids is None:
         pairs = store.heldout_answers(round_k)
     else:
@@ -62,7 +69,7 @@ def answers(store, round_k: int, prompt_ids=None) -> dict[int, Answer]:
                 found[r.prompt_id] = r
         prompts = store.prompts_by_id(found)
         pairs = [(prompts[i], r) for i, r in sorted(found.items())]
-    return {p.id: Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason) for p, r in pairs if p.constraints}
+    return {p.id: Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason) for p, r in pairs}
 
 
 def distinct2(texts: list[str]) -> float | None:
@@ -85,9 +92,13 @@ def satisfaction_items(items: list[Answer]) -> list[tuple[int, int]]:
 
 
 def round_figures(items: list[Answer], seed: int = 0) -> dict:
-    """One round's held-out figures over `items` (answers to constrained prompts)."""
+    """One round's held-out figures (see the module's docstring for the population of each)."""
+    plain = [a for a in items if not a.constraints]
+    habits = {"unasked": forms.rates([(a.constraints, a.text) for a in items]),
+              "unasked_plain": forms.rates([(a.constraints, a.text) for a in plain]), "n_plain": len(plain)}
+    items = [a for a in items if a.constraints]
     if not items:
-        return {"n": 0}
+        return {"n": 0, **habits}
     sat = satisfaction_items(items)
     per_type: dict[str, list[int]] = {}
     for a in items:
@@ -107,12 +118,32 @@ def round_figures(items: list[Answer], seed: int = 0) -> dict:
         "empty_share": sum(1 for a in items if not a.text.strip()) / n,
         "degenerate_share": sum(1 for a in items if verifiers.degenerate(a.text)) / n,
         "truncated_share": sum(1 for a in items if a.finish_reason == "length") / n,
+        **habits,
+    }
+
+
+def eval_metrics(figures: dict) -> dict[str, float | None]:
+    """A round's figures under the names the loop stores (eval/...), so stored and printed figures are one."""
+    out: dict[str, float | None] = {"eval/unasked_form_rate": figures["unasked"]["marked"],
+                                    "eval/unasked_form_rate_plain": figures["unasked_plain"]["marked"]}
+    out |= {f"eval/unasked/{form}": share for form, (share, _) in figures["unasked"]["per_form"].items()}
+    if not figures["n"]:
+        return {"eval/csr_prompt": None, "eval/csr_instruction": None, **out}
+    prompt_level, instruction_level = figures["csr_prompt"], figures["csr_instruction"]
+    return {
+        "eval/csr_prompt": prompt_level.value, "eval/csr_instruction": instruction_level.value,
+        "eval/csr_prompt_low": prompt_level.low, "eval/csr_prompt_high": prompt_level.high,
+        "eval/csr_instruction_low": instruction_level.low, "eval/csr_instruction_high": instruction_level.high,
+        "eval/degenerate_rate": figures["degenerate_share"], "eval/length_mean": figures["length_mean"],
+        "eval/clean_length_mean": figures["clean_length_mean"], "eval/distinct2": figures["distinct2"],
+        "eval/empty_rate": figures["empty_share"], "eval/truncated_rate": figures["truncated_share"],
+        **out,
     }
 
 
 def gain_figures(before: dict[int, Answer], after: dict[int, Answer], seed: int = 0) -> dict:
-    """Paired gain of `after` over `before` on the prompts both answered."""
-    common = sorted(set(before) & set(after))
+    """Paired gain of `after` over `before` on the constrained prompts both answered."""
+    common = sorted(i for i in set(before) & set(after) if before[i].constraints)
     if not common:
         return {"n": 0}
     b = satisfaction_items([before[i] for i in common])
@@ -139,8 +170,10 @@ def as_json(figures: dict) -> dict:
     return _plain(figures)
 
 
-def render_md(name: str, k: int, figures: dict, gain: dict | None = None, against: int | None = None) -> str:
-    """Markdown: the round's figures with intervals, its gain over `against`, and every constraint type."""
+def render_md(name: str, k: int, figures: dict, gain: dict | None = None, against: int | None = None,
+              baseline: dict | None = None) -> str:
+    """Markdown: the round's figures with intervals, its gain over `against` (whose figures are `baseline`),
+    every constraint type, and the unasked forms."""
     if not figures.get("n"):
         return f"### {name}, round {k}\n\nno held-out answers with constraints yet"
     lines = [f"### {name}, round {k} ({figures['n']} held-out prompts with constraints)", "",
@@ -159,6 +192,22 @@ def render_md(name: str, k: int, figures: dict, gain: dict | None = None, agains
               f" / {figures['truncated_share']:.3f} |",
               "", "| constraint type | satisfied | prompts |", "|---|---|---|"]
     lines += [f"| {cid} | {share:.3f} | {asked} |" for cid, (share, asked) in figures["per_type"].items()]
+    return "\n".join(lines + ["", render_unasked(figures, baseline)])
+
+
+def render_unasked(figures: dict, baseline: dict | None = None) -> str:
+    """Markdown: per form, the share of answers wearing it unasked (over every answer, and over the prompts
+    without constraints), beside the baseline round's when given; marked forms are flagged."""
+    now, plain = figures["unasked"], figures["unasked_plain"]
+    then = (baseline or {}).get("unasked")
+    head = "| form | unasked, all answers | " + ("baseline | " if then else "") + "unasked, prompts without constraints |"
+    lines = [f"Unasked forms ({now['n']} answers, {figures['n_plain']} to prompts without constraints; a marked "
+             "form (*) is one no reader expects unasked):", "", head, "|---" * (3 + bool(then)) + "|"]
+    rows = [("any marked form", now["marked"], then["marked"] if then else None, plain["marked"])]
+    rows += [(form + (" *" if form in forms.MARKED else ""), share, then["per_form"].get(form, (None,))[0] if then
+              else None, plain["per_form"].get(form, (None,))[0]) for form, (share, _) in now["per_form"].items()]
+    for label, share, before, bare in rows:
+        lines.append(f"| {label} | {_num(share)} | " + (f"{_num(before)} | " if then else "") + f"{_num(bare)} |")
     return "\n".join(lines)
 
 

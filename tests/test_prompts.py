@@ -1,7 +1,9 @@
 """Prompt files and templates: the shipped files, lookup, rendering and bad input."""
 
 import json
+import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -21,22 +23,52 @@ def test_seed_file_is_large_and_diverse():
     assert len({s["instruction"] for s in seeds}) == len(seeds)
 
 
-def test_heldout_benchmark_is_large_valid_and_disjoint_from_seeds():
-    heldout = prompts.read_prompt_file("heldout.jsonl")
-    assert len(heldout) >= 500
-    per_type = Counter(c["id"] for h in heldout for c in h["constraints"])
+@pytest.mark.parametrize("file", ["heldout.jsonl", "test.jsonl"])
+def test_each_split_is_large_valid_and_has_plain_prompts_after_the_constrained(file):
+    rows = prompts.read_prompt_file(file)
+    constrained = [h for h in rows if h["constraints"]]
+    assert len(constrained) >= 500
+    per_type = Counter(c["id"] for h in constrained for c in h["constraints"])
     assert set(per_type) == set(verifiers.REGISTRY) and min(per_type.values()) >= 20
-    assert {len(h["constraints"]) for h in heldout} == {1, 2, 3}
-    for h in heldout:
+    assert {len(h["constraints"]) for h in constrained} == {1, 2, 3}
+    for h in constrained:
         assert verifiers.compatible([c["id"] for c in h["constraints"]])
         # only wordings that training never uses, so the benchmark measures transfer to new sentences
         assert all(c["wording"].startswith("h") for c in h["constraints"])
-    assert len({h["prompt"] for h in heldout}) == len(heldout)
+    assert len({h["prompt"] for h in rows}) == len(rows)
+    # prompts without constraints (the view of a habit) come after, so the loop's sample (the first
+    # eval.prompts) is the same constrained sample as before they were added
+    plain = [h for h in rows if not h["constraints"]]
+    assert len(plain) >= 40 and rows[len(constrained):] == plain
+
+
+def test_no_held_out_prompt_is_near_a_training_or_seed_task_and_the_splits_do_not_overlap():
+    """ROUGE-L above 0.7 against the seed tasks, the training bank or the other split is a near-duplicate:
+    the test split must measure prompts nothing was trained or tuned on."""
     index = RougeIndex()
     for seed in prompts.read_seed_tasks("seed_tasks.jsonl"):
         index.add(seed["instruction"])
-    overlapping = [h["prompt"] for h in heldout if index.is_near_duplicate(h["prompt"], 0.7)]
-    assert overlapping == []
+    for task in prompts.read_seed_tasks("train_tasks.jsonl"):
+        index.add(task["instruction"])
+    dev = [h["prompt"] for h in prompts.read_prompt_file("heldout.jsonl")]
+    test = [h["prompt"] for h in prompts.read_prompt_file("test.jsonl")]
+    assert [t for t in dev + test if index.is_near_duplicate(t, 0.7)] == []
+    for text in dev:
+        index.add(text)
+    assert [t for t in test if index.is_near_duplicate(t, 0.7)] == []
+    assert not set(dev) & set(test)
+
+
+def test_only_the_evaluation_command_reads_the_test_split():
+    """The loop, the controller and every tuning path read eval.heldout_file (dev); the file name of the
+    test split appears only in the module that resolves it and in the eval command's help, and only
+    `selfalign eval --split test` asks for it."""
+    root = Path(prompts.__file__).parent
+    naming = sorted(str(f.relative_to(root)) for f in root.rglob("*.py") if "test.jsonl" in f.read_text())
+    assert naming == ["cli.py", "stages/evaluate.py"]
+    asking = sorted(str(f.relative_to(root)) for f in root.rglob("*.py")
+                    if re.search(r"split\s*==\s*\"test\"|split=\"test\"|SPLITS", f.read_text()))
+    assert asking == ["cli.py", "stages/evaluate.py"]
 
 
 def test_templates_have_their_placeholders_and_urial_its_stops():

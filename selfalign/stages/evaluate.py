@@ -1,17 +1,20 @@
 """Stage `evaluate`: the policy on held-out prompts, every round including round 0 (untrained).
 
-Metrics (stored under eval/): csr_prompt (share of constrained prompts with every constraint met),
-csr_instruction (share of all constraints met), win_rate over round 0 (a fixed judge, the black-box
-model when one is set, else the base model, compares the two answers in both orders so position bias
-cancels; win_rate_decided is the share of comparisons whose two orders agreed), length_mean (tokens),
-distinct2 (unique bigrams over all bigrams), empty_rate and truncated_rate. The loop evaluates the
+Metrics (stored under eval/, computed by heldout.round_figures, the same function `selfalign eval`
+prints from): csr_prompt (share of constrained prompts with every constraint met), csr_instruction
+(share of all constraints met), length_mean (tokens), clean_length_mean, distinct2, degenerate_rate,
+empty_rate and truncated_rate, all over the constrained prompts; unasked_form_rate (share of all answers
+wearing a marked form their prompt did not ask for) and eval/unasked/<form> per form; win_rate over round
+0 (a fixed judge, the black-box model when one is set, else the base model, compares the two answers in
+both orders so position bias cancels; win_rate_decided is the share of comparisons whose two orders
+agreed). The loop evaluates the
 first eval.prompts of the benchmark (a fixed shuffled sample), so csr_prompt and csr_instruction come
 with their 95 % bootstrap interval (`..._low`, `..._high`); `selfalign eval --all` answers the rest.
 """
 
 from __future__ import annotations
 
-from selfalign import judging, prompts, stats, verifiers
+from selfalign import judging, prompts, verifiers
 from selfalign.engines.base import GenerationRequest
 from selfalign.heldout import WIN_RATE_MIN_DECIDED
 from selfalign.stages import StageContext, derive_seed, policy_request
@@ -20,13 +23,28 @@ from selfalign.store.rows import NewPrompt, NewResponse
 NAME = "evaluate"
 
 
-def heldout_prompts(ctx: StageContext, file: str | None = None, every: bool = False):
-    """The held-out prompts this evaluation uses: the first eval.prompts of the file in order, or all."""
+# The test split: prompts no setting is ever chosen by. Only `selfalign eval --split test` reads it (through
+# SPLIT_FILES); the loop, the controller and every ablation read the dev split (eval.heldout_file).
+TEST_FILE = "test.jsonl"
+SPLITS = ("dev", "test")
+
+
+def prompt_source(file: str | None, split: str = "dev") -> tuple[str | None, str]:
+    """(file, the prompts' source label) for an evaluation: the dev split is eval.heldout_file (source
+    'heldout'), the test split prompts/test.jsonl (source 'test'), a user's file is 'user'."""
+    if split == "test":
+        return TEST_FILE, "test"
+    return file, "heldout" if not file else "user"
+
+
+def heldout_prompts(ctx: StageContext, file: str | None = None, every: bool = False, split: str = "dev"):
+    """The held-out prompts this evaluation uses: the first eval.prompts of the file in order, or all (the
+    test split is always answered whole)."""
     cfg, store = ctx.config, ctx.store
+    file, source = prompt_source(file, split)
     rows = prompts.read_prompt_file(file or cfg.eval.heldout_file, ctx.run_dir)
-    rows = rows if every else rows[: cfg.eval.prompts]
-    ids = store.add_prompts([NewPrompt(r["prompt"], "heldout" if not file else "user", "heldout", r["constraints"])
-                             for r in rows])
+    rows = rows if every or split == "test" else rows[: cfg.eval.prompts]
+    ids = store.add_prompts([NewPrompt(r["prompt"], source, "heldout", r["constraints"]) for r in rows])
     return [store.prompt(i) for i in ids]
 
 
@@ -35,12 +53,13 @@ def run(ctx: StageContext) -> dict[str, float | None]:
     return answer(ctx)
 
 
-def answer(ctx: StageContext, file: str | None = None, every: bool = False) -> dict[str, float | None]:
+def answer(ctx: StageContext, file: str | None = None, every: bool = False,
+           split: str = "dev") -> dict[str, float | None]:
     """Answer the held-out prompts (skipping those answered before) and return the metrics. They are
-    stored as the round's eval/ metrics only for the loop's own sample (no file, not every prompt), so
-    a larger or different evaluation never changes the figures the controller decided on."""
+    stored as the round's eval/ metrics only for the loop's own sample (no file, not every prompt, the dev
+    split), so a larger or different evaluation never changes the figures the controller decided on."""
     cfg, store, k = ctx.config, ctx.store, ctx.round
-    heldout = heldout_prompts(ctx, file, every)
+    heldout = heldout_prompts(ctx, file, every, split)
     ids = {p.id for p in heldout}
     have = {r.prompt_id for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
     todo = [policy_request(ctx, verifiers.attach(p.text, p.constraints), key=p.id, n=1,
@@ -74,39 +93,18 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False) -> d
                             f"both orders for {1 - decided:.0%} of the compared answers, so the win rate is shown as "
                             "undecided and left out of the controller's score; set judge.blackbox_url for a judge "
                             "that decides, or read the held-out CSR", round=k, stage=NAME)
-    if file is None and not every:
+    if file is None and not every and split == "dev":
         for name, value in metrics.items():
             store.set_metric(k, name, value)
     return metrics
 
 
 def response_metrics(items) -> dict[str, float | None]:
-    """items: (constraints, response) pairs."""
-    constrained = [(c, r) for c, r in items if c]
-    results = [verifiers.check_all(c, r.text) for c, r in constrained]
-    met = [v for res in results for v in res.values()]
-    bigrams = [tuple(pair) for _, r in items for pair in zip(r.text.split(), r.text.split()[1:], strict=False)]
-    n = len(items)
-    clean = [r.tokens for _, r in items if verifiers.finished_cleanly(r.text, r.finish_reason)]
-    sat = [(sum(res.values()), len(res)) for res in results]
-    intervals = {}
-    if sat:
-        prompt_level = stats.bootstrap(sat, lambda s: stats.mean([float(m == a) for m, a in s]))
-        instruction_level = stats.bootstrap(sat, stats.ratio)
-        intervals = {"eval/csr_prompt_low": prompt_level.low, "eval/csr_prompt_high": prompt_level.high,
-                     "eval/csr_instruction_low": instruction_level.low,
-                     "eval/csr_instruction_high": instruction_level.high}
-    return {
-        "eval/csr_prompt": sum(all(res.values()) for res in results) / len(results) if results else None,
-        "eval/csr_instruction": sum(met) / len(met) if met else None,
-        **intervals,
-        "eval/degenerate_rate": sum(1 for _, r in items if verifiers.degenerate(r.text)) / n if n else None,
-        "eval/length_mean": sum(r.tokens for _, r in items) / n if n else None,
-        "eval/clean_length_mean": (sum(clean) / len(clean)) if clean else None,
-        "eval/distinct2": len(set(bigrams)) / len(bigrams) if bigrams else None,
-        "eval/empty_rate": sum(1 for _, r in items if not r.text.strip()) / n if n else None,
-        "eval/truncated_rate": sum(1 for _, r in items if r.finish_reason == "length") / n if n else None,
-    }
+    """items: (constraints, response) pairs; the figures `selfalign eval` prints for the same answers."""
+    from selfalign import heldout
+
+    answers = [heldout.Answer(0, c, r.text, r.tokens, r.finish_reason) for c, r in items]
+    return heldout.eval_metrics(heldout.round_figures(answers))
 
 
 def _judge_label(cfg) -> str:

@@ -200,7 +200,8 @@ def render_unasked(figures: dict, baseline: dict | None = None) -> str:
     without constraints), beside the baseline round's when given; marked forms are flagged."""
     now, plain = figures["unasked"], figures["unasked_plain"]
     then = (baseline or {}).get("unasked")
-    head = "| form | unasked, all answers | " + ("baseline | " if then else "") + "unasked, prompts without constraints |"
+    head = ("| form | unasked, all answers | " + ("baseline | " if then else "")
+            + "unasked, prompts without constraints |")
     lines = [f"Unasked forms ({now['n']} answers, {figures['n_plain']} to prompts without constraints; a marked "
              "form (*) is one no reader expects unasked):", "", head, "|---" * (3 + bool(then)) + "|"]
     rows = [("any marked form", now["marked"], then["marked"] if then else None, plain["marked"])]

@@ -20,23 +20,27 @@ LABELS: dict[str, tuple[str, str]] = {
     "eval/clean_length_mean": ("mean length of clean answers (finished, no loop)", "clean length"),
     "eval/distinct2": ("distinct-2", "distinct-2"),
     "eval/truncated_rate": ("truncated answers", "truncated"),
+    "eval/unasked_form_rate": ("answers wearing a marked form their prompt did not ask for", "unasked form"),
     "judge/score_mean": ("judge score mean", "judge score"),
     "judge/position_bias": ("judge position bias", "position bias"),
     "judge/collapse": ("judge score collapse", "collapse"),
     "judge/likelihood_verifier_agreement": ("likelihood/verifier agreement", "lik./verifier agree"),
     "pairs/weight_likelihood": ("likelihood weight after agreement", "lik. weight"),
     "pairs/count": ("pairs built", "pairs"),
+    "pairs/chosen_unasked_form_rate": ("chosen answers wearing an unasked marked form", "chosen unasked"),
     "train/loss_last": ("final training loss", "final loss"),
 }
 
 COMPARE = ("eval/csr_prompt", "eval/csr_prompt_low", "eval/csr_prompt_high", "eval/csr_instruction",
-           "eval/degenerate_rate", "eval/win_rate", "eval/win_rate_decided", "eval/length_mean", "eval/distinct2",
-           "judge/score_mean", "judge/position_bias", "judge/collapse", "judge/likelihood_verifier_agreement",
-           "pairs/weight_likelihood", "pairs/count", "train/loss_last")
+           "eval/degenerate_rate", "eval/unasked_form_rate", "pairs/chosen_unasked_form_rate", "eval/win_rate",
+           "eval/win_rate_decided", "eval/length_mean", "eval/distinct2", "judge/score_mean", "judge/position_bias",
+           "judge/collapse", "judge/likelihood_verifier_agreement", "pairs/weight_likelihood", "pairs/count",
+           "train/loss_last")
 ROUNDS_TABLE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "eval/distinct2",
-                "eval/truncated_rate", "pairs/count", "train/loss_last", "judge/score_mean", "judge/position_bias",
-                "judge/likelihood_verifier_agreement")
-HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "pairs/count")
+                "eval/truncated_rate", "eval/unasked_form_rate", "pairs/count", "train/loss_last", "judge/score_mean",
+                "judge/position_bias", "judge/likelihood_verifier_agreement")
+HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "eval/unasked_form_rate",
+            "pairs/count")
 
 
 def labelled(names, short: bool = False) -> list[tuple[str, str]]:
@@ -63,3 +67,21 @@ def disagrees(m: dict, name: str) -> bool:
     """Whether an agreement metric (judge/..._verifier_agreement) is measured and below AGREEMENT_MIN."""
     value = m.get(name)
     return value is not None and value < AGREEMENT_MIN
+
+
+# ------------------------------------------------------------------ habits the loop taught
+
+HABIT_RISE = 0.05  # a form worn unasked this much more often than at round 0 is a habit the loop taught
+UNASKED_PREFIX = "eval/unasked/"
+
+
+def habits(metrics: dict[int, dict], k: int) -> list[tuple[str, float, float]]:
+    """(form, round k's unasked share, round 0's) for each form worn unasked more than HABIT_RISE more often
+    than at round 0, on the same held-out sample (verifiers/forms.py)."""
+    now, then = metrics.get(k, {}), metrics.get(0, {})
+    out = []
+    for name, value in sorted(now.items()):
+        if name.startswith(UNASKED_PREFIX) and value is not None and then.get(name) is not None \
+                and value - then[name] > HABIT_RISE:
+            out.append((name[len(UNASKED_PREFIX):], value, then[name]))
+    return out

@@ -76,3 +76,19 @@ def test_the_gate_builds_no_pair_whose_chosen_answer_wears_a_habit(tmp_path):
     assert pairs == []
     pairs, _ = _pairs(store)  # without the gate the loud answer is learned
     assert [p.chosen_id for p in pairs] == [ids["loud"]]
+
+
+def test_a_form_worn_unasked_far_more_often_than_at_round_0_is_a_habit_and_is_shown():
+    from rich.console import Console
+
+    from selfalign import metrics
+    from selfalign.tui.widgets import health_lines
+
+    rounds = {0: {"eval/unasked/quoted": 0.03, "eval/unasked/uppercase": 0.00, "eval/unasked/bullets": 0.40},
+              1: {"eval/unasked/quoted": 0.43, "eval/unasked/uppercase": 0.04, "eval/unasked/bullets": 0.30}}
+    assert metrics.habits(rounds, 1) == [("quoted", 0.43, 0.03)]  # +4 points and a drop are not habits
+    assert metrics.habits(rounds, 0) == []
+    console = Console(width=120, record=True)
+    console.print(health_lines(rounds))
+    text = console.export_text()
+    assert "habit: quoted unasked 43% (round 0 3%)" in text and "round 0: healthy" in text

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_http import Scripted
 
-from selfalign import config, evaluation, loop, runs, verifiers
+from selfalign import config, evaluation, heldout, loop, runs, verifiers
 from selfalign.errors import EXIT_OK, EXIT_STOPPED
 from selfalign.stages.pairs import REPAIR_POLICY
 from selfalign.store import open_store
@@ -200,16 +200,30 @@ def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(ti
             assert by_id[copy.params["repaired_from"]].prompt_id == copy.prompt_id
         assert metrics["eval/csr_prompt_low"] <= metrics["eval/csr_prompt"] <= metrics["eval/csr_prompt_high"]
         trained = {p.text for p in store.prompts(split="train")}
-    heldout_texts = {json.loads(line)["prompt"] for line in
-                     (Path(__file__).parent.parent / "prompts" / "heldout.jsonl").read_text().splitlines()}
+    rows = [json.loads(line) for line in (Path(__file__).parent.parent / "prompts" / "heldout.jsonl").read_text()
+            .splitlines()]
+    heldout_texts = {row["prompt"] for row in rows}
     assert not trained & heldout_texts
+    with open_store(folder.db_path) as store:
+        # the loop's stored figures are what `selfalign eval` computes from the same answers, to the bit
+        for k in (0, 1):
+            stored = {name: v for name, v in store.metrics(k)[k].items() if name.startswith("eval/")
+                      and not name.startswith("eval/win_rate")}
+            recomputed = heldout.eval_metrics(heldout.round_figures(list(heldout.answers(store, k).values())))
+            assert stored == {name: v for name, v in recomputed.items() if v is not None or name in stored}
+            assert "eval/unasked_form_rate" in stored and "eval/unasked/quoted" in stored
+        assert not store.prompts(source="test")  # the loop never reads the test split
 
     result = subprocess.run([sys.executable, "-m", "selfalign", "eval", "default", "--all", "--format", "json"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["round"] == 1 and data["against"] == 0
-    assert data["figures"]["n"] == len(heldout_texts) == data["gain"]["n"]
+    constrained = sum(1 for row in rows if row["constraints"])
+    assert data["figures"]["n"] == constrained == data["gain"]["n"]  # satisfaction: the constrained prompts
+    assert data["figures"]["unasked"]["n"] == len(heldout_texts)  # unasked forms: every answer
+    assert data["figures"]["n_plain"] == len(heldout_texts) - constrained > 0
+    assert data["baseline"]["unasked"]["n"] == len(heldout_texts)  # round 0's, beside
     gain = data["gain"]["csr_prompt"]
     assert gain["low"] <= gain["value"] <= gain["high"]
     with open_store(folder.db_path) as store:
@@ -217,3 +231,16 @@ def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(ti
     md = subprocess.run([sys.executable, "-m", "selfalign", "eval", "default", "--all"], capture_output=True,
                         text=True)
     assert md.returncode == 0 and "gain over round 0" in md.stdout and "| max_words |" in md.stdout
+    assert "| any marked form |" in md.stdout and "| quoted * |" in md.stdout
+
+    # the test split: answered whole, on request only, stored apart, and never the round's metrics
+    test = subprocess.run([sys.executable, "-m", "selfalign", "eval", "default", "--split", "test", "--format", "json"],
+                          capture_output=True, text=True)
+    assert test.returncode == 0, test.stderr
+    data = json.loads(test.stdout)
+    test_rows = [json.loads(line) for line in (Path(__file__).parent.parent / "prompts" / "test.jsonl").read_text()
+                 .splitlines()]
+    assert data["figures"]["n"] == sum(1 for row in test_rows if row["constraints"]) == data["gain"]["n"]
+    with open_store(folder.db_path) as store:
+        assert {p.text for p in store.prompts(source="test")} == {row["prompt"] for row in test_rows}
+        assert store.metrics(1)[1]["eval/csr_prompt"] == metrics["eval/csr_prompt"]

@@ -15,6 +15,7 @@ with their 95 % bootstrap interval (`..._low`, `..._high`); `selfalign eval --al
 from __future__ import annotations
 
 from selfalign import judging, prompts, verifiers
+from selfalign import metrics as metrics_mod
 from selfalign.engines.base import GenerationRequest
 from selfalign.heldout import WIN_RATE_MIN_DECIDED
 from selfalign.stages import StageContext, derive_seed, policy_request
@@ -96,6 +97,10 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
     if file is None and not every and split == "dev":
         for name, value in metrics.items():
             store.set_metric(k, name, value)
+        for form, now, then in metrics_mod.habits(store.metrics(), k) if k else []:
+            store.log_event("warning", f"evaluate: habit: {now:.0%} of held-out answers wear the form '{form}' their "
+                            f"prompt did not ask for (round 0: {then:.0%}); pairs.unasked_form_gate keeps such answers "
+                            "from being chosen", round=k, stage=NAME)
     return metrics
 
 

@@ -187,13 +187,15 @@ def rounds_table(metrics: dict[int, dict[str, float | None]], names: list[tuple[
 
 
 def health_lines(metrics: dict[int, dict[str, float | None]]) -> Group:
-    """Judge health per round with warnings in colour (the thresholds the judge stage warns at)."""
+    """Judge health per round with warnings in colour (the thresholds the judge stage warns at), and the
+    forms a round's held-out answers wear unasked far more often than round 0's (habits the loop taught)."""
     lines = []
     for k in sorted(metrics):
         m = metrics[k]
-        if not any(name.startswith("judge/") for name in m):
+        if not any(name.startswith(("judge/", metrics_mod.UNASKED_PREFIX)) for name in m):
             continue
-        warnings = []
+        warnings = [(f"habit: {form} unasked {now:.0%} (round 0 {then:.0%})", "bold magenta")
+                    for form, now, then in metrics_mod.habits(metrics, k)]
         if m.get("judge/collapse"):
             warnings.append(("score collapse", "bold red"))
         if metrics_mod.position_biased(m):

@@ -120,13 +120,14 @@ def test_sampler_distribution_temperature_and_top_p():
 
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(4000, 1)
     gen = torch.Generator().manual_seed(0)
-    tokens, logprobs = _sample(logits, torch.full((4000,), 1.0), torch.full((4000,), 1.0), gen)
+    draws = torch.rand(4000, generator=gen, dtype=torch.float64)
+    tokens, logprobs = _sample(logits, torch.full((4000,), 1.0), torch.full((4000,), 1.0), draws)
     freq = torch.bincount(tokens, minlength=4).float() / 4000
     assert torch.allclose(freq, logits[0].softmax(-1), atol=0.03)
     assert torch.allclose(logprobs, logits[0].log_softmax(-1)[tokens])
-    tokens, _ = _sample(logits, torch.full((4000,), 1.0), torch.full((4000,), 0.5), gen)
+    tokens, _ = _sample(logits, torch.full((4000,), 1.0), torch.full((4000,), 0.5), draws)
     assert set(tokens.tolist()) == {0}  # the nucleus of 0.5 holds only the top token (p=0.64)
-    tokens, _ = _sample(logits, torch.zeros(4000), torch.full((4000,), 0.9), gen)
+    tokens, _ = _sample(logits, torch.zeros(4000), torch.full((4000,), 0.9), draws)
     assert set(tokens.tolist()) == {0}  # temperature 0 is greedy
 
 
@@ -134,7 +135,8 @@ def test_sampler_is_exact_when_the_nucleus_is_wider_than_the_candidates():
     import torch
 
     logits = torch.zeros(2000, 1000)  # flat: a 0.9 nucleus needs 900 tokens, more than the first top-k
-    tokens, _ = _sample(logits, torch.ones(2000), torch.full((2000,), 0.9), torch.Generator().manual_seed(1))
+    draws = torch.rand(2000, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    tokens, _ = _sample(logits, torch.ones(2000), torch.full((2000,), 0.9), draws)
     assert int(tokens.max()) > 256 and len(set(tokens.tolist())) > 600
 
 

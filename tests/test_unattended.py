@@ -49,33 +49,59 @@ def test_two_overlapping_invocations_one_runs_one_exits_busy(tiny_model_dir, run
     assert len(lines) == 1 and "is busy" in lines[0]
 
 
-def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tiny_model_dir, runs_root):
-    whole = make(tiny_model_dir, "whole")
-    assert headless("whole").wait(timeout=300) == 0
+def contents(folder, k=1):
+    """What a round stored, by content (ids and timings differ between runs): its prompts with their
+    constraints, every response with its sample index and policy, the pairs by text, the training losses."""
+    with open_store(folder.db_path) as store:
+        text = {p.id: p.text for p in store.prompts()}
+        responses = {r.id: r for r in store.responses(round=k)}
+        return {
+            "prompts": sorted((p.text, p.source, str(p.constraints)) for p in store.prompts(split="train", round=k)),
+            "responses": sorted((text[r.prompt_id], r.policy, r.sample_index, r.text, r.finish_reason)
+                                for r in responses.values()),
+            "pairs": sorted((text[p.prompt_id], responses[p.chosen_id].text, responses[p.rejected_id].text)
+                            for p in store.pairs(k) if p.rejected_id is not None),
+            "losses": [round(s.loss, 5) for s in store.train_steps(k)],
+        }
 
-    killed = make(tiny_model_dir, "killed")
-    proc = headless("killed")
+
+def kill_when(folder, proc, stage_name):
+    """SIGKILL the run once `stage_name` has stored some of its work but not all."""
     deadline = time.monotonic() + 300
-    while True:  # kill once the generate stage has stored some responses but not all
-        with open_store(killed.db_path) as store:
-            stage = store.stage(1, "generate")
+    while True:
+        with open_store(folder.db_path) as store:
+            stage = store.stage(1, stage_name)
             if stage and stage.status == "running" and stage.done > 0:
                 break
-        assert proc.poll() is None and time.monotonic() < deadline, "generate never got under way"
+        assert proc.poll() is None and time.monotonic() < deadline, f"{stage_name} never got under way"
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    with open_store(folder.db_path) as store:
+        assert store.stage(1, stage_name).status == "running"  # left mid-stage
+
+
+def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tiny_model_dir, runs_root):
+    """Killed in the middle of instruct, then in the middle of generate, and resumed each time, the round
+    stores the same rows as the same run left alone: the same prompts and constraints, the same samples
+    (each sample draws from its own seed, and a prompt missing some is sampled whole again), so the same
+    repaired copies, pairs and training losses."""
+    whole = make(tiny_model_dir, "whole")
+    assert headless("whole").wait(timeout=300) == 0
+    again = make(tiny_model_dir, "again")
+    assert headless("again").wait(timeout=300) == 0
+    reference = contents(whole)
+    assert contents(again) == reference  # an uninterrupted run is itself reproducible
+    assert reference["prompts"] and reference["responses"] and reference["pairs"] and reference["losses"]
+
+    killed = make(tiny_model_dir, "killed")
+    kill_when(killed, headless("killed"), "instruct")
+    kill_when(killed, headless("killed"), "generate")
     with open_store(killed.db_path) as store:
-        assert store.stage(1, "generate").status == "running"  # left mid-stage
         partial = store.count_responses(round=1)
     assert 0 < partial < counts(whole)["responses"]
-
     assert headless("killed").wait(timeout=300) == 0
-    # The resumed stage samples the missing answers in batches of another make-up, so their text (and what
-    # depends on it: repaired copies, pairs, steps) may differ; what must match is the round's shape.
-    assert [counts(f)[key] for f in (killed, whole) for key in ("prompts", "status")] == \
-        [counts(whole)["prompts"], "done"] * 2
-    assert samples(killed) == samples(whole) and samples(whole)
+    assert counts(killed)["status"] == "done"
     k = config.build(sets=SETS).generate.samples_per_prompt
     assert all(indices == list(range(k)) for indices in samples(killed).values())  # K each, none twice
-    assert counts(killed)["steps"] > 0 and counts(whole)["steps"] > 0
+    assert contents(killed) == reference

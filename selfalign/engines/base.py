@@ -25,6 +25,10 @@ class GenerationRequest:
     top_p: float = 0.9
     stop: list[str] = field(default_factory=list)
     seed: int = 0
+    # One seed per sample (row i draws from sample_seeds[i]): a sample's random stream then depends on the
+    # sample alone, not on which other requests share its batch or how many samples a resume still needs.
+    # Empty: derived from `seed` and the row's position in the request.
+    sample_seeds: tuple[int, ...] = ()
 
     def params(self) -> dict[str, Any]:
         """What gets stored with each response."""

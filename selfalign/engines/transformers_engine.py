@@ -21,6 +21,7 @@ MKL's path on AMD processors is about half as fast for a decode step's products)
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -45,6 +46,18 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     logprob_sum: float = 0.0
     done: bool = False
+    draws: random.Random | None = None  # this sample's own random stream (one uniform per decoded token)
+
+    def __post_init__(self):
+        if self.draws is None:
+            self.draws = random.Random(row_seed(self.request, self.sample_index))
+
+
+def row_seed(request: GenerationRequest, i: int) -> int:
+    """The seed of a request's i-th sample: its own when the request names one, else from the request's."""
+    if request.sample_seeds:
+        return request.sample_seeds[i]
+    return int.from_bytes(hashlib.sha256(f"{request.seed}:{i}".encode()).digest()[:8], "little")
 
 
 class TransformersEngine:
@@ -194,12 +207,14 @@ class TransformersEngine:
         if not queue:
             return
         rows: list[_Row] = []
-        generator = torch.Generator(device=self.device).manual_seed(_chunk_seed(list(queue)))
         batch = self._prefill(self._take(queue), rows, should_stop)
         while batch is not None:
             if should_stop and should_stop():
                 return  # rows not finished are dropped: the caller makes them again
-            tokens, logprobs = _sample(batch.logits, batch.temps, batch.top_ps, generator)
+            # each row draws from its own stream, so a sample comes out the same whatever batch it shares
+            uniforms = torch.tensor([rows[i].draws.random() if not rows[i].done else 0.5 for i in batch.live],
+                                    dtype=torch.float64, device=batch.logits.device)
+            tokens, logprobs = _sample(batch.logits, batch.temps, batch.top_ps, uniforms)
             # One device-to-host copy per step: per-row reads would stall a GPU once per row.
             step_tokens, step_logprobs = tokens.tolist(), logprobs.tolist()
             for pos, row_index in enumerate(batch.live):
@@ -333,14 +348,9 @@ def _sampling_copy():
     return sampling_copy
 
 
-def _chunk_seed(chunk) -> int:
-    """Same requests in the same order give the same samples."""
-    text = "|".join(f"{request.seed}:{request.key}" for request, _ in chunk)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & (2**63 - 1)
-
-
-def _sample(logits, temps, top_ps, generator):
-    """Sample one token per row with per-row temperature and top-p; also return each sampled token's
+def _sample(logits, temps, top_ps, uniforms):
+    """Sample one token per row with per-row temperature and top-p, by inverting each row's nucleus
+    distribution at that row's uniform draw (`uniforms`, in [0, 1)); also return each sampled token's
     log-probability under the untempered distribution.
 
     Top-p needs the tokens sorted by probability, and a full sort of the vocabulary costs more than
@@ -366,7 +376,8 @@ def _sample(logits, temps, top_ps, generator):
             cumulative = probs.cumsum(dim=-1)
             fits = (cumulative[:, -1] >= top_ps[rows][pending]) | (k == raw.shape[-1])
             if fits.any():
-                picked = _nucleus_pick(probs[fits], cumulative[fits], top_ps[rows][pending][fits], generator)
+                picked = _nucleus_pick(probs[fits], cumulative[fits], top_ps[rows][pending][fits],
+                                       uniforms[rows][pending][fits])
                 chosen[pending[fits]] = indices[fits].gather(-1, picked[:, None]).squeeze(-1)
             pending = pending[~fits]
             k *= 16
@@ -375,14 +386,14 @@ def _sample(logits, temps, top_ps, generator):
     return tokens, logprobs
 
 
-def _nucleus_pick(probs, cumulative, top_p, generator):
-    """Index (into the sorted candidates) of a token drawn from the smallest set reaching top_p."""
-    import torch
-
+def _nucleus_pick(probs, cumulative, top_p, uniforms):
+    """Index (into the sorted candidates) of the token at `uniforms` of the way through the smallest set
+    reaching top_p (inverse-CDF sampling: the same draw gives the same token)."""
     outside = (cumulative - probs) >= top_p[:, None]
     outside[:, 0] = False
-    kept = probs.masked_fill(outside, 0.0)
-    return torch.multinomial(kept, 1, generator=generator).squeeze(-1)
+    kept = probs.masked_fill(outside, 0.0).double().cumsum(dim=-1)
+    target = uniforms[:, None] * kept[:, -1:]
+    return (kept <= target).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
 
 
 def prompt_ids(tokenizer, messages_or_prompt: list[dict[str, str]] | str) -> list[int]:

@@ -25,15 +25,22 @@ def run(ctx: StageContext) -> None:
 
     requests = []
     for prompt in prompts:
-        missing = [i for i in range(samples) if i not in have.get(prompt.id, set())]
+        # a prompt with any sample missing is sampled whole and only the missing samples are stored: its rows
+        # then share a batch as they did before a kill, so the resumed samples come out as the lost ones would
+        missing = list(range(samples)) if len(have.get(prompt.id, set())) < samples else []
         if missing:
-            requests.append(policy_request(
+            request = policy_request(
                 ctx, verifiers.attach(prompt.text, prompt.constraints), key=(prompt.id, tuple(missing)),
-                n=len(missing), seed=derive_seed(cfg.run.seed, k, prompt.id, len(missing)),
+                n=len(missing), seed=derive_seed(cfg.run.seed, k, prompt.id),
                 max_new_tokens=cfg.generate.max_new_tokens, temperature=cfg.generate.temperature,
-                top_p=cfg.generate.top_p))
+                top_p=cfg.generate.top_p)
+            # each sample index has its own seed, so a resumed stage draws the missing samples exactly as an
+            # uninterrupted one would have
+            request.sample_seeds = tuple(derive_seed(cfg.run.seed, k, prompt.id, "sample", i) for i in missing)
+            requests.append(request)
     writer = _ResponseWriter(ctx, done, total)
     writer.requests = {r.key: r for r in requests}
+    writer.stored = have
     # One call for the whole stage: the engine keeps its batch full across prompts (a batch per call
     # would end with a few long answers decoding alone) and asks should_stop as it decodes.
     ctx.check_stop()
@@ -47,10 +54,13 @@ class _ResponseWriter:
     def __init__(self, ctx: StageContext, done: int, total: int):
         self.ctx, self.done, self.total = ctx, done, total
         self.requests: dict = {}
+        self.stored: dict = {}  # prompt id -> sample indices stored before this call
 
     def __call__(self, result) -> None:
         ctx, k = self.ctx, self.ctx.round
         prompt_id, missing = result.key
+        if missing[result.sample_index] in self.stored.get(prompt_id, set()):
+            return  # drawn again only so the missing samples share their batch as before
         params = self.requests[result.key].params() | {"prompting": ctx.config.run.prompting}
         if result.detail:
             params["skipped_because"] = result.detail

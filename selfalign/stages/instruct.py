@@ -44,21 +44,23 @@ def run(ctx: StageContext) -> None:
     if cfg.instruct.bank:
         _add_bank_prompts(ctx, heldout, target)
         return
-    have = store.count_prompts(split="train", round=k, source="self")
-    ctx.report(NAME, have, target)
-    if have >= target:
+    written = {p.text for p in store.prompts(split="train", round=k, source="self")}
+    ctx.report(NAME, len(written), target)
+    if len(written) >= target:
         return
     template = prompts.load_template(cfg.instruct.template, ("demos",), ctx.run_dir)
     index = RougeIndex()
-    for text in [p.text for p in store.prompts()] + [s["instruction"] for s in seeds]:
+    for text in [p.text for p in store.prompts() if p.text not in written] + [s["instruction"] for s in seeds]:
         index.add(text)
 
     rejected: Counter[str] = Counter()
-    kept = have
+    kept = 0
 
     def accept(result) -> None:
         """Judge each written instruction the moment the engine finishes it, so progress moves with the
-        batch instead of jumping at its end; results past the target are dropped."""
+        batch instead of jumping at its end; results past the target are dropped. A resumed stage replays
+        the same requests from the start: an instruction it already stored counts as kept again (and takes
+        its constraints' draws), so it ends with the prompts an uninterrupted stage would have kept."""
         nonlocal kept
         if kept >= target:
             return
@@ -66,16 +68,18 @@ def run(ctx: StageContext) -> None:
             rejected["prompt too long"] += 1
             return
         instruction = extract_instruction(result.text)
-        reason = reject_reason(instruction, index, cfg.instruct.min_words, cfg.instruct.max_words,
-                               cfg.instruct.rouge_threshold)
+        replayed = instruction in written
+        reason = None if replayed else reject_reason(instruction, index, cfg.instruct.min_words,
+                                                     cfg.instruct.max_words, cfg.instruct.rouge_threshold)
         if reason:
             rejected[reason] += 1
             return
         constraints = attach_constraints(rng, cfg, ctx.constraint_weights)
-        store.add_prompts([NewPrompt(instruction, "self", "train", constraints, round=k)])
+        if not replayed:
+            store.add_prompts([NewPrompt(instruction, "self", "train", constraints, round=k)])
         index.add(instruction)
         kept += 1
-        ctx.report(NAME, kept, target)
+        ctx.report(NAME, max(kept, len(written)), target)
 
     for attempt in range(MAX_ATTEMPTS):
         if kept >= target:
@@ -95,7 +99,7 @@ def run(ctx: StageContext) -> None:
         ctx.engine.generate(requests, adapter=ctx.adapter, on_result=accept,
                             should_stop=lambda: kept >= target or ctx.should_stop())
         ctx.check_stop()
-    have = kept
+    have = store.count_prompts(split="train", round=k, source="self")
     store.log_event("info" if have >= target else "warning",
                     f"instruct: {have} of {target} new prompts kept", round=k, stage=NAME,
                     data={"kept": have, "target": target, "rejected": dict(rejected)})

@@ -40,9 +40,11 @@ def check_tables(folder, rounds, recipe):
             assert store.judgements(round=k)
             metrics = store.metrics(k)[k]
             assert "eval/length_mean" in metrics and "pairs/count" in metrics
-            if store.pairs(k):
-                assert store.train_steps(k) and folder.adapter_dir(k).is_dir()
-                assert (folder.adapter_dir(k) / "selfalign_config.toml").is_file()
+            # a round with pairs trains and saves an adapter; one without builds neither
+            trained = bool(store.pairs(k))
+            assert bool(store.train_steps(k)) == folder.adapter_dir(k).is_dir() == trained
+            assert (folder.adapter_dir(k) / "selfalign_config.toml").is_file() == trained
+        assert any(store.pairs(k) for k in range(1, rounds + 1)), "no round built a pair: nothing was trained"
         assert "eval/csr_instruction" in store.metrics(0)[0]
         assert any(e.stage == "train" for e in store.events())
         done = [e for e in store.events() if e.message.startswith("done in ")]
@@ -88,8 +90,17 @@ def test_self_reward_two_rounds_then_eval_and_export(tiny_model_dir, runs_root, 
     AutoModelForCausalLM.from_pretrained(target / "merged")  # plain transformers loads it
 
 
-def test_isheep_two_rounds(tiny_model_dir, runs_root):
-    folder = make_run(tiny_model_dir, "ish", "isheep", "pairs.sft_min_score=1.0")
+def test_isheep_two_rounds(tiny_model_dir, runs_root, monkeypatch):
+    """A random tiny model never writes a parseable '<score>||<explanation>', so no answer would pass the
+    filter and nothing would train: its judge replies are read as 9 on both scales (what a larger judge
+    says of a good answer), and the quality gate is off (its answers are all cut off at 10 tokens), so the
+    loop keeps answers and SFTs on them for real."""
+    from selfalign import scoring
+
+    real = scoring.parse_score
+    monkeypatch.setattr(scoring, "parse_score",
+                        lambda text, rubric: 9.0 if rubric.startswith("isheep") else real(text, rubric))
+    folder = make_run(tiny_model_dir, "ish", "isheep", "pairs.sft_min_score=9.0", "pairs.quality_gate=false")
     assert loop.run(folder, quiet=True) == EXIT_OK
     check_tables(folder, 2, "isheep")
     with open_store(folder.db_path) as store:
@@ -190,12 +201,15 @@ def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(ti
         metrics = store.metrics(1)[1]
         assert {"pairs/weight_likelihood", "pairs/weight_verifiers"} <= set(metrics)
         assert 0.0 <= metrics["pairs/weight_likelihood"] <= 0.5
+        assert store.pairs(1)
         for p in store.pairs(1):  # every pair is ordered by the verifiers first
             assert p.scores["chosen"]["verifiers"] >= p.scores["rejected"]["verifiers"]
-        assert "pairs/repair_tried" in metrics
         by_id = {r.id: r for r in store.responses(round=1)}
         prompts_by_id = {p.id: p for p in prompts}
-        for copy in (r for r in by_id.values() if r.policy == "repair"):  # a repaired copy meets everything
+        copies = [r for r in by_id.values() if r.policy == "repair"]
+        # every prompt the stage tried to repair is counted, and each stored copy is one it made
+        assert len(copies) == round((metrics["pairs/repair_rate"] or 0) * metrics["pairs/repair_tried"])
+        for copy in copies:  # a repaired copy meets everything
             assert all(verifiers.check_all(prompts_by_id[copy.prompt_id].constraints, copy.text).values())
             assert by_id[copy.params["repaired_from"]].prompt_id == copy.prompt_id
         assert metrics["eval/csr_prompt_low"] <= metrics["eval/csr_prompt"] <= metrics["eval/csr_prompt_high"]

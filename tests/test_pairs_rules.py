@@ -104,3 +104,28 @@ def test_length_matched_rejects_the_answer_nearest_the_chosen_in_length():
     # nothing far enough below: no pair (the fallback, the worst, is a tie too)
     flat = scores((1, 0.5, 60), (2, 0.5, 40))
     assert best_vs_worst(1, 1, [1, 2], flat, 0.05, False, 1, "length-matched") == []
+
+
+def test_prefer_longer_rejects_the_shortest_of_the_bottom_ties():
+    s = scores((1, 0.9, 30), (2, 0.2, 20), (3, 0.2, 60))
+    assert best_vs_worst(1, 1, [1, 2, 3], s, 0.05, False, 1)[0].rejected_id == 3  # sample order: the last
+    assert best_vs_worst(1, 1, [1, 2, 3], s, 0.05, False, 1, prefer_longer=True)[0].rejected_id == 2
+
+
+def test_length_margin_on_gives_each_rule_its_own_flags():
+    """train.length_margin_on on crafted rejected answers (a loop, one cut off by the budget, a clean one):
+    all applies the length term to each, finished only to the clean one, unless-loop to all but the loop."""
+    from types import SimpleNamespace
+
+    from selfalign import config
+    from selfalign.stages.train import length_term
+
+    loop = SimpleNamespace(text="\n".join(["we plan the day and we plan it well"] * 5), finish_reason="stop")
+    cut = SimpleNamespace(text="A long answer that was still going when the budget ran", finish_reason="length")
+    clean = SimpleNamespace(text="A short answer that ended by itself.", finish_reason="stop")
+    flags = {}
+    for rule in ("all", "finished", "unless-loop"):
+        cfg = config.build(sets=[f"train.length_margin_on={rule}"])
+        flags[rule] = [length_term(cfg, r) for r in (loop, cut, clean)]
+    assert flags == {"all": [True, True, True], "finished": [False, False, True],
+                     "unless-loop": [False, True, True]}

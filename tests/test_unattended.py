@@ -62,6 +62,8 @@ def contents(folder, k=1):
             "pairs": sorted((text[p.prompt_id], responses[p.chosen_id].text, responses[p.rejected_id].text)
                             for p in store.pairs(k) if p.rejected_id is not None),
             "losses": [round(s.loss, 5) for s in store.train_steps(k)],
+            "eval": {name: v for name, v in store.metrics(k)[k].items() if name.startswith("eval/")},
+            "decisions": [(d.kind, d.reason) for d in store.decisions(k)],  # the controller's, from what is stored
         }
 
 
@@ -85,14 +87,14 @@ def test_sigkill_mid_stage_then_resume_matches_an_uninterrupted_run(tiny_model_d
     """Killed in the middle of instruct, then in the middle of generate, and resumed each time, the round
     stores the same rows as the same run left alone: the same prompts and constraints, the same samples
     (each sample draws from its own seed, and a prompt missing some is sampled whole again), so the same
-    repaired copies, pairs and training losses."""
+    repaired copies, pairs, training losses, held-out figures and controller decisions."""
     whole = make(tiny_model_dir, "whole")
     assert headless("whole").wait(timeout=300) == 0
     again = make(tiny_model_dir, "again")
     assert headless("again").wait(timeout=300) == 0
     reference = contents(whole)
     assert contents(again) == reference  # an uninterrupted run is itself reproducible
-    assert reference["prompts"] and reference["responses"] and reference["pairs"] and reference["losses"]
+    assert all(reference[key] for key in ("prompts", "responses", "pairs", "losses", "eval", "decisions"))
 
     killed = make(tiny_model_dir, "killed")
     kill_when(killed, headless("killed"), "instruct")

@@ -7,7 +7,7 @@ copy once with the run's own settings and once per --set given, and prints for e
 and rejected answers' median and mean length, the share of pairs whose chosen answer is the longer, and
 the rejected answers that finished cleanly, were cut off by the token budget, or looped.
 
-    .venv/bin/python benchmarks/pairs_replay.py --run default-v3 --round 1 --set pairs.prefer_longer=true
+    .venv/bin/python benchmarks/pairs_replay.py --run default-v3 --round 1 --set pairs.tie_break=longer
 """
 
 from __future__ import annotations

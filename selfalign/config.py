@@ -52,7 +52,7 @@ def build(data: dict | None = None, *, sets: list[str] | tuple[str, ...] = (), r
 
     `source` and `text` name the file the dict came from, so errors can cite its lines.
     """
-    data = data or {}
+    data = _legacy(data or {})
     overrides = [parse_set(s) for s in sets]
     for dotted, _ in overrides:
         _check_key(dotted, source="--set")
@@ -232,15 +232,29 @@ def _coerce(section: str, f: dataclasses.Field, value: Any, where: str) -> Any:
     return value
 
 
+# Keys whose default depends on other settings (resolved in _yield_defaults): `changes` leaves them out where
+# they hold the value the other settings give them, so `init --set` and `init --fork --set` resolve alike.
+DERIVED = ("train.length_margin",)
+
+
 def _yield_defaults(sections: dict, values: dict) -> None:
     """Defaults that only make sense beside another default give way when that one is set: the length term
     to a loss without a margin or to ln-dpo (whose per-token mean already takes length out, and whose beta
-    is on another scale), prefer_longer to prefer_shorter. Set explicitly, they are checked as usual."""
-    train, pairs = sections["train"], sections["pairs"]
+    is on another scale). Set explicitly, they are checked as usual."""
+    train = sections["train"]
     if "length_margin" not in values["train"] and (train.loss not in MARGIN_LOSSES or train.loss == "ln-dpo"):
         sections["train"] = dataclasses.replace(train, length_margin=0.0)
-    if "prefer_longer" not in values["pairs"] and pairs.prefer_shorter:
-        sections["pairs"] = dataclasses.replace(pairs, prefer_longer=False)
+
+
+# Keys earlier versions wrote into config.toml, read as what replaced them (a run folder stays loadable).
+def _legacy(data: dict) -> dict:
+    pairs = data.get("pairs")
+    if not isinstance(pairs, dict) or not {"prefer_shorter", "prefer_longer"} & set(pairs):
+        return data
+    pairs = dict(pairs)
+    shorter, longer = pairs.pop("prefer_shorter", False), pairs.pop("prefer_longer", False)
+    pairs.setdefault("tie_break", "shorter" if shorter else "longer" if longer else "none")
+    return {**data, "pairs": pairs}
 
 
 def _check_relations(config: Config) -> None:
@@ -262,8 +276,6 @@ def _check_relations(config: Config) -> None:
     if config.generate.engine == "http" and not config.generate.http_url:
         raise ConfigError("generate.engine = \"http\" but generate.http_url is empty; set --set "
                           "generate.http_url=http://HOST:PORT/v1 (for example `vllm serve MODEL --enable-lora`)")
-    if config.pairs.prefer_shorter and config.pairs.prefer_longer:
-        raise ConfigError("pairs.prefer_shorter and pairs.prefer_longer are both true; set one of them to false")
     weights = [config.judge.weight_rubric, config.judge.weight_verifiers,
                config.judge.weight_likelihood, config.judge.weight_blackbox]
     if config.train.loss != "sft" and sum(weights) == 0:
@@ -280,11 +292,16 @@ def flat(config: Config) -> dict[str, Any]:
 
 def changes(config: Config) -> list[str]:
     """The settings that differ from the defaults, as --set items (the note aside): the recipe when it is not
-    the default one, then what differs from that recipe's own defaults."""
+    the default one, then what differs from that recipe's own defaults. A derived key (DERIVED) is listed
+    only where it differs from what the other settings give it, so rebuilding from these items with more
+    --set on top resolves as `init` would."""
     defaults = flat(build(recipe=config.run.recipe))
     recipe = [] if config.run.recipe == build().run.recipe else [f"run.recipe={toml_value(config.run.recipe)}"]
-    return recipe + [f"{key}={toml_value(value)}" for key, value in flat(config).items()
-                     if value != defaults.get(key) and key != "run.note"]
+    values = flat(config)
+    primary = [f"{key}={toml_value(value)}" for key, value in values.items()
+               if value != defaults.get(key) and key != "run.note" and key not in DERIVED]
+    given = flat(build(recipe=config.run.recipe, sets=primary))
+    return recipe + primary + [f"{key}={toml_value(values[key])}" for key in DERIVED if values[key] != given[key]]
 
 
 def dumps(config: Config) -> str:

@@ -153,11 +153,12 @@ class PairsSection:
                         "length-matched: of the answers at least min_margin below the chosen, the one "
                         "closest to it in length",
                         choices=("worst", "finished", "finished-or-loop", "length-matched"))
-    prefer_shorter: bool = opt(False, "on equal scores prefer the shorter response (self-judges "
-                               "reward verbosity)")
-    prefer_longer: bool = opt(True, "best-vs-worst: of the answers tied at the top score choose the longest (and "
-                              "reject the shortest of those tied at the bottom): the verifiers cannot tell them "
-                              "apart, and without it a 135M model's chosen answers drift shorter each round")
+    tie_break: str = opt("longer", "best-vs-worst: which of the answers tied at the top score is chosen (and which of "
+                         "those tied at the bottom rejected). longer: the longest chosen, the shortest rejected (the "
+                         "verifiers cannot tell tied answers apart, and without it a 135M model's chosen answers "
+                         "drift shorter each round); shorter: the shorter one, and a tie of two lengths becomes a "
+                         "pair (for rubric judges that reward verbosity); none: sample order, and a tie builds no "
+                         "pair", choices=("longer", "shorter", "none"))
     sft_min_score: float = opt(9.0, "I-SHEEP: keep answers scoring at least this on both 1-10 "
                                "scales", min=1.0, max=10.0)
 
@@ -285,12 +286,12 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "self-reward": {},
     "isheep": {"generate.samples_per_prompt": 1, "judge.rubric": "isheep", "pairs.rule": "sft",
                "train.loss": "sft", "train.init_from": "base", "train.learning_rate": 1e-4,
-               "pairs.prefer_longer": False},
+               "pairs.tie_break": "none"},
     # CycleAlign as published: its pseudo-labels come from the two rankings only, no repaired answers
     "cyclealign": {"pairs.repair": False, "judge.rubric": "none", "judge.weight_rubric": 0.0,
                    "judge.weight_blackbox": 1.0,
                    "judge.weight_likelihood": 1.0, "pairs.rule": "ranked", "train.loss": "rrhf",
-                   "pairs.prefer_longer": False, "train.learning_rate": 1e-4},
+                   "pairs.tie_break": "none", "train.learning_rate": 1e-4},
 }
 
 

@@ -161,7 +161,10 @@ def fork(source: RunFolder, name: str, at: str, sets: list[str] | tuple[str, ...
     check_sets(sets, stage)
     check_source(source, k, stage)
     note = note or f"fork of {source.name} at round {k}, stage {stage}: {' '.join(sets) or 'same settings'}"
-    cfg = config.load(source.config_path, sets=[*sets, f"run.note={config.toml_value(note)}"])
+    # the source's own choices, then these: the same resolution `init --set` makes (derived defaults follow)
+    mine = config.load(source.config_path)
+    cfg = config.build(recipe=mine.run.recipe, sets=[*config.changes(mine), *sets,
+                                                     f"run.note={config.toml_value(note)}"])
     toml = config.dumps(cfg)
     return runs.create(name, toml, root=root, force=force, fill=lambda staging: copy_into(
         staging, source, k, stage, name=name, config_toml=toml, note=note, version=version))

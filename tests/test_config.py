@@ -6,6 +6,7 @@ import pytest
 
 from selfalign import config
 from selfalign.errors import ConfigError
+from selfalign.store import open_store
 
 
 def test_every_field_has_help_and_defaults_validate():
@@ -143,15 +144,43 @@ def test_a_watched_config_is_parsed_again_only_when_the_file_changes(tmp_path, m
     assert watched.get().run.rounds == 9 and parsed == [path]
 
 
-def test_prefer_shorter_and_longer_together_is_refused():
-    with pytest.raises(ConfigError, match="prefer_shorter and pairs.prefer_longer are both true"):
-        config.build(sets=["pairs.prefer_shorter=true", "pairs.prefer_longer=true"])
-    assert config.build(sets=["pairs.prefer_longer=true"]).pairs.prefer_longer
+def test_one_tie_break_key_and_old_run_files_still_load(tmp_path):
+    assert config.build().pairs.tie_break == "longer"
+    assert config.build(sets=["pairs.tie_break=shorter"]).pairs.tie_break == "shorter"
+    with pytest.raises(ConfigError, match="pairs.prefer_longer"):
+        config.build(sets=["pairs.prefer_longer=true"])  # the two booleans are gone from the settings
+    for old, tie in (("prefer_shorter = true\nprefer_longer = false", "shorter"),
+                     ("prefer_shorter = false\nprefer_longer = true", "longer"),
+                     ("prefer_shorter = false\nprefer_longer = false", "none")):
+        path = tmp_path / "old.toml"  # a config.toml written by an earlier version
+        path.write_text(f"[pairs]\n{old}\n")
+        assert config.load(path).pairs.tie_break == tie
+
+
+def test_init_and_fork_resolve_the_same_set_to_the_same_configuration(runs_root):
+    """A fork rebuilds from its source's own choices plus the new --set, as init does from the defaults, so
+    a default that follows another setting (the length term follows the loss) follows it in both."""
+    from selfalign import fork as fork_mod
+    from selfalign import runs
+
+    source = runs.create("src", config.dumps(config.build()))
+    with open_store(source.db_path, create=True) as store:
+        store.start_round(0, None)
+        store.finish_round(0, "done")
+    for n, item in enumerate(("train.loss=ln-dpo", "train.loss=ipo", "train.loss=sft", "train.length_margin=0.05")):
+        direct = config.build(sets=[item])
+        forked = fork_mod.fork(source, f"f{n}", "1:instruct", [item])
+        assert config.flat(config.load(forked.config_path)) | {"run.note": ""} == \
+            config.flat(direct) | {"run.note": ""}, item
+    # a source that chose a loss, forked back to the default loss, gets the default length term again
+    ipo = config.build(sets=["train.loss=ipo"])
+    assert config.changes(ipo) == ["train.loss=\"ipo\""]
+    assert config.build(sets=[*config.changes(ipo), "train.loss=dpo"]).train.length_margin == 0.02
 
 
 def test_changes_lists_what_differs_from_the_recipe_defaults():
-    cfg = config.build(sets=["generate.max_new_tokens=192", "pairs.prefer_longer=false", "run.note=why"])
-    assert config.changes(cfg) == ["generate.max_new_tokens=192", "pairs.prefer_longer=false"]
+    cfg = config.build(sets=["generate.max_new_tokens=192", "pairs.tie_break=none", "run.note=why"])
+    assert config.changes(cfg) == ["generate.max_new_tokens=192", 'pairs.tie_break="none"']
     assert config.changes(config.build()) == []
     isheep = config.build(recipe="isheep")
     assert config.changes(isheep) == ["run.recipe=\"isheep\""]  # its own defaults are not changes
@@ -159,7 +188,7 @@ def test_changes_lists_what_differs_from_the_recipe_defaults():
 
 def test_the_recipe_defaults_give_way_to_settings_they_cannot_go_with():
     default = config.build()
-    assert (default.generate.max_new_tokens, default.pairs.prefer_longer) == (320, True)
+    assert (default.generate.max_new_tokens, default.pairs.tie_break) == (320, "longer")
     assert (default.train.length_margin, default.train.length_margin_on) == (0.02, "unless-loop")
     # the length term needs a margin: another loss turns it off unless it is set too (then it is refused)
     assert config.build(sets=["train.loss=sft"]).train.length_margin == 0.0
@@ -168,9 +197,8 @@ def test_the_recipe_defaults_give_way_to_settings_they_cannot_go_with():
     assert config.build(sets=["train.loss=ln-dpo", "train.length_margin=0.01"]).train.length_margin == 0.01
     with pytest.raises(ConfigError, match="set train.length_margin = 0 or change the loss"):
         config.build(sets=["train.loss=ipo", "train.length_margin=0.02"])
-    assert config.build(sets=["pairs.prefer_shorter=true"]).pairs.prefer_longer is False
     for recipe in ("isheep", "cyclealign"):  # the published methods keep their own pair rules
         published = config.build(recipe=recipe, sets=["judge.blackbox_url=http://127.0.0.1:9/v1"])
-        assert published.train.length_margin == 0.0 and published.pairs.prefer_longer is False
+        assert published.train.length_margin == 0.0 and published.pairs.tie_break == "none"
         assert published.train.learning_rate == 1e-4  # the default's 2e-4 was measured on self-reward only
     assert default.train.learning_rate == 2e-4

@@ -20,8 +20,8 @@ reward where asked spread to every answer, round after round (issue 33: 43 % of 
 opened with a quote nobody asked for after 3 rounds); with it such an answer is rejected, not chosen.
 
 Rules: best-vs-worst (DPO; up to max_pairs_per_prompt pairs, each with at least min_margin,
-ties dropped, equal scores broken toward the shorter response when prefer_shorter, or the chosen taken as
-the longest of the answers tied at the top when prefer_longer), ranked (every
+ties dropped, equal scores broken by pairs.tie_break: the shorter response, or the chosen taken as the
+longest of the answers tied at the top), ranked (every
 ordered pair with the margin, for RRHF), sft (I-SHEEP: responses scoring at least sft_min_score on
 both scales). Each pair stores its rule and the scores behind it. The stage rebuilds the round's
 pairs from the stored judgements in one transaction, so rerunning it is safe.
@@ -176,15 +176,15 @@ def run(ctx: StageContext) -> None:
     if cfg.pairs.repair and cfg.pairs.rule != "sft":
         add_repairs(ctx, scores, by_prompt, weights)
     pairs = []
+    prefer_shorter, prefer_longer = cfg.pairs.tie_break == "shorter", cfg.pairs.tie_break == "longer"
     for pid, ids in sorted(by_prompt.items()):
         if cfg.pairs.rule == "sft":
             pairs += sft_examples(k, pid, ids, scores, cfg.pairs.sft_min_score)
         elif cfg.pairs.rule == "ranked":
-            pairs += ranked_pairs(k, pid, ids, scores, cfg.pairs.min_margin, cfg.pairs.prefer_shorter)
+            pairs += ranked_pairs(k, pid, ids, scores, cfg.pairs.min_margin, prefer_shorter)
         else:
-            pairs += best_vs_worst(k, pid, ids, scores, cfg.pairs.min_margin, cfg.pairs.prefer_shorter,
-                                   cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected,
-                                   prefer_longer=cfg.pairs.prefer_longer)
+            pairs += best_vs_worst(k, pid, ids, scores, cfg.pairs.min_margin, prefer_shorter,
+                                   cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected, prefer_longer=prefer_longer)
     if cfg.pairs.unasked_form_gate:  # every answer wore a habit: none is worth learning, the least bad neither
         pairs = [p for p in pairs if not scores[p.chosen_id]["unasked"]]
     with store.transaction():

@@ -62,7 +62,7 @@ def cli(ctx: click.Context, runs_dir: str | None) -> None:
 @click.pass_context
 def init(ctx, name, recipe, model_name, config_file, sets, note, force, source, at):
     """Create runs/NAME/ with its resolved config.toml and database, or fork another run."""
-    from selfalign import __version__, config, models, runs
+    from selfalign import __version__, config, models, prompts, runs
 
     runs.check_name(name)
     if source or at:
@@ -86,6 +86,7 @@ def init(ctx, name, recipe, model_name, config_file, sets, note, force, source, 
     else:
         cfg = config.build(sets=extra, recipe=recipe)
     models.resolve(cfg.model.name)  # an unknown model fails here, not rounds later
+    prompts.check_config_files(cfg)  # and so does a missing or broken prompt file
     folder = runs.create(name, config.dumps(cfg), root=ctx.obj["runs_dir"], force=force, note=cfg.run.note,
                          version=__version__)
     click.echo(f"created run {name} at {folder.path} (recipe {cfg.run.recipe}, model {cfg.model.name})")
@@ -94,19 +95,26 @@ def init(ctx, name, recipe, model_name, config_file, sets, note, force, source, 
 
 @cli.command("config")
 @click.argument("name", required=False)
-@click.option("--keys", is_flag=True, help="List every setting with its default and help.")
+@click.option("--keys", is_flag=True, help="List the settings with their help, the ones a newcomer sets first; with "
+              "NAME, the run's values beside the defaults.")
 @click.pass_context
 def config_cmd(ctx, name, keys):
-    """Print a run's resolved config.toml, or every setting with --keys."""
+    """Print a run's resolved config.toml, or the settings with --keys (every setting when no run is named)."""
     from selfalign import config, runs
 
-    if keys or not name:
-        for key, default, text in config.describe_keys():
-            click.echo(f"{key} = {default}\n    {text}")
-        return
-    folder = runs.locate(name, ctx.obj["runs_dir"])
-    config.load(folder.config_path)  # validate before printing
-    click.echo(folder.config_path.read_text(encoding="utf-8"), nl=False)
+    cfg = None
+    if name:
+        folder = runs.locate(name, ctx.obj["runs_dir"])
+        cfg = config.load(folder.config_path)  # validate before printing
+        if not keys:
+            click.echo(folder.config_path.read_text(encoding="utf-8"), nl=False)
+            return
+    for group, rows in config.describe_keys(cfg):
+        click.echo(f"# {group}")
+        for key, value, default, text in rows:
+            shown = value if value == default else f"{value}   (default {default})"
+            click.echo(f"{key} = {shown}\n    {text}")
+        click.echo()
 
 
 @cli.group(cls=Group)
@@ -169,17 +177,21 @@ def serve(ctx, name, model_name, round_k, host, port):
         raise UsageError("name a run (selfalign serve RUN) or a model (selfalign serve --model NAME)")
     adapter = None
     cfg = config.build()
+    what = f"model {model_name}"
     if name:
         folder = runs.locate(name, ctx.obj["runs_dir"])
         cfg = config.load(folder.config_path)
         with open_store(folder.db_path) as store:
             preferred = controller.best_kept_round(cfg, store, folder.adapter_rounds())
-        adapter = folder.adapter_of(folder.policy_round(round_k, preferred))
+        k = folder.policy_round(round_k, preferred)
+        adapter = folder.adapter_of(k)
+        base = model_name or cfg.model.name
+        what = f"run {name}, round {k}: " + (f"adapter {adapter} on {base}" if adapter else f"the base model {base}")
     # the run's model and engine settings; --model names another model
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=model_name or cfg.model.name))
     engine, _ = select.make(cfg)
     server = make_server(engine, name or model_name, host, port, adapter=adapter)
-    click.echo(f"serving {model_name}{' + ' + adapter if adapter else ''} at http://{host}:{server.server_port}/v1 "
+    click.echo(f"serving {what} as model {name or model_name!r} at http://{host}:{server.server_port}/v1 "
                "(Ctrl-C stops)")
     try:
         server.serve_forever()

@@ -340,12 +340,23 @@ def save(config: Config, path: str | Path) -> None:
     tmp.replace(path)
 
 
-def describe_keys() -> list[tuple[str, str, str]]:
-    """(section.key, default, help) for every field, for `selfalign config --keys`."""
-    rows = []
-    defaults = Config()
-    for name, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            rows.append((f"{name}.{f.name}", toml_value(getattr(getattr(defaults, name), f.name)),
-                         f.metadata["help"]))
-    return rows
+# What a newcomer sets first (`selfalign config --keys` lists these before the rest, section by section).
+FIRST_KEYS = ("run.recipe", "run.rounds", "run.seed", "run.note", "model.name", "instruct.prompts_per_round",
+              "generate.engine", "generate.samples_per_prompt", "generate.max_new_tokens", "judge.blackbox_url",
+              "judge.blackbox_model", "train.learning_rate", "train.epochs", "eval.prompts", "report.to")
+
+
+def describe_keys(config: Config | None = None) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
+    """(group, [(section.key, value, default, help)]) for `selfalign config --keys`: the keys a newcomer sets
+    first, then every other key by section. `value` is the run's when a config is given, else the default."""
+    defaults = build(recipe=config.run.recipe) if config else Config()
+    config = config or defaults
+    rows = {f"{name}.{f.name}": (f"{name}.{f.name}", toml_value(getattr(getattr(config, name), f.name)),
+                                 toml_value(getattr(getattr(defaults, name), f.name)), f.metadata["help"])
+            for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    groups = [("start here", [rows[key] for key in FIRST_KEYS])]
+    for name in SECTIONS:
+        rest = [row for key, row in rows.items() if key.startswith(name + ".") and key not in FIRST_KEYS]
+        if rest:
+            groups.append((f"[{name}]", rest))
+    return groups

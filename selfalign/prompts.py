@@ -134,3 +134,21 @@ def read_prompt_file(name: str, run_dir: str | Path | None = None) -> list[dict[
     if not prompts:
         raise ConfigError(f"{path} holds no prompts; add at least one line")
     return prompts
+
+
+def check_config_files(cfg) -> None:
+    """Read every prompt file a configuration names, so a missing or broken one fails at `init` with the key
+    to change, not rounds later after the model has loaded."""
+    checks = [("eval.heldout_file", cfg.eval.heldout_file, read_prompt_file),
+              ("instruct.seed_file", cfg.instruct.seed_file, read_seed_tasks),
+              ("instruct.template", cfg.instruct.template, lambda n: load_template(n, ("demos",))),
+              ("instruct.bank", cfg.instruct.bank, read_seed_tasks),
+              ("judge.rubric_prompt", cfg.judge.rubric_prompt, lambda n: load_template(n, ("instruction", "response"))),
+              ("generate.urial_template", cfg.generate.urial_template, lambda n: load_template(n, ("query",)))]
+    for key, name, read in checks:
+        if not name:
+            continue  # an optional file left empty
+        try:
+            read(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{key} = {name!r}: {exc}") from None

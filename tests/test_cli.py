@@ -86,6 +86,9 @@ def test_init_from_a_config_file_with_runs_dir_option(tmp_path):
     (["init", "x", "--model", "no-such-model"], 2, "unknown model 'no-such-model'"),
     (["init", "x", "--model", "./missing/folder"], 2, "does not exist"),
     (["init", "x", "--config", "nope.toml"], 2, "does not exist"),
+    (["init", "x", "--set", "eval.heldout_file=nope.jsonl"], 2, "eval.heldout_file = 'nope.jsonl'"),
+    (["init", "x", "--set", "instruct.seed_file=nope.jsonl"], 2, "instruct.seed_file = 'nope.jsonl'"),
+    (["init", "x", "--set", "generate.urial_template=self_instruct.txt"], 2, "generate.urial_template"),
     (["config", "ghost"], 1, "no run named 'ghost'"),
 ])
 def test_bad_input_gives_one_line_and_exit_code(runs_root, args, code, message):
@@ -163,9 +166,17 @@ def test_models_list(tmp_path, monkeypatch):
     assert "smollm2-135m" in result.output and "not pulled" in result.output
 
 
-def test_config_keys():
+def test_config_keys_puts_what_a_newcomer_sets_first_and_shows_a_runs_values(runs_root):
     result = invoke("config", "--keys")
     assert result.exit_code == 0 and "train.lora_r = 16" in result.output
+    first = result.output.split("\n\n")[0]
+    assert first.startswith("# start here") and "run.rounds = 3" in first and "model.name" in first
+    assert "train.lora_r" not in first  # a specialist's key comes later, in its section
+    assert invoke("init", "k", "--set", "train.learning_rate=0.0001").exit_code == 0
+    listed = invoke("config", "k", "--keys")
+    assert listed.exit_code == 0 and "train.learning_rate = 0.0001   (default 0.0002)" in listed.output
+    plain = invoke("config", "k")  # without --keys: the run's config.toml itself
+    assert plain.output == (runs_root / "k" / "config.toml").read_text()
 
 
 def test_a_full_disk_is_one_line_with_its_fix_from_a_file_write_or_from_sqlite(tmp_path):

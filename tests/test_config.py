@@ -127,7 +127,7 @@ def test_unknown_recipe():
 
 
 def test_describe_keys_covers_every_field():
-    keys = {k for k, _, _ in config.describe_keys()}
+    keys = {row[0] for _, rows in config.describe_keys() for row in rows}
     assert "train.lora_r" in keys and "judge.blackbox_key_env" in keys
     assert len(keys) == sum(len(dataclasses.fields(c)) for c in config.SECTIONS.values())
 

@@ -189,3 +189,22 @@ def test_serve_command_answers_an_openai_client(tiny_model_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_serve_names_the_run_round_and_model_it_serves(tiny_model_dir, runs_root):
+    import re
+    import subprocess
+    import sys
+
+    from selfalign import config, runs
+
+    runs.create("served", config.dumps(config.build(sets=[f"model.name={tiny_model_dir}"])))
+    proc = subprocess.Popen([sys.executable, "-m", "selfalign", "serve", "served", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"serving run served, round 0: the base model {tiny_model_dir} as model 'served'")
+        assert "None" not in line and re.search(r"http://127\.0\.0\.1:\d+/v1", line)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -11,7 +11,7 @@ work did not use it: fork earlier instead.
 What each stage writes, and so what a fork drops when it starts at or before that stage:
 instruct: the round's new prompts; generate: the round's samples; judge: their verifications,
 judgements, demonstrations and judge/ and verify/ metrics; pairs: the pairs, repaired copies
-(policy 'repair') and pairs/ metrics; train: the train steps, the adapter and train/ metrics;
+(kind 'repair') and pairs/ metrics; train: the train steps, the adapter and train/ metrics;
 evaluate: the round's held-out answers, eval/ metrics and the controller's decisions.
 """
 
@@ -115,7 +115,7 @@ def trim(db, k: int, later: tuple[str, ...]) -> None:
         if "generate" in later:
             conditions.append("(r.round = :k AND p.split = 'train')")
         if "pairs" in later:
-            conditions.append("(r.round = :k AND r.policy = 'repair')")
+            conditions.append("(r.round = :k AND r.kind = 'repair')")
     x("CREATE TEMP TABLE gone (id INTEGER PRIMARY KEY)")
     x(f"INSERT INTO gone SELECT r.id FROM responses r JOIN prompts p ON p.id = r.prompt_id "
       f"WHERE {' OR '.join(conditions)}", {"k": k})

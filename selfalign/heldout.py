@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from selfalign import stats, verifiers
+from selfalign.store.rows import EVAL
 from selfalign.verifiers import forms
 
 
@@ -65,7 +66,7 @@ def answers(store, round_k: int, prompt_ids=None) -> dict[int, Answer]:
         wanted = set(prompt_ids)
         found = {}
         for r in store.responses(round=round_k):
-            if r.prompt_id in wanted and r.params.get("eval") and r.prompt_id not in found:
+            if r.prompt_id in wanted and r.kind == EVAL and r.prompt_id not in found:
                 found[r.prompt_id] = r
         prompts = store.prompts_by_id(found)
         pairs = [(prompts[i], r) for i, r in sorted(found.items())]

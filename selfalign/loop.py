@@ -96,12 +96,13 @@ class Loop:
             log("info", f"the controller stopped the run: {plan.stop_reason}; raise controller.patience or "
                 "controller.max_hours in config.toml to go on", round=k - 1)
             return False
-        previous = plan.adapter_round if plan else latest_adapter(folder, k)
+        begun = store.round(k)  # a resumed round keeps the policy it began with (its one home: rounds.policy_round)
+        previous = begun.policy_round if begun else plan.adapter_round if plan else latest_adapter(folder, k)
         round_cfg = controller.effective_config(cfg, plan.overrides) if plan else cfg
         if plan and plan.overrides:
             log("info", "settings changed by the controller: " + ", ".join(f"{key}={value:.4g}" if isinstance(
                 value, float) else f"{key}={value}" for key, value in plan.overrides.items()), round=k)
-        store.start_round(k, folder.adapter_label(previous) if previous else None)
+        store.start_round(k, previous)
         start = self.context(k, previous, round_cfg, plan.constraint_weights if plan else None)
         for name in STAGES:
             # evaluate measures the policy this round trained (the one it started from if it trained none)

@@ -32,7 +32,7 @@ def build(root) -> runs.RunFolder:
         for k in (0, 1):
             store.start_round(k, None)
         heldout = store.add_prompts([NewPrompt("Say hello in French.", "heldout", split="heldout")])
-        store.add_response(NewResponse(heldout[0], 0, "base", 0, "Bonjour !", 4, "stop", -0.8))
+        store.add_response(NewResponse(heldout[0], 0, "base", 0, "Bonjour !", 4, "stop", -0.8, kind="eval"))
         store.finish_round(0, "done")
         ids = store.add_prompts([NewPrompt(text, "self", constraints=c, round=1) for text, c in PROMPTS])
         for stage in ("instruct", "generate", "judge", "pairs"):

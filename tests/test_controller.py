@@ -9,7 +9,6 @@ from test_loop import LOOP_SETS
 from textual.widgets import Static
 
 from selfalign import config, controller, export, loop, runs
-from selfalign.stages.pairs import REPAIR_POLICY
 from selfalign.store import open_store
 from selfalign.store.rows import Decision
 from selfalign.tui.app import RunApp
@@ -150,8 +149,8 @@ def test_a_forced_regression_is_rejected_and_rolled_back(tiny_model_dir, runs_ro
         reject = next(d for d in store.decisions(1) if d.kind == "reject")
         assert reject.data["best_round"] == 0 and "round 1's adapter is not promoted" in reject.reason
         assert store.round(2).policy_adapter is None  # rolled back to the base, not round 1's adapter
-        sampled = [r for r in store.responses(round=2) if r.params.get("eval") is None and r.policy != REPAIR_POLICY]
-        assert {r.policy for r in sampled} == {"base"}  # (repaired copies are labelled 'repair', not a policy)
+        sampled = [r for r in store.responses(round=2) if r.kind != "eval"]
+        assert {r.policy for r in sampled} == {"base"}  # repaired copies keep their source's policy
         assert any("controller: reject" in e.message for e in store.events())
     saved = config.load(folder.adapter_dir(2) / "selfalign_config.toml")
     assert saved.train.learning_rate == pytest.approx(0.0005) and saved.train.beta == pytest.approx(0.2)

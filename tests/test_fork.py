@@ -22,7 +22,7 @@ def cli(*args):
 def snapshot(folder, k):
     """What a fork at k:pairs must keep from round k: prompts, samples and their verifications."""
     with open_store(folder.db_path) as store:
-        samples = sorted((r.id, r.text) for r in store.responses(round=k) if r.policy != "repair"
+        samples = sorted((r.id, r.text) for r in store.responses(round=k) if r.kind != "repair"
                          and r.prompt_id in {p.id for p in store.prompts(split="train", round=k)})
         checked = {rid: store.verifications(rid) for rid, _ in samples}
         return {"prompts": sorted(p.text for p in store.prompts(split="train", round=k)), "samples": samples,
@@ -48,7 +48,7 @@ def test_fork_at_pairs_keeps_the_samples_drops_the_rest_and_goes_on(source, runs
         assert [r.k for r in store.rounds()] == [0, 1] and store.round(1).status == "running"
         assert [s.name for s in store.stages(1)] == ["instruct", "generate", "judge"]
         assert not store.pairs(1) and not store.train_steps(1)
-        assert not [r for r in store.responses(round=1) if r.policy == "repair"]
+        assert not [r for r in store.responses(round=1) if r.kind == "repair"]
         assert not store.responses(round=2) and not store.prompts(split="train", round=2)
         names = set(store.metrics(1).get(1, {}))
         assert names and not {n for n in names if n.split("/")[0] in ("pairs", "train", "eval")}

@@ -11,7 +11,6 @@ from test_http import Scripted
 
 from selfalign import config, evaluation, heldout, loop, runs, verifiers
 from selfalign.errors import EXIT_OK, EXIT_STOPPED
-from selfalign.stages.pairs import REPAIR_POLICY
 from selfalign.store import open_store
 
 LOOP_SETS = ["instruct.prompts_per_round=2", "instruct.seed_prompts_per_round=3", "instruct.max_new_tokens=24",
@@ -67,8 +66,11 @@ def test_self_reward_two_rounds_then_eval_and_export(tiny_model_dir, runs_root, 
         assert store.pairs(1), "the combined judge should separate some responses"
         # round 2 sampled from round 1's adapter
         assert store.round(2).policy_adapter == "rounds/1/adapter"
-        sampled = [r for r in store.responses(round=2) if r.policy != REPAIR_POLICY]  # repaired copies: 'repair'
-        assert {r.policy for r in sampled} == {"rounds/2/adapter", "rounds/1/adapter"}
+        sampled = [r for r in store.responses(round=2) if r.kind == "sample"]
+        assert {r.policy for r in sampled} == {"rounds/1/adapter"}  # round 2 samples from round 1's adapter
+        evaluated = {r.policy for r in store.responses(round=2) if r.kind == "eval"}
+        assert evaluated == {"rounds/2/adapter"}  # and is evaluated with its own
+        assert {r.policy for r in store.responses(round=2) if r.kind == "repair"} <= {"rounds/1/adapter"}
         assert store.heartbeat()[0] == os.getpid()  # the loop's heartbeat thread wrote its pid
     assert loop.run(folder, quiet=True) == EXIT_OK  # all rounds done: nothing to do
 
@@ -206,7 +208,7 @@ def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(ti
             assert p.scores["chosen"]["verifiers"] >= p.scores["rejected"]["verifiers"]
         by_id = {r.id: r for r in store.responses(round=1)}
         prompts_by_id = {p.id: p for p in prompts}
-        copies = [r for r in by_id.values() if r.policy == "repair"]
+        copies = [r for r in by_id.values() if r.kind == "repair"]
         # every prompt the stage tried to repair is counted, and each stored copy is one it made
         assert len(copies) == round((metrics["pairs/repair_rate"] or 0) * metrics["pairs/repair_tried"])
         for copy in copies:  # a repaired copy meets everything

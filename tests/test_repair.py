@@ -115,7 +115,7 @@ def test_the_pairs_stage_trains_on_a_stored_repaired_copy(tmp_path):
     cfg = config.build(sets=["pairs.repair=true", "judge.weight_likelihood=0"])
     pairs_stage.run(StageContext(cfg, store, None, round=1))
     pairs = {p.prompt_id: p for p in store.pairs(1)}
-    copies = [r for r in store.responses(round=1) if r.policy == "repair"]
+    copies = [r for r in store.responses(round=1) if r.kind == "repair"]
     assert len(copies) == 1
     (copy,) = copies
     assert copy.prompt_id == shout and copy.text == "SLEEP WELL EVERY NIGHT." and copy.finish_reason == "stop"
@@ -129,7 +129,7 @@ def test_the_pairs_stage_trains_on_a_stored_repaired_copy(tmp_path):
     assert metrics["pairs/repair_tried"] == 2.0 and metrics["pairs/repair_rate"] == pytest.approx(0.5)
 
     pairs_stage.run(StageContext(cfg, store, None, round=1))  # a rerun reuses the stored copy
-    assert [r.id for r in store.responses(round=1) if r.policy == "repair"] == [copy.id]
+    assert [r.id for r in store.responses(round=1) if r.kind == "repair"] == [copy.id]
     assert {p.prompt_id: p.chosen_id for p in store.pairs(1)}[shout] == copy.id
 
 
@@ -137,5 +137,5 @@ def test_without_repair_no_copy_is_made(tmp_path):
     store, (shout, _, _), _ = _store_with_round(tmp_path)
     cfg = config.build(sets=["pairs.repair=false", "judge.weight_likelihood=0"])
     pairs_stage.run(StageContext(cfg, store, None, round=1))
-    assert not [r for r in store.responses(round=1) if r.policy == "repair"]
+    assert not [r for r in store.responses(round=1) if r.kind == "repair"]
     assert shout in {p.prompt_id for p in store.pairs(1)}  # the clean answers still beat the loop

@@ -288,10 +288,10 @@ def test_the_win_rate_comes_from_the_black_box_judge_when_one_is_set(tmp_path):
             [NewPrompt(f"Describe place {i}.", "heldout", "heldout") for i in range(4)])]
         answers = {}
         for i, p in enumerate(heldout):
-            store.add_response(NewResponse(p.id, 0, "base", 0, "short", 1, "stop"))
+            store.add_response(NewResponse(p.id, 0, "base", 0, "short", 1, "stop", kind="eval"))
             text = "short" if i == 3 else "a much longer answer " * (i + 1)  # prompt 3: identical answers
             answers[p.id] = store.response(store.add_response(NewResponse(p.id, 1, "rounds/1/adapter", 0, text, 4,
-                                                                          "stop")))
+                                                                          "stop", kind="eval")))
         ctx = StageContext(cfg, store, NoPolicy(), round=1, adapter="rounds/1/adapter")
         rate, decided = evaluate.win_rate(ctx, heldout, answers)
         again = evaluate.win_rate(ctx, heldout, answers)  # stored verdicts are reused: nothing asked twice

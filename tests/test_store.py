@@ -29,14 +29,14 @@ def test_pragmas_and_indexes(store):
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"responses_by_round", "judgements_by_response", "pairs_by_round"} <= indexes
-    assert store.schema_version() == "m006_stage_peak_memory"
+    assert store.schema_version() == "m007_response_kind_and_round_policy"
 
 
 def test_reopen_applies_nothing_twice(tmp_path, store):
     store.close()
     with open_store(tmp_path / "selfalign.db") as again:
         assert again.run_info().name == "demo"
-        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 6
+        assert again.db.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 7
 
 
 def test_prompts_are_deduplicated_by_normalised_text(store):
@@ -94,7 +94,8 @@ def test_foreign_keys_are_enforced(store):
 
 def test_rounds_stages_steps_metrics_events_controls(store):
     store.start_round(1, None)
-    assert store.start_round(1, "ignored").policy_adapter is None  # resume keeps the round
+    assert store.start_round(1, 7).policy_round is None  # resume keeps the round and the policy it began with
+    assert store.start_round(2, 1).policy_round == 1
     store.start_stage(1, "generate", total=10)
     store.stage_progress(1, "generate", 4)
     store.finish_stage(1, "generate", "failed", error="boom")
@@ -229,3 +230,63 @@ def test_every_row_dataclass_matches_its_tables_columns(store):
     for table, row_type in ROW_TYPES.items():
         columns = {row[1] for row in store.db.execute(f"PRAGMA table_info({table})")}
         assert {f.name for f in dataclasses.fields(row_type)} == columns, table
+
+
+def test_a_response_kind_and_a_round_policy_each_have_one_column(store):
+    """What a response is (sample, repair, eval) lives in responses.kind, checked by the database; the policy
+    a round samples from lives in rounds.policy_round. Outside the store no code tells them apart another way
+    (a 'repair' policy label, an 'eval' flag in params)."""
+    import re
+    from pathlib import Path
+
+    import selfalign
+
+    responses = {row[1]: row for row in store.db.execute("PRAGMA table_info(responses)")}
+    assert responses["kind"][4] == "'sample'"  # its default
+    (p,) = store.add_prompts([NewPrompt("Say hi.", "seed")])
+    with pytest.raises(ValueError, match="kind 'guess'"):
+        store.add_response(NewResponse(p, 1, "base", 0, "hi", 1, "stop", kind="guess"))
+    with pytest.raises(sqlite3.IntegrityError):  # and the database holds the same line
+        store.db.execute("INSERT INTO responses (prompt_id, round, policy, kind, sample_index, text, tokens, "
+                         "finish_reason, created_at) VALUES (?, 1, 'base', 'guess', 0, 'x', 1, 'stop', 'now')", [p])
+    sample = store.add_response(NewResponse(p, 1, "base", 0, "hi", 1, "stop"))
+    copy = store.add_response(NewResponse(p, 1, "base", 0, "Hi.", 1, "stop", params={"repaired_from": sample},
+                                          kind="repair"))  # same policy and index, another kind: its own row
+    assert copy and sample and {r.kind for r in store.responses(round=1)} == {"sample", "repair"}
+    assert "policy_round" in {row[1] for row in store.db.execute("PRAGMA table_info(rounds)")}
+    root = Path(selfalign.__file__).parent
+    offenders = [str(f.relative_to(root)) for f in root.rglob("*.py") if "store" not in f.parts
+                 and re.search(r"policy\s*[!=]=\s*['\"]repair|\.get\(\"eval\"\)|policy\s*=\s*'repair'",
+                               f.read_text())]
+    assert offenders == []
+
+
+def test_older_runs_get_their_kinds_and_round_policies(tmp_path):
+    """m007: repaired copies (policy 'repair') take their source's policy and kind 'repair', held-out answers
+    (params.eval) kind 'eval'; a round's policy label becomes its policy round; every id and link stays."""
+    import sqlite_utils
+
+    from selfalign.store.schema import migrations
+
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    migrations.apply(db, stop_before="m007_response_kind_and_round_policy")
+    db.execute("INSERT INTO prompts (id, text, source, split, constraints, hash, created_at) "
+               "VALUES (1, 'Say hi.', 'seed', 'train', '[]', 'h', 'now')")
+    for rid, policy, params in ((11, "rounds/1/adapter", "{}"), (12, "repair", '{"repaired_from": 11}'),
+                                (13, "rounds/2/adapter", '{"eval": true}')):
+        db.execute("INSERT INTO responses (id, prompt_id, round, policy, sample_index, text, tokens, finish_reason, "
+                   "params, created_at) VALUES (?, 1, 2, ?, 0, 'hi', 1, 'stop', ?, 'now')", [rid, policy, params])
+    db.execute("INSERT INTO pairs (round, prompt_id, chosen_id, rejected_id, margin, rule) "
+               "VALUES (2, 1, 12, 11, 1.0, 'best-vs-worst')")
+    db.execute("INSERT INTO rounds (k, status, policy_adapter, started_at) VALUES (2, 'done', 'rounds/1/adapter', 'x')")
+    db.execute("INSERT INTO rounds (k, status, policy_adapter, started_at) VALUES (1, 'done', NULL, 'x')")
+    db.conn.commit()
+    db.close()
+    with open_store(path) as store:
+        got = {r.id: (r.policy, r.kind) for r in store.responses(round=2)}
+        assert got == {11: ("rounds/1/adapter", "sample"), 12: ("rounds/1/adapter", "repair"),
+                       13: ("rounds/2/adapter", "eval")}
+        assert [(p.chosen_id, p.rejected_id) for p in store.pairs(2)] == [(12, 11)]
+        assert (store.round(2).policy_round, store.round(1).policy_round) == (1, None)
+        assert [r.id for r in store.search_responses("hi")] and store.db.execute("PRAGMA foreign_keys").fetchone()[0]

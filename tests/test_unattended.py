@@ -57,7 +57,7 @@ def contents(folder, k=1):
         responses = {r.id: r for r in store.responses(round=k)}
         return {
             "prompts": sorted((p.text, p.source, str(p.constraints)) for p in store.prompts(split="train", round=k)),
-            "responses": sorted((text[r.prompt_id], r.policy, r.sample_index, r.text, r.finish_reason)
+            "responses": sorted((text[r.prompt_id], r.policy, r.kind, r.sample_index, r.text, r.finish_reason)
                                 for r in responses.values()),
             "pairs": sorted((text[p.prompt_id], responses[p.chosen_id].text, responses[p.rejected_id].text)
                             for p in store.pairs(k) if p.rejected_id is not None),

@@ -15,6 +15,7 @@ from pathlib import Path
 from selfalign.config import Config
 from selfalign.engines.base import Engine, GenerationRequest
 from selfalign.store import Store
+from selfalign.store.rows import SAMPLE
 
 # The order the loop runs a round's stages in; compare, the UI's pipeline and the gain benchmark list them so.
 STAGES = ("instruct", "generate", "judge", "pairs", "train", "evaluate")
@@ -53,7 +54,7 @@ def round_responses(ctx: StageContext):
     (skipped ones left out): what judge, pairs and the health metrics all work on."""
     train = {p.id: p for p in ctx.store.prompts(split="train", round=ctx.round)}
     responses = [r for r in ctx.store.responses(round=ctx.round) if r.prompt_id in train
-                 and r.policy == ctx.policy and r.finish_reason != "skipped"]
+                 and r.policy == ctx.policy and r.kind == SAMPLE and r.finish_reason != "skipped"]
     return train, responses
 
 

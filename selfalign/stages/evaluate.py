@@ -19,7 +19,7 @@ from selfalign import metrics as metrics_mod
 from selfalign.engines.base import GenerationRequest
 from selfalign.heldout import WIN_RATE_MIN_DECIDED
 from selfalign.stages import StageContext, derive_seed, policy_request
-from selfalign.store.rows import NewPrompt, NewResponse
+from selfalign.store.rows import EVAL, NewPrompt, NewResponse
 
 NAME = "evaluate"
 
@@ -62,7 +62,8 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
     cfg, store, k = ctx.config, ctx.store, ctx.round
     heldout = heldout_prompts(ctx, file, every, split)
     ids = {p.id for p in heldout}
-    have = {r.prompt_id for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
+    have = {r.prompt_id for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy
+            and r.kind == EVAL}
     todo = [policy_request(ctx, verifiers.attach(p.text, p.constraints), key=p.id, n=1,
                            seed=derive_seed(cfg.run.seed, "eval", p.id), max_new_tokens=cfg.eval.max_new_tokens,
                            temperature=cfg.eval.temperature, top_p=1.0 if cfg.eval.temperature == 0 else 0.95)
@@ -75,7 +76,7 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
         nonlocal done
         params = {"temperature": cfg.eval.temperature, "max_new_tokens": cfg.eval.max_new_tokens, "eval": True}
         store.add_response(NewResponse(result.key, k, ctx.policy, 0, result.text, result.tokens, result.finish_reason,
-                                       result.mean_logprob, params, result.duration_s))
+                                       result.mean_logprob, params, result.duration_s, kind=EVAL))
         done += 1
         ctx.report(NAME, done, total)
 
@@ -84,7 +85,8 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
     ctx.engine.generate(todo, adapter=ctx.adapter, on_result=store_result, should_stop=ctx.should_stop)
     ctx.check_stop()
 
-    answers = {r.prompt_id: r for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy}
+    answers = {r.prompt_id: r for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy
+               and r.kind == EVAL}
     metrics = response_metrics([(p.constraints, answers[p.id]) for p in heldout if p.id in answers])
     if k > 0 and cfg.eval.win_rate:
         metrics["eval/win_rate"], metrics["eval/win_rate_decided"] = win_rate(ctx, heldout, answers)
@@ -127,7 +129,7 @@ def win_rate(ctx: StageContext, heldout, answers) -> tuple[float | None, float |
     0.5 because of the judge, not because the rounds are equal."""
     store = ctx.store
     how = _win_rate_judge(ctx)
-    baseline = {r.prompt_id: r for r in store.responses(round=0) if r.policy == "base"}
+    baseline = {r.prompt_id: r for r in store.responses(round=0) if r.policy == "base" and r.kind == EVAL}
     items, identical = [], {}
     for p in heldout:
         if p.id not in answers or p.id not in baseline:

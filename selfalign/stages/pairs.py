@@ -33,7 +33,7 @@ from collections import defaultdict
 
 from selfalign import judging, scoring, verifiers
 from selfalign.stages import StageContext, by_prompt, round_responses
-from selfalign.store.rows import NewPair, NewResponse
+from selfalign.store.rows import REPAIR, NewPair, NewResponse
 from selfalign.verifiers import forms
 
 NAME = "pairs"
@@ -91,7 +91,6 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, floa
     return out, weights
 
 
-REPAIR_POLICY = "repair"  # the policy label of an edited copy: generate and judge never see these rows
 TRIMMING = {"max_words", "max_sentences"}
 
 
@@ -102,14 +101,14 @@ def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int,
     candidates. The copy meets every constraint and keeps its source's other scores (rubric, black box,
     likelihood: the edit changed the form, not the content they judged). A cut-off answer is a source
     only where a length limit trims it back to whole sentences anyway; a looping one never is. The copy
-    is a response row (policy 'repair', the source's sample index, params naming the source), so a
+    is a response row (kind 'repair', its source's policy and sample index, params naming the source), so a
     rerun finds it instead of adding another, and the UI shows what was trained on."""
     from selfalign.verifiers.repair import repair
 
     store, k = ctx.store, ctx.round
     train, responses = round_responses(ctx)
     by_id = {r.id: r for r in responses}
-    existing = {(r.prompt_id, r.sample_index): r for r in store.responses(round=k) if r.policy == REPAIR_POLICY}
+    existing = {(r.prompt_id, r.sample_index): r for r in store.responses(round=k) if r.kind == REPAIR}
     tried = made = 0
     for pid, ids in by_prompt.items():
         constraints = train[pid].constraints if pid in train else []
@@ -133,8 +132,9 @@ def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int,
             row = existing.get((pid, source.sample_index))
             if row is None:  # a rerun finds the copy it stored (the rule is deterministic)
                 row_id = store.add_response(NewResponse(
-                    prompt_id=pid, round=k, policy=REPAIR_POLICY, sample_index=source.sample_index, text=text,
-                    tokens=tokens, finish_reason="stop", mean_logprob=None, params={"repaired_from": source.id}))
+                    prompt_id=pid, round=k, policy=source.policy, sample_index=source.sample_index, text=text,
+                    tokens=tokens, finish_reason="stop", mean_logprob=None, params={"repaired_from": source.id},
+                    kind=REPAIR))
                 store.add_verifications(row_id, verifiers.check_all(constraints, text))
             else:
                 row_id = row.id

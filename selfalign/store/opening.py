@@ -35,7 +35,12 @@ def open_store(path: str | Path, *, create: bool = False) -> Store:
         conn.execute("PRAGMA synchronous = NORMAL")
         db = sqlite_utils.Database(conn, execute_plugins=False)
         if _check_ours(db, path):  # only a database that lacks a migration takes the write lock here:
-            migrations.apply(db)   # readers polling a busy run (the UI, status, scripts) must not starve its writer
+            # readers polling a busy run (the UI, status, scripts) must not starve its writer. Foreign keys
+            # are off while a migration rebuilds a table others point at (SQLite's way; each migration checks
+            # the keys itself), and on again for everything else.
+            conn.execute("PRAGMA foreign_keys = OFF")
+            migrations.apply(db)
+            conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
         conn.close()
         if "not a database" in str(exc):

@@ -58,7 +58,7 @@ class PollingReads:
     def heldout_answers(self, round: int) -> list[tuple[Prompt, Response]]:
         """Round k's answers to the run's held-out prompts (the evaluate stage's), in prompt order."""
         rows = self._fetch(Response, "SELECT r.* FROM responses r JOIN prompts p ON p.id = r.prompt_id "
-                           "WHERE p.split = 'heldout' AND p.source = 'heldout' AND r.round = ? "
+                           "WHERE p.split = 'heldout' AND p.source = 'heldout' AND r.round = ? AND r.kind = 'eval' "
                            "ORDER BY r.prompt_id, r.sample_index", [round])
         prompts = self.prompts_by_id(r.prompt_id for r in rows)
         seen, out = set(), []

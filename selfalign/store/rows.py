@@ -32,6 +32,7 @@ class Round:
     started_at: str
     finished_at: str | None
     seconds: float | None
+    policy_round: int | None = None  # the round whose adapter this round samples from (None: the base model)
 
 
 @dataclass
@@ -82,6 +83,12 @@ class NewResponse:
     mean_logprob: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
+    kind: str = "sample"  # sample (drawn for training), repair (an edited copy), eval (a held-out answer)
+
+
+# The kinds of a response row (the responses.kind column).
+SAMPLE, REPAIR, EVAL, CORRECTION = "sample", "repair", "eval", "correction"
+KINDS = (SAMPLE, REPAIR, EVAL, CORRECTION)  # responses.kind's CHECK holds the same list
 
 
 @dataclass

@@ -279,3 +279,68 @@ def m006_stage_peak_memory(db) -> None:
     # The highest resident memory (MiB) while the stage ran: each stage resets the kernel's high-water mark,
     # so this is the stage's own peak (NULL where the platform cannot tell, and for runs before it).
     _run_statements(db, "ALTER TABLE stages ADD COLUMN peak_rss_mib REAL;\n")
+
+
+@migrations(name="m007_response_kind_and_round_policy")
+def m007_response_kind_and_round_policy(db) -> None:
+    # One home per concept. A response says what it is in `kind` (sample: drawn for training; repair: an
+    # edited copy of a sample; eval: a held-out answer), where before `policy = 'repair'` marked repaired
+    # copies and params.eval marked held-out answers. A repaired copy now keeps its source's policy, so kind
+    # joins the UNIQUE columns, and SQLite rebuilds the table for that (the connection runs migrations with
+    # foreign keys off: the children keep pointing at `responses` by name, and the ids are kept).
+    # A round's policy is the round whose adapter it samples from, in `policy_round` (NULL: the base model),
+    # written once when the round starts; `policy_adapter` (the label) stays for older readers.
+    _run_statements(
+        db,
+        """
+        CREATE TABLE responses_new (
+            id INTEGER PRIMARY KEY,
+            prompt_id INTEGER NOT NULL REFERENCES prompts(id),
+            round INTEGER NOT NULL,
+            policy TEXT NOT NULL,                       -- 'base' or the adapter path it came from
+            kind TEXT NOT NULL DEFAULT 'sample'
+                CHECK (kind IN ('sample', 'repair', 'eval', 'correction')),
+            sample_index INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            tokens INTEGER NOT NULL,
+            finish_reason TEXT NOT NULL,                -- stop, length, stop_string, skipped
+            mean_logprob REAL,
+            params TEXT NOT NULL DEFAULT '{}',          -- JSON sampling parameters; a copy names its source
+            duration_s REAL,
+            created_at TEXT NOT NULL,
+            UNIQUE (prompt_id, round, policy, kind, sample_index)
+        );
+        INSERT INTO responses_new (id, prompt_id, round, policy, kind, sample_index, text, tokens, finish_reason,
+                                   mean_logprob, params, duration_s, created_at)
+            SELECT r.id, r.prompt_id, r.round,
+                   CASE WHEN r.policy = 'repair'
+                        THEN COALESCE((SELECT s.policy FROM responses s
+                                       WHERE s.id = json_extract(r.params, '$.repaired_from')), 'base')
+                        ELSE r.policy END,
+                   CASE WHEN r.policy = 'repair' THEN 'repair'
+                        WHEN json_extract(r.params, '$.eval') THEN 'eval' ELSE 'sample' END,
+                   r.sample_index, r.text, r.tokens, r.finish_reason, r.mean_logprob, r.params, r.duration_s,
+                   r.created_at
+            FROM responses r;
+        DROP TABLE responses;
+        ALTER TABLE responses_new RENAME TO responses;
+        CREATE INDEX responses_by_round ON responses(round, id);
+        CREATE TRIGGER responses_fts_insert AFTER INSERT ON responses BEGIN
+            INSERT INTO responses_fts (rowid, text) VALUES (new.id, new.text);
+        END;
+        CREATE TRIGGER responses_fts_delete AFTER DELETE ON responses BEGIN
+            INSERT INTO responses_fts (responses_fts, rowid, text) VALUES ('delete', old.id, old.text);
+        END;
+        CREATE TRIGGER responses_fts_update AFTER UPDATE OF text ON responses BEGIN
+            INSERT INTO responses_fts (responses_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO responses_fts (rowid, text) VALUES (new.id, new.text);
+        END;
+        ALTER TABLE rounds ADD COLUMN policy_round INTEGER;  -- the round whose adapter it samples from
+        UPDATE rounds SET policy_round = CAST(substr(policy_adapter, 8, instr(substr(policy_adapter, 8), '/') - 1)
+                                              AS INTEGER)
+            WHERE policy_adapter LIKE 'rounds/%/adapter';
+        """
+    )
+    problems = db.execute("PRAGMA foreign_key_check").fetchall()
+    if problems:
+        raise ValueError(f"m007 left rows pointing at nothing: {problems[:3]}")

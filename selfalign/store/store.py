@@ -22,6 +22,7 @@ from selfalign.store.polling import PollingReads
 from selfalign.store.rows import (
     BOOL_COLUMNS,
     JSON_COLUMNS,
+    KINDS,
     Control,
     Decision,
     Demonstration,
@@ -129,10 +130,12 @@ class Store(PollingReads):
 
     # ------------------------------------------------------------ rounds and stages
 
-    def start_round(self, k: int, policy_adapter: str | None) -> Round:
-        """Begin round k, or return it unchanged if it already began (resume)."""
-        self._insert("rounds", {"k": k, "status": "running", "policy_adapter": policy_adapter,
-                                "started_at": now()}, ignore=True)
+    def start_round(self, k: int, policy_round: int | None) -> Round:
+        """Begin round k sampling from round `policy_round`'s adapter (None: the base model), or return it
+        unchanged if it already began (resume): a round's policy is written once, here."""
+        label = f"rounds/{policy_round}/adapter" if policy_round else None  # for readers of older versions
+        self._insert("rounds", {"k": k, "status": "running", "policy_round": policy_round or None,
+                                "policy_adapter": label, "started_at": now()}, ignore=True)
         return self.round(k)
 
     def finish_round(self, k: int, status: str = "done") -> None:
@@ -212,6 +215,8 @@ class Store(PollingReads):
 
     def add_response(self, response: NewResponse) -> int | None:
         """Store one response as soon as it is done; a duplicate (resume) is skipped and returns None."""
+        if response.kind not in KINDS:  # INSERT OR IGNORE would drop it silently on the CHECK
+            raise ValueError(f"response kind {response.kind!r} is not one of {', '.join(KINDS)}")
         row = dataclasses.asdict(response) | {"created_at": now()}
         return self._insert("responses", row, ignore=True)
 
@@ -225,7 +230,7 @@ class Store(PollingReads):
         """prompt id -> sample indices already stored for this round and policy (what resume skips)."""
         out: dict[int, set[int]] = {}
         for prompt_id, index in self.db.execute("SELECT prompt_id, sample_index FROM responses WHERE round = ? "
-                                                "AND policy = ?", [round, policy]).fetchall():
+                                                "AND policy = ? AND kind = 'sample'", [round, policy]).fetchall():
             out.setdefault(prompt_id, set()).add(index)
         return out
 

@@ -112,7 +112,7 @@ class Loop:
         if cfg.controller.enabled:
             trial = None
             if controller.wants_rubric_rewrite(cfg, round_cfg, store.metrics(k).get(k, {})):
-                from selfalign.stages import rubric_rewrite
+                from selfalign import rubric_rewrite
 
                 log("info", "controller: the rubric judge is unhealthy; asking the policy for new criteria",
                     round=k, stage="controller")

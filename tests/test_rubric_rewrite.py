@@ -8,7 +8,8 @@ from test_http import Scripted
 
 from selfalign import config, controller, prompts, runs, verifiers
 from selfalign.engines.http_engine import HttpClient, HttpEngine
-from selfalign.stages import StageContext, rubric_rewrite
+from selfalign import rubric_rewrite
+from selfalign.stages import StageContext
 from selfalign.stages import judge as judge_stage
 from selfalign.store import open_store
 from selfalign.store.rows import NewJudgement, NewPrompt, NewResponse

@@ -6,9 +6,8 @@ import re
 import pytest
 from test_http import Scripted
 
-from selfalign import config, controller, prompts, runs, verifiers
+from selfalign import config, controller, prompts, rubric_rewrite, runs, verifiers
 from selfalign.engines.http_engine import HttpClient, HttpEngine
-from selfalign import rubric_rewrite
 from selfalign.stages import StageContext
 from selfalign.stages import judge as judge_stage
 from selfalign.store import open_store

@@ -246,8 +246,15 @@ def _yield_defaults(sections: dict, values: dict) -> None:
         sections["train"] = dataclasses.replace(train, length_margin=0.0)
 
 
-# Keys earlier versions wrote into config.toml, read as what replaced them (a run folder stays loadable).
+# Keys earlier versions wrote into config.toml, read as what replaced them (a run folder stays loadable):
+# the two tie-break booleans become pairs.tie_break; tuning knobs that became constants are dropped.
+RETIRED = {"controller": ("curriculum_floor", "curriculum_ceiling", "rewrite_sample")}
+
+
 def _legacy(data: dict) -> dict:
+    for section, keys in RETIRED.items():
+        if isinstance(data.get(section), dict) and set(keys) & set(data[section]):
+            data = {**data, section: {k: v for k, v in data[section].items() if k not in keys}}
     pairs = data.get("pairs")
     if not isinstance(pairs, dict) or not {"prefer_shorter", "prefer_longer"} & set(pairs):
         return data

@@ -250,15 +250,11 @@ class ControllerSection:
     beta_boost: float = opt(2.0, "after a rejected round, multiply DPO beta by this", min=1.0)
     curriculum: bool = opt(True, "constraint types the policy satisfies least get more of the next round's "
                            "prompts")
-    curriculum_floor: float = opt(0.5, "least weight a constraint type keeps (1.0 = uniform); none disappears",
-                                  min=0.05, max=1.0)
-    curriculum_ceiling: float = opt(3.0, "most weight a constraint type gets", min=1.0)
     repair_judge: bool = opt(True, "when the rubric self-judge is unhealthy (collapse, position bias, low "
                              "verifier agreement), switch it off and lean on verifiers and likelihood")
     rewrite_rubric: bool = opt(False, "before switching an unhealthy additive5 rubric off, let the policy rewrite "
                                "its criteria; the rewrite is kept only if it agrees with the verifiers more "
                                "often on held-aside responses")
-    rewrite_sample: int = opt(24, "held-aside responses the old and the rewritten rubric both score", min=4)
     patience: int = opt(2, "stop when the best held-out score has not improved for this many rounds (0: never)",
                         min=0)
     max_hours: float = opt(0.0, "stop once the run has spent this many hours in rounds (0: no budget)", min=0.0)

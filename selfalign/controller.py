@@ -168,11 +168,16 @@ def decide(cfg: config_mod.Config, round_cfg: config_mod.Config, k: int, metrics
     return out
 
 
+CURRICULUM_FLOOR = 0.5  # the least weight a constraint type keeps (1.0 = uniform): none disappears
+CURRICULUM_CEILING = 3.0  # the most weight a constraint type gets
+
+
 def _curriculum(k: int, c, counts: dict[str, tuple[int, int]]) -> NewDecision:
-    """Weight each constraint type by how often it failed, relative to the mean failure rate."""
+    """Weight each constraint type by how often it failed, relative to the mean failure rate, between the
+    floor and the ceiling."""
     fail = {cid: 1 - passed / checked for cid, (passed, checked) in sorted(counts.items()) if checked}
     mean = sum(fail.values()) / len(fail) if fail else 0.0
-    weights = {cid: round(min(c.curriculum_ceiling, max(c.curriculum_floor, f / mean if mean else 1.0)), 3)
+    weights = {cid: round(min(CURRICULUM_CEILING, max(CURRICULUM_FLOOR, f / mean if mean else 1.0)), 3)
                for cid, f in fail.items()}
     hardest = sorted(weights, key=lambda cid: (-weights[cid], cid))[:3]
     figures = ", ".join(f"{cid} {1 - fail[cid]:.0%} met -> weight {weights[cid]}" for cid in hardest)

@@ -5,7 +5,7 @@ policy was not shown.
 
 The round's prompts whose responses the verifiers tell apart are split in two by prompt id: the
 even half supplies the examples in the request (answers where rubric and checks disagreed), the odd
-half (up to controller.rewrite_sample responses) is held aside and scored with both rubrics by the
+half (up to REWRITE_SAMPLE responses) is held aside and scored with both rubrics by the
 same model that judged the round. The candidate's scores are stored as judgements under the
 rubric label `rewrite<k>`, so a resumed round does not judge twice; the request is greedy and
 seeded, so it proposes the same criteria again. A kept rubric is written to the run's prompts/
@@ -26,6 +26,8 @@ CRITERION_RE = re.compile(r"^\s*(\d+)[.)]\s+(\S.*)$")
 MIN_GAIN = 0.05  # agreement the rewrite must add over the current rubric to be kept
 EXAMPLES = 3  # disagreements shown to the policy
 MAX_NEW_TOKENS = 320
+
+REWRITE_SAMPLE = 24  # held-aside responses the old and the rewritten rubric both score
 
 
 @dataclass
@@ -65,7 +67,7 @@ def attempt(ctx: StageContext) -> Trial:
     groups = [[r for r in group if r.id in csr] for group in by_prompt(responses).values()]
     groups = [g for g in groups if len({csr[r.id] for r in g}) > 1]  # the verifiers tell them apart
     shown, held = groups[0::2], groups[1::2]
-    held_responses = [r for g in held for r in g][:cfg.controller.rewrite_sample]
+    held_responses = [r for g in held for r in g][:REWRITE_SAMPLE]
     if len(held_responses) < 4 or not old:
         return Trial(False, f"too few held-aside responses the verifiers tell apart ({len(held_responses)}) to "
                      "test a rewrite", {"held": len(held_responses)})

@@ -130,6 +130,7 @@ def test_describe_keys_covers_every_field():
     keys = {row[0] for _, rows in config.describe_keys() for row in rows}
     assert "train.lora_r" in keys and "judge.blackbox_key_env" in keys
     assert len(keys) == sum(len(dataclasses.fields(c)) for c in config.SECTIONS.values())
+    assert len(keys) < 115  # 115 before two booleans became one tie-break key and tuning knobs became constants
 
 
 def test_a_watched_config_is_parsed_again_only_when_the_file_changes(tmp_path, monkeypatch):
@@ -153,8 +154,10 @@ def test_one_tie_break_key_and_old_run_files_still_load(tmp_path):
                      ("prefer_shorter = false\nprefer_longer = true", "longer"),
                      ("prefer_shorter = false\nprefer_longer = false", "none")):
         path = tmp_path / "old.toml"  # a config.toml written by an earlier version
-        path.write_text(f"[pairs]\n{old}\n")
-        assert config.load(path).pairs.tie_break == tie
+        path.write_text(f"[pairs]\n{old}\n[controller]\ncurriculum_floor = 0.5\nrewrite_sample = 24\n")
+        assert config.load(path).pairs.tie_break == tie  # and the retired controller knobs are dropped
+    with pytest.raises(ConfigError, match="controller.curriculum_floor"):
+        config.build(sets=["controller.curriculum_floor=0.5"])  # but no longer settable
 
 
 def test_init_and_fork_resolve_the_same_set_to_the_same_configuration(runs_root):

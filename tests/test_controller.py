@@ -60,7 +60,8 @@ def test_gate_off_keeps_everything():
 
 
 def test_curriculum_weights_follow_failures_within_bounds():
-    cfg = cfg_with("controller.curriculum_floor=0.5", "controller.curriculum_ceiling=3.0")
+    cfg = cfg_with()
+    assert (controller.CURRICULUM_FLOOR, controller.CURRICULUM_CEILING) == (0.5, 3.0)
     counts = {"lowercase": (9, 10), "json": (0, 10), "no_commas": (5, 10), "word_max": (10, 10)}
     d = kinds(controller.decide(cfg, cfg, 1, {0: m(0.4), 1: m(0.4, 0.5)}, [0], counts, 0.1))["curriculum"]
     w = d.data["weights"]

@@ -97,8 +97,9 @@ def round_with(store, k, old_scores=None):
 
 
 @pytest.fixture
-def run(runs_root):
-    cfg = config.build(sets=["controller.rewrite_rubric=true", "controller.rewrite_sample=6",
+def run(runs_root, monkeypatch):
+    monkeypatch.setattr(rubric_rewrite, "REWRITE_SAMPLE", 6)
+    cfg = config.build(sets=["controller.rewrite_rubric=true",
                              "judge.position_bias_pairs=0", "judge.rubric=additive5"])
     folder = runs.create("rewrite", config.dumps(cfg))
     with open_store(folder.db_path) as store:

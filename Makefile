@@ -35,7 +35,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check selfalign tests benchmarks
+	$(BIN)/ruff check selfalign tests benchmarks tools
 
 bench: setup
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[bench]"

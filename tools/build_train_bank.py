@@ -11,7 +11,7 @@ Every task is checked against the held-out benchmark and the seed tasks: one who
 of them exceeds 0.7 is left out (and counted), so the bank never carries a held-out prompt into
 training. Tasks within the bank may share a frame; that is the point of a frame.
 
-    .venv/bin/python benchmarks/build_train_bank.py
+    .venv/bin/python tools/build_train_bank.py
 
 Running it again gives the same file.
 """

@@ -10,7 +10,7 @@ the prompts in a fixed shuffled order, so the first N (the loop's per-round samp
 fair sample of the whole. Plain prompts (no constraint: the clearest view of a habit the loop taught,
 verifiers/forms.py) follow the constrained ones and never change them.
 
-    .venv/bin/python benchmarks/build_heldout.py [--split dev|test] [--add tasks.tsv] [--plain tasks.tsv]
+    .venv/bin/python tools/build_heldout.py [--split dev|test] [--add tasks.tsv] [--plain tasks.tsv]
 
 --add appends new tasks (one per line: category<TAB>instruction) before rebuilding; --plain appends tasks
 that get no constraint. Running it again on its own output gives the same file.

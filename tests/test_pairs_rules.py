@@ -1,12 +1,11 @@
 """Pair rules on fixed scores."""
 
-from selfalign.stages.pairs import best_vs_worst, ranked_pairs, sft_examples
+from selfalign.stages.pairs import Scored, best_vs_worst, ranked_pairs, sft_examples
 
 
 def scores(*rows):
     """rows of (response id, combined, tokens)."""
-    return {rid: {"combined": c, "components": {"verifiers": c}, "tokens": t, "prompt_id": 1, "sample_index": i,
-                  "rubric_raw": {}, "gated": False, "loop": False} for i, (rid, c, t) in enumerate(rows)}
+    return {rid: Scored(1, t, {"verifiers": c}, i, combined=c) for i, (rid, c, t) in enumerate(rows)}
 
 
 def test_best_vs_worst_with_margin_and_several_pairs():
@@ -22,8 +21,8 @@ def test_best_vs_worst_with_margin_and_several_pairs():
 
 def test_finished_rejects_the_worst_clean_answer_not_the_cut_off_one():
     s = scores((1, 0.9, 40), (2, 0.5, 60), (3, 0.4, 50), (4, 0.3, 192))
-    s[4]["gated"] = True
-    s[4]["combined"] -= 2.0  # what the quality gate does to a cut-off answer
+    s[4].gated = True
+    s[4].combined -= 2.0  # what the quality gate does to a cut-off answer
     (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished")
     assert (pair.chosen_id, pair.rejected_id, round(pair.margin, 6)) == (1, 3, 0.5)
     assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1)[0].rejected_id == 4  # the default keeps the worst
@@ -31,7 +30,7 @@ def test_finished_rejects_the_worst_clean_answer_not_the_cut_off_one():
     two = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 2, "finished")
     assert [(p.chosen_id, p.rejected_id) for p in two] == [(1, 3), (2, 4)]
     # no clean answer far enough below the chosen: fall back to the worst (a loop is still worth rejecting)
-    s[3]["combined"] = s[2]["combined"] = 0.88
+    s[3].combined = s[2].combined = 0.88
     (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished")
     assert pair.rejected_id == 4
 
@@ -39,13 +38,13 @@ def test_finished_rejects_the_worst_clean_answer_not_the_cut_off_one():
 def test_finished_or_loop_rejects_a_loop_but_passes_over_an_answer_only_cut_off():
     s = scores((1, 0.9, 40), (2, 0.5, 60), (3, 0.4, 192), (4, 0.3, 192))
     for rid in (3, 4):
-        s[rid]["gated"] = True
-        s[rid]["combined"] -= 2.0
-    s[3]["loop"] = True  # 3 loops; 4 was only cut off (and scores lowest)
+        s[rid].gated = True
+        s[rid].combined -= 2.0
+    s[3].loop = True  # 3 loops; 4 was only cut off (and scores lowest)
     (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished-or-loop")
     assert pair.rejected_id == 3
     assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished")[0].rejected_id == 2
-    s[3]["loop"] = False  # no loop left: the worst clean answer, as with 'finished'
+    s[3].loop = False  # no loop left: the worst clean answer, as with 'finished'
     assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished-or-loop")[0].rejected_id == 2
 
 
@@ -63,7 +62,7 @@ def test_prefer_longer_chooses_the_longest_of_the_top_ties():
     (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1, prefer_longer=True)
     assert (pair.chosen_id, pair.rejected_id, pair.rule) == (2, 5, "best-vs-worst")
     # the score still decides first: a longer answer with a lower score is never chosen
-    s[4]["tokens"] = 300
+    s[4].tokens = 300
     assert best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1, prefer_longer=True)[0].chosen_id == 2
     # a true tie still builds no pair
     tie = scores((1, 0.5, 40), (2, 0.5, 12))
@@ -82,9 +81,9 @@ def test_ranked_pairs_for_rrhf():
 
 def test_sft_needs_both_scales_at_threshold():
     s = scores((1, 0.9, 5), (2, 0.9, 5), (3, 0.9, 5))
-    s[1]["rubric_raw"] = {"isheep_quality": 9.0, "isheep_following": 10.0}
-    s[2]["rubric_raw"] = {"isheep_quality": 10.0, "isheep_following": 8.0}
-    s[3]["rubric_raw"] = {"isheep_quality": 10.0}
+    s[1].rubric_raw = {"isheep_quality": 9.0, "isheep_following": 10.0}
+    s[2].rubric_raw = {"isheep_quality": 10.0, "isheep_following": 8.0}
+    s[3].rubric_raw = {"isheep_quality": 10.0}
     (example,) = sft_examples(1, 1, [1, 2, 3], s, 9.0)
     assert (example.chosen_id, example.rejected_id, example.rule) == (1, None, "sft")
 
@@ -96,7 +95,7 @@ def test_length_matched_rejects_the_answer_nearest_the_chosen_in_length():
     assert (pair.chosen_id, pair.rejected_id, round(pair.margin, 6)) == (1, 3, 0.4)
     assert best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1)[0].rejected_id == 5
     # equally near: the lower score is rejected
-    s[4]["tokens"] = 50
+    s[4].tokens = 50
     assert best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1, "length-matched")[0].rejected_id == 4
     # a second pair takes its own nearest from what is left, never an answer already used
     two = best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 2, "length-matched")

@@ -30,6 +30,7 @@ pairs from the stored judgements in one transaction, so rerunning it is safe.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 from selfalign import judging, scoring, verifiers
 from selfalign.stages import StageContext, by_prompt, round_responses
@@ -41,9 +42,29 @@ TIE = 1e-9
 GATE_PENALTY = 2.0  # combined scores lie in [0, 1]: minus 2 puts a gated answer strictly below every clean one
 
 
-def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, float]]:
-    """response id -> {'combined', 'components', 'tokens', ...} for the round's responses, and the
-    weights the combined scores used."""
+@dataclass
+class Scored:
+    """One response as the pairs stage weighs it: its signals, their weighted mean and why it may not win."""
+
+    prompt_id: int
+    tokens: int
+    components: dict[str, float | None]  # rubric, verifiers, likelihood, blackbox: each in [0, 1] or None
+    sample_index: int = 0
+    gated: bool = False  # cut off, looping, or wearing an unasked form: it may be rejected, never chosen
+    loop: bool = False
+    unasked: list[str] = field(default_factory=list)  # marked forms it wears that its prompt did not ask for
+    rubric_raw: dict[str, float] = field(default_factory=dict)  # mean rubric scores on their own scales
+    combined: float | None = None
+    repaired: bool = False  # an edited copy of a sample (add_repairs)
+
+    @property
+    def order(self) -> int:
+        """Position among equal scores: a repaired copy before the samples, then sample order."""
+        return -1 if self.repaired else self.sample_index
+
+
+def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, float]]:
+    """response id -> its Scored value for the round's responses, and the weights the combined scores used."""
     cfg, store, k = ctx.config, ctx.store, ctx.round
     train, responses = round_responses(ctx)
     verified = store.round_verifications(k)
@@ -74,27 +95,26 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, dict], dict[str, floa
             habit = sorted(forms.unasked_marked(train[r.prompt_id].constraints, r.text))
             gated = (cfg.pairs.quality_gate and (r.finish_reason == "length" or loop)) or \
                 (cfg.pairs.unasked_form_gate and bool(habit))
-            out[r.id] = {"components": components, "tokens": r.tokens, "prompt_id": r.prompt_id,
-                         "sample_index": r.sample_index, "gated": gated, "loop": loop, "unasked": habit,
-                         "rubric_raw": {name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()}}
+            out[r.id] = Scored(r.prompt_id, r.tokens, components, r.sample_index, gated=gated, loop=loop, unasked=habit,
+                               rubric_raw={name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()})
     if cfg.judge.weigh_by_agreement:
         weights = scoring.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
     for name in weights:  # a signal that scored nothing this round (switched off) weighs nothing
-        if all(s["components"][name] is None for s in out.values()):
+        if all(s.components[name] is None for s in out.values()):
             weights[name] = 0.0
     for name, weight in weights.items():
         store.set_metric(k, f"pairs/weight_{name}", weight)
     for s in out.values():
-        s["combined"] = scoring.combine(s["components"], weights)
-        if s["gated"] and s["combined"] is not None:
-            s["combined"] -= GATE_PENALTY  # below any clean answer, still ordered among the gated ones
+        s.combined = scoring.combine(s.components, weights)
+        if s.gated and s.combined is not None:
+            s.combined -= GATE_PENALTY  # below any clean answer, still ordered among the gated ones
     return out, weights
 
 
 TRIMMING = {"max_words", "max_sentences"}
 
 
-def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int, list[int]],
+def add_repairs(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[int, list[int]],
                 weights: dict[str, float]) -> None:
     """pairs.repair: for each constrained prompt whose best answer misses a constraint, store an edited
     copy of the best answer that can be fixed (verifiers/repair.py) and add it to the prompt's
@@ -112,11 +132,11 @@ def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int,
     tried = made = 0
     for pid, ids in by_prompt.items():
         constraints = train[pid].constraints if pid in train else []
-        ranked = [rid for rid in _ranked(ids, scores, False) if scores[rid]["combined"] is not None]
+        ranked = [rid for rid in _ranked(ids, scores, False) if scores[rid].combined is not None]
         if not constraints or not ranked:
             continue
         best = scores[ranked[0]]
-        if not best["gated"] and (best["components"]["verifiers"] or 0.0) >= 1.0:
+        if not best.gated and (best.components["verifiers"] or 0.0) >= 1.0:
             continue  # selection already found an answer that meets everything
         tried += 1
         trims = bool(TRIMMING & {c["id"] for c in constraints})
@@ -138,10 +158,9 @@ def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int,
                 store.add_verifications(row_id, verifiers.check_all(constraints, text))
             else:
                 row_id = row.id
-            components = {**scores[rid]["components"], "verifiers": 1.0}
-            scores[row_id] = {"components": components, "tokens": tokens, "prompt_id": pid, "sample_index": -1,
-                              "gated": False, "loop": False, "unasked": [], "rubric_raw": scores[rid]["rubric_raw"],
-                              "combined": scoring.combine(components, weights)}
+            components = {**scores[rid].components, "verifiers": 1.0}
+            scores[row_id] = Scored(pid, tokens, components, source.sample_index, rubric_raw=scores[rid].rubric_raw,
+                                    combined=scoring.combine(components, weights), repaired=True)
             ids.append(row_id)
             made += 1
             break
@@ -151,15 +170,15 @@ def add_repairs(ctx: StageContext, scores: dict[int, dict], by_prompt: dict[int,
                     round=k, stage=NAME)
 
 
-def signal_agreements(scores: dict[int, dict], groups: list[list[int]]) -> dict[str, float | None]:
+def signal_agreements(scores: dict[int, Scored], groups: list[list[int]]) -> dict[str, float | None]:
     """Per signal: how often it orders two answers to one prompt as the verifiers do (pairs the verifiers
     tie are skipped; None when no prompt has answers the verifiers tell apart)."""
-    reference = {rid: s["components"]["verifiers"] for rid, s in scores.items()
-                 if s["components"]["verifiers"] is not None}
+    reference = {rid: s.components["verifiers"] for rid, s in scores.items()
+                 if s.components["verifiers"] is not None}
     checked = [[rid for rid in group if rid in reference] for group in groups]
     out = {}
     for name in ("rubric", "likelihood", "blackbox"):
-        values = {rid: s["components"][name] for rid, s in scores.items()}
+        values = {rid: s.components[name] for rid, s in scores.items()}
         if all(v is None for v in values.values()):
             out[name] = None  # the signal is off this round
             continue
@@ -172,7 +191,7 @@ def run(ctx: StageContext) -> None:
     scores, weights = scores_for_round(ctx)
     by_prompt: dict[int, list[int]] = defaultdict(list)
     for rid, s in scores.items():
-        by_prompt[s["prompt_id"]].append(rid)
+        by_prompt[s.prompt_id].append(rid)
     if cfg.pairs.repair and cfg.pairs.rule != "sft":
         add_repairs(ctx, scores, by_prompt, weights)
     pairs = []
@@ -186,7 +205,7 @@ def run(ctx: StageContext) -> None:
             pairs += best_vs_worst(k, pid, ids, scores, cfg.pairs.min_margin, prefer_shorter,
                                    cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected, prefer_longer=prefer_longer)
     if cfg.pairs.unasked_form_gate:  # every answer wore a habit: none is worth learning, the least bad neither
-        pairs = [p for p in pairs if not scores[p.chosen_id]["unasked"]]
+        pairs = [p for p in pairs if not scores[p.chosen_id].unasked]
     with store.transaction():
         store.clear_pairs(k)
         for pair in pairs:
@@ -195,15 +214,15 @@ def run(ctx: StageContext) -> None:
     store.set_metric(k, "pairs/count", float(len(pairs)))
     store.set_metric(k, "pairs/prompts_used", float(len({p.prompt_id for p in pairs})))
     store.set_metric(k, "pairs/margin_mean", sum(margins) / len(margins) if margins else None)
-    store.set_metric(k, "pairs/gated_rate", sum(s["gated"] for s in scores.values()) / len(scores) if scores else None)
-    sampled = [s for s in scores.values() if s["sample_index"] >= 0]
+    store.set_metric(k, "pairs/gated_rate", sum(s.gated for s in scores.values()) / len(scores) if scores else None)
+    sampled = [s for s in scores.values() if not s.repaired]
     store.set_metric(k, "pairs/unasked_form_rate",
-                     sum(bool(s["unasked"]) for s in sampled) / len(sampled) if sampled else None)
+                     sum(bool(s.unasked) for s in sampled) / len(sampled) if sampled else None)
     if pairs and cfg.pairs.rule != "sft":
         store.set_metric(k, "pairs/chosen_unasked_form_rate",
-                         sum(bool(scores[p.chosen_id]["unasked"]) for p in pairs) / len(pairs))
+                         sum(bool(scores[p.chosen_id].unasked) for p in pairs) / len(pairs))
     if pairs and cfg.pairs.rule != "sft":
-        chosen_longer = sum(1 for p in pairs if scores[p.chosen_id]["tokens"] > scores[p.rejected_id]["tokens"])
+        chosen_longer = sum(1 for p in pairs if scores[p.chosen_id].tokens > scores[p.rejected_id].tokens)
         store.set_metric(k, "pairs/chosen_longer_rate", chosen_longer / len(pairs))
     ctx.report(NAME, len(by_prompt), len(by_prompt))
     store.log_event("info" if pairs else "warning", f"pairs: {len(pairs)} built with rule {cfg.pairs.rule} from "
@@ -216,22 +235,22 @@ def _ranked(ids: list[int], scores: dict, prefer_shorter: bool, prefer_longer: b
 
     def key(rid):
         s = scores[rid]
-        value = s["combined"]
-        return (value is None, -(value or 0.0), length_sign * s["tokens"], s["sample_index"])
+        value = s.combined
+        return (value is None, -(value or 0.0), length_sign * s.tokens, s.order)
 
     return sorted(ids, key=key)
 
 
 def _pair(k, pid, chosen, rejected, scores, rule) -> NewPair:
-    margin = scores[chosen]["combined"] - scores[rejected]["combined"]
+    margin = scores[chosen].combined - scores[rejected].combined
     detail = {"chosen": _brief(scores[chosen]), "rejected": _brief(scores[rejected])}
     return NewPair(k, pid, chosen, rejected, margin, rule, detail)
 
 
-def _brief(s: dict) -> dict:
-    return {"combined": s["combined"], **{f"{n}": v for n, v in s["components"].items() if v is not None},
-            "tokens": s["tokens"], **({"gated": True} if s["gated"] else {}),
-            **({"unasked": s["unasked"]} if s.get("unasked") else {})}
+def _brief(s: Scored) -> dict:
+    return {"combined": s.combined, **{f"{n}": v for n, v in s.components.items() if v is not None},
+            "tokens": s.tokens, **({"gated": True} if s.gated else {}),
+            **({"unasked": s.unasked} if s.unasked else {})}
 
 
 def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, rejected="worst", *,
@@ -248,7 +267,7 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
     prefer_longer: of the answers tied at the top the longest is chosen (and of those tied at the bottom the
     shortest rejected). The verifiers cannot tell such answers apart, and taking whichever came first lets
     the chosen answers drift shorter round after round (docs/gain.md); a true tie still builds no pair."""
-    ranked = [rid for rid in _ranked(ids, scores, prefer_shorter, prefer_longer) if scores[rid]["combined"] is not None]
+    ranked = [rid for rid in _ranked(ids, scores, prefer_shorter, prefer_longer) if scores[rid].combined is not None]
     pairs, used = [], set()
     for n in range(min(max_pairs, len(ranked) // 2)):
         chosen = ranked[n]
@@ -257,8 +276,8 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
         if rejected in ("finished", "finished-or-loop"):
             below = [rid for rid in reversed(ranked[n + 1:]) if rid not in used]
             loops_too = rejected == "finished-or-loop"
-            clean = [rid for rid in below if (not scores[rid]["gated"] or (loops_too and scores[rid]["loop"]))
-                     and scores[chosen]["combined"] - scores[rid]["combined"] >= max(min_margin, TIE)]
+            clean = [rid for rid in below if (not scores[rid].gated or (loops_too and scores[rid].loop))
+                     and scores[chosen].combined - scores[rid].combined >= max(min_margin, TIE)]
             worse = clean[0] if clean else below[0]
         elif rejected == "length-matched":
             near = _closest_in_length(chosen, [rid for rid in ranked[n + 1:] if rid not in used], scores,
@@ -267,9 +286,9 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
         else:
             worse = ranked[-1 - n]
         used.add(worse)
-        margin = scores[chosen]["combined"] - scores[worse]["combined"]
+        margin = scores[chosen].combined - scores[worse].combined
         tied = margin <= TIE
-        if tied and not (prefer_shorter and scores[chosen]["tokens"] < scores[worse]["tokens"]):
+        if tied and not (prefer_shorter and scores[chosen].tokens < scores[worse].tokens):
             continue  # a true tie carries no preference
         if not tied and margin < min_margin:
             continue
@@ -279,19 +298,19 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
 
 def _closest_in_length(chosen, below, scores, margin) -> int | None:
     """The answer in `below` at least `margin` under the chosen whose length is nearest the chosen's."""
-    far_enough = [rid for rid in below if scores[chosen]["combined"] - scores[rid]["combined"] >= margin]
+    far_enough = [rid for rid in below if scores[chosen].combined - scores[rid].combined >= margin]
     if not far_enough:
         return None
-    tokens = scores[chosen]["tokens"]
-    return min(far_enough, key=lambda rid: (abs(scores[rid]["tokens"] - tokens), scores[rid]["combined"]))
+    tokens = scores[chosen].tokens
+    return min(far_enough, key=lambda rid: (abs(scores[rid].tokens - tokens), scores[rid].combined))
 
 
 def ranked_pairs(k, pid, ids, scores, min_margin, prefer_shorter) -> list[NewPair]:
-    ranked = [rid for rid in _ranked(ids, scores, prefer_shorter) if scores[rid]["combined"] is not None]
+    ranked = [rid for rid in _ranked(ids, scores, prefer_shorter) if scores[rid].combined is not None]
     pairs = []
     for i, better in enumerate(ranked):
         for worse in ranked[i + 1:]:
-            if scores[better]["combined"] - scores[worse]["combined"] >= max(min_margin, TIE):
+            if scores[better].combined - scores[worse].combined >= max(min_margin, TIE):
                 pairs.append(_pair(k, pid, better, worse, scores, "ranked"))
     return pairs
 
@@ -300,8 +319,8 @@ def sft_examples(k, pid, ids, scores, threshold) -> list[NewPair]:
     """I-SHEEP: keep a response only if both 1-10 scales reach the threshold (and the quality gate passes)."""
     kept = []
     for rid in ids:
-        raw = scores[rid]["rubric_raw"]
+        raw = scores[rid].rubric_raw
         if {"isheep_quality", "isheep_following"} <= set(raw) and min(raw.values()) >= threshold \
-                and not scores[rid]["gated"]:
+                and not scores[rid].gated:
             kept.append(NewPair(k, pid, rid, None, None, "sft", {"chosen": _brief(scores[rid]) | raw}))
     return kept

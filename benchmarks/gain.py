@@ -17,7 +17,9 @@ not ask for: verifiers/forms.py) and wall time per stage; then each form's unask
 
 With --seeds the recipe runs once per seed (run.seed), one after the other, each in its own run folder,
 and a summary gives each seed's paired test gain with its interval, their mean and their spread (the
-run-to-run variation, which no single run's interval says anything about).
+run-to-run variation, which no single run's interval says anything about). Each finished seed's figures
+are also written to benchmarks/results/RUN-seedN.json: commit them, and the same command in a later
+session (whose machine may have lost the run folders) skips the seeds already recorded.
 
 With --fork the row starts from another run's stored work (`selfalign init --fork`): a change to a late
 stage reuses the source's prompts, samples and round-0 answers instead of making them again.
@@ -202,6 +204,14 @@ def one_run(args, name: str, sets: list[str], runs_dir: Path, env: dict) -> dict
     return save()
 
 
+RESULTS = Path(__file__).resolve().parent / "results"  # finished seeds' figures, kept with the code
+
+
+def finished(result: dict) -> bool:
+    """Whether a run's figures hold round 0 and a later round on both splits (what a seed's row needs)."""
+    return all(len(result.get(split) or {}) >= 2 for split in ("test", "rounds"))
+
+
 def seeds_summary(name: str, results: dict[int, dict]) -> str:
     """Each seed's paired gain (test, then dev) with its interval, their mean and spread, and the signs of
     gaming against each seed's own round 0."""
@@ -279,7 +289,16 @@ def main() -> None:
             raise SystemExit("--seeds sets run.seed for each run; leave --set run.seed out")
         results = {}
         for seed in seeds:  # one after the other: two torch jobs on one machine slow each other
-            results[seed] = one_run(args, f"{name}-seed{seed}", [*args.sets, f"run.seed={seed}"], runs_dir, env)
+            run = f"{name}-seed{seed}"
+            recorded = RESULTS / f"{run}.json"
+            if recorded.exists() and finished(json.loads(recorded.read_text())):
+                print(f"{run}: recorded in {recorded}; skipped", file=sys.stderr)
+                results[seed] = json.loads(recorded.read_text())
+            else:
+                results[seed] = one_run(args, run, [*args.sets, f"run.seed={seed}"], runs_dir, env)
+                if finished(results[seed]):
+                    RESULTS.mkdir(exist_ok=True)
+                    recorded.write_text(json.dumps(results[seed], indent=1) + "\n")
             summary = seeds_summary(name, results)
             (runs_dir / f"{name}-seeds.md").write_text(summary + "\n")
             (runs_dir / f"{name}-seeds.json").write_text(json.dumps(results, indent=1))

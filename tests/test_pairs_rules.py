@@ -35,19 +35,6 @@ def test_finished_rejects_the_worst_clean_answer_not_the_cut_off_one():
     assert pair.rejected_id == 4
 
 
-def test_finished_or_loop_rejects_a_loop_but_passes_over_an_answer_only_cut_off():
-    s = scores((1, 0.9, 40), (2, 0.5, 60), (3, 0.4, 192), (4, 0.3, 192))
-    for rid in (3, 4):
-        s[rid].gated = True
-        s[rid].combined -= 2.0
-    s[3].loop = True  # 3 loops; 4 was only cut off (and scores lowest)
-    (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished-or-loop")
-    assert pair.rejected_id == 3
-    assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished")[0].rejected_id == 2
-    s[3].loop = False  # no loop left: the worst clean answer, as with 'finished'
-    assert best_vs_worst(1, 1, [1, 2, 3, 4], s, 0.05, False, 1, "finished-or-loop")[0].rejected_id == 2
-
-
 def test_ties_are_dropped_unless_shorter_breaks_them():
     s = scores((1, 0.5, 40), (2, 0.5, 12), (3, 0.5, 25))
     assert best_vs_worst(1, 1, [1, 2, 3], s, 0.05, False, 1) == []
@@ -86,23 +73,6 @@ def test_sft_needs_both_scales_at_threshold():
     s[3].rubric_raw = {"isheep_quality": 10.0}
     (example,) = sft_examples(1, 1, [1, 2, 3], s, 9.0)
     assert (example.chosen_id, example.rejected_id, example.rule) == (1, None, "sft")
-
-
-def test_length_matched_rejects_the_answer_nearest_the_chosen_in_length():
-    s = scores((1, 0.9, 60), (2, 0.88, 58), (3, 0.5, 70), (4, 0.3, 20), (5, 0.1, 320))
-    (pair,) = best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1, "length-matched")
-    # 2 is nearest in length but inside the margin (a tie to the verifiers): 3 is the nearest that is worse
-    assert (pair.chosen_id, pair.rejected_id, round(pair.margin, 6)) == (1, 3, 0.4)
-    assert best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1)[0].rejected_id == 5
-    # equally near: the lower score is rejected
-    s[4].tokens = 50
-    assert best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 1, "length-matched")[0].rejected_id == 4
-    # a second pair takes its own nearest from what is left, never an answer already used
-    two = best_vs_worst(1, 1, [1, 2, 3, 4, 5], s, 0.05, False, 2, "length-matched")
-    assert [(p.chosen_id, p.rejected_id) for p in two] == [(1, 4), (2, 3)]
-    # nothing far enough below: no pair (the fallback, the worst, is a tie too)
-    flat = scores((1, 0.5, 60), (2, 0.5, 40))
-    assert best_vs_worst(1, 1, [1, 2], flat, 0.05, False, 1, "length-matched") == []
 
 
 def test_prefer_longer_rejects_the_shortest_of_the_bottom_ties():

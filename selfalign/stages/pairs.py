@@ -259,11 +259,6 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
     answers that finished cleanly (not cut off, not looping) when one of them is at least min_margin below
     the chosen, and falls back to the worst answer otherwise: a cut-off answer is usually also the longest,
     so always rejecting it teaches "say less" as much as "meet the constraint" (docs/gain.md).
-    rejected='finished-or-loop' also lets a looping answer be rejected and only passes over answers cut
-    off without looping: rejecting loops is what taught the model to stop looping.
-    rejected='length-matched': of the answers at least min_margin below the chosen, the one closest to it in
-    tokens (the lower score on equal distance), so a pair differs in whether it meets the constraints more
-    than in how long it is; the length comes out of the pair instead of out of the loss.
     prefer_longer: of the answers tied at the top the longest is chosen (and of those tied at the bottom the
     shortest rejected). The verifiers cannot tell such answers apart, and taking whichever came first lets
     the chosen answers drift shorter round after round (docs/gain.md); a true tie still builds no pair."""
@@ -273,16 +268,11 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
         chosen = ranked[n]
         if chosen in used:
             continue  # an earlier pair rejected it
-        if rejected in ("finished", "finished-or-loop"):
+        if rejected == "finished":
             below = [rid for rid in reversed(ranked[n + 1:]) if rid not in used]
-            loops_too = rejected == "finished-or-loop"
-            clean = [rid for rid in below if (not scores[rid].gated or (loops_too and scores[rid].loop))
+            clean = [rid for rid in below if not scores[rid].gated
                      and scores[chosen].combined - scores[rid].combined >= max(min_margin, TIE)]
             worse = clean[0] if clean else below[0]
-        elif rejected == "length-matched":
-            near = _closest_in_length(chosen, [rid for rid in ranked[n + 1:] if rid not in used], scores,
-                                      max(min_margin, TIE))
-            worse = ranked[-1 - n] if near is None else near
         else:
             worse = ranked[-1 - n]
         used.add(worse)
@@ -294,15 +284,6 @@ def best_vs_worst(k, pid, ids, scores, min_margin, prefer_shorter, max_pairs, re
             continue
         pairs.append(_pair(k, pid, chosen, worse, scores, "best-vs-worst" if not tied else "tie-shorter"))
     return pairs
-
-
-def _closest_in_length(chosen, below, scores, margin) -> int | None:
-    """The answer in `below` at least `margin` under the chosen whose length is nearest the chosen's."""
-    far_enough = [rid for rid in below if scores[chosen].combined - scores[rid].combined >= margin]
-    if not far_enough:
-        return None
-    tokens = scores[chosen].tokens
-    return min(far_enough, key=lambda rid: (abs(scores[rid].tokens - tokens), scores[rid].combined))
 
 
 def ranked_pairs(k, pid, ids, scores, min_margin, prefer_shorter) -> list[NewPair]:

@@ -47,8 +47,8 @@ class ModelSection:
 
 @dataclass
 class InstructSection:
-    prompts_per_round: int = opt(240, "new training prompts the policy writes each round (I-SHEEP); hundreds per "
-                                  "round are what moved the embedded model (docs/gain.md)", min=0)
+    prompts_per_round: int = opt(240, "new training prompts each round (I-SHEEP self-instruct); fewer make a round "
+                                  "faster but move a small model less", min=0)
     bank: str = opt("", "a file of training tasks written beforehand (train_tasks.jsonl: ours, in prompts/; or a "
                     "path): each round takes its prompts_per_round next unused tasks from it instead of having "
                     "the policy write them; empty: the policy writes them (I-SHEEP self-instruct)")
@@ -85,14 +85,13 @@ class GenerateSection:
     samples_per_prompt: int = opt(4, "responses sampled per prompt (K)", min=1, max=64)
     temperature: float = opt(0.7, "sampling temperature", min=0.0)
     top_p: float = opt(0.9, "nucleus sampling", min=0.0, max=1.0, min_exclusive=True)
-    max_new_tokens: int = opt(320, "token budget for one response (at 128, 62 % of the embedded model's "
-                               "answers were cut off, so ending and length constraints could never be met; at "
-                               "320 the chosen answers keep their length: docs/gain.md)", min=1)
+    max_new_tokens: int = opt(320, "token budget for one sampled answer; too small cuts answers off, so ending and "
+                               "length constraints can never be met and the chosen answers drift shorter", min=1)
     batch_size: int = opt(128, "sequences decoded together (on 2 CPU cores larger batches pay; a stop "
                           "request waits for the current batch)", min=1)
     cache_mib: float = opt(1536, "transformers engine: rows join a batch only while its KV cache stays under this "
-                           "many MiB (long answers on a full batch held ~3 GB; at 2048 a 64-prompt default round's "
-                           "generate stage peaked at 4.2 GB, at 1536 3.6 GB); 0: no limit", min=0)
+                           "many MiB; lower it when sampling runs out of memory, raise it (or 0: no limit) on a "
+                           "machine with memory to spare", min=0)
     stop: list[str] = opt([], "extra stop strings (URIAL adds its own)")
     urial_template: str = opt("urial.txt", "in-context template used when run.prompting = urial")
 
@@ -148,7 +147,7 @@ class PairsSection:
     rejected: str = opt("worst", "best-vs-worst: which answer is rejected. worst: the lowest-scoring one (often an "
                         "answer cut off or looping: rejecting loops is what taught the model to stop looping); "
                         "finished: the lowest-scoring answer that finished cleanly when one is at least min_margin "
-                        "below the chosen, else the worst (measured: the lost length came back as loops)",
+                        "below the chosen, else the worst",
                         choices=("worst", "finished"))
     tie_break: str = opt("longer", "best-vs-worst: which of the answers tied at the top score is chosen (and which of "
                          "those tied at the bottom rejected). longer: the longest chosen, the shortest rejected (the "
@@ -166,7 +165,7 @@ class TrainSection:
                     "sft or rrhf", choices=("dpo", "ipo", "ln-dpo", "ld-dpo", "sft", "rrhf"))
     beta: float = opt(0.1, "DPO/IPO temperature: larger keeps the policy nearer the reference",
                       min=0.0, min_exclusive=True)
-    learning_rate: float = opt(2e-4, "peak AdamW learning rate (2e-4: docs/gain.md, row rdpoloop3-lr2e4)", min=0.0,
+    learning_rate: float = opt(2e-4, "peak AdamW learning rate; lower it when rounds get rejected or answers collapse", min=0.0,
                                min_exclusive=True)
     epochs: int = opt(2, "passes over the round's pairs", min=1)
     batch_size: int = opt(8, "pairs per optimizer step (before accumulation)", min=1)
@@ -201,11 +200,9 @@ class TrainSection:
     init_from: str = opt("previous", "each round trains from the previous adapter or from the base",
                          choices=("previous", "base"))
     micro_batch_tokens: int = opt(512, "most tokens through the model at once (a prompt counts once when packed, "
-                                  "else with each response); a larger batch is split and its gradients summed: "
-                                  "the same step with less activation memory (on a CPU 512 peaked at 40 % of 2048's "
-                                  "memory at about its speed); an example longer than this goes alone with its "
-                                  "activations recomputed in the backward pass, so long answers stay inside the same "
-                                  "memory; 0 = no limit", min=0)
+                                  "else with each response); a larger batch is split and its gradients summed: the "
+                                  "same step with less activation memory; lower it when training runs out of memory, "
+                                  "0 = no limit", min=0)
     packing: bool = opt(True, "one row per prompt: the prompt once, then each response, masked so a response "
                         "sees only the prompt and itself; no padding inside and the prompt computed once (the "
                         "same log-probs as one row per response)")

@@ -165,8 +165,8 @@ class TrainSection:
                     "sft or rrhf", choices=("dpo", "ipo", "ln-dpo", "ld-dpo", "sft", "rrhf"))
     beta: float = opt(0.1, "DPO/IPO temperature: larger keeps the policy nearer the reference",
                       min=0.0, min_exclusive=True)
-    learning_rate: float = opt(2e-4, "peak AdamW learning rate; lower it when rounds get rejected or answers collapse", min=0.0,
-                               min_exclusive=True)
+    learning_rate: float = opt(2e-4, "peak AdamW learning rate; lower it when rounds get rejected or answers collapse",
+                               min=0.0, min_exclusive=True)
     epochs: int = opt(2, "passes over the round's pairs", min=1)
     batch_size: int = opt(8, "pairs per optimizer step (before accumulation)", min=1)
     grad_accum: int = opt(1, "micro-batches accumulated per optimizer step", min=1)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfalign import judging, prompts, scoring, verifiers
+from selfalign import judging, prompts, verifiers
 from selfalign.stages import StageContext, by_prompt, derive_seed, policy_request, round_responses
 
 CRITERION_RE = re.compile(r"^\s*(\d+)[.)]\s+(\S.*)$")
@@ -98,8 +98,8 @@ def attempt(ctx: StageContext) -> Trial:
                           samples=1)
     held_ids = {r.id for r in held_responses}
     held_groups = [[r.id for r in g if r.id in held_ids] for g in held]
-    before = scoring.grouped_agreement(held_groups, rubric_scores, csr)
-    after = scoring.grouped_agreement(held_groups, judging.mean_rubric_scores(
+    before = judging.grouped_agreement(held_groups, rubric_scores, csr)
+    after = judging.grouped_agreement(held_groups, judging.mean_rubric_scores(
         store.judgements(round=k), {label: "additive5"}, raw=True), csr)
     data |= {"agreement_before": before, "agreement_after": after}
     if after is None or before is None or after < before + MIN_GAIN:

@@ -10,7 +10,7 @@ import pytest
 
 CORE = ["selfalign", "selfalign.cli", "selfalign.config", "selfalign.errors", "selfalign.models", "selfalign.runs",
         "selfalign.store", "selfalign.store.rows", "selfalign.store.schema", "selfalign.loop", "selfalign.status",
-        "selfalign.stages", "selfalign.export", "selfalign.scoring", "selfalign.verifiers", "selfalign.prompts",
+        "selfalign.stages", "selfalign.export", "selfalign.verifiers", "selfalign.prompts",
         "selfalign.tui", "selfalign.tui.feed", "selfalign.process", "selfalign.evaluation", "selfalign.judging",
         "selfalign.engines.base", "selfalign.engines.select"]
 PACKAGE = Path(__file__).resolve().parent.parent / "selfalign"

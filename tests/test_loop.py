@@ -97,10 +97,10 @@ def test_isheep_two_rounds(tiny_model_dir, runs_root, monkeypatch):
     filter and nothing would train: its judge replies are read as 9 on both scales (what a larger judge
     says of a good answer), and the quality gate is off (its answers are all cut off at 10 tokens), so the
     loop keeps answers and SFTs on them for real."""
-    from selfalign import scoring
+    from selfalign import judging
 
-    real = scoring.parse_score
-    monkeypatch.setattr(scoring, "parse_score",
+    real = judging.parse_score
+    monkeypatch.setattr(judging, "parse_score",
                         lambda text, rubric: 9.0 if rubric.startswith("isheep") else real(text, rubric))
     folder = make_run(tiny_model_dir, "ish", "isheep", "pairs.sft_min_score=9.0", "pairs.quality_gate=false")
     assert loop.run(folder, quiet=True) == EXIT_OK

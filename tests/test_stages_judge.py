@@ -3,7 +3,7 @@
 import pytest
 from test_http import Scripted
 
-from selfalign import scoring
+from selfalign import judging
 from selfalign.stages import StageContext
 from selfalign.stages import generate as generate_stage
 from selfalign.stages import instruct as instruct_stage
@@ -106,10 +106,10 @@ def test_a_response_imitating_the_judge_is_flagged_and_masked(tiny_run, server):
 
 
 def test_parse_verdict():
-    assert scoring.parse_verdict("A") == "A"
-    assert scoring.parse_verdict("Answer B is better.") == "B"
-    assert scoring.parse_verdict("A or B, hard to say") is None
-    assert scoring.parse_verdict("") is None
+    assert judging.parse_verdict("A") == "A"
+    assert judging.parse_verdict("Answer B is better.") == "B"
+    assert judging.parse_verdict("A or B, hard to say") is None
+    assert judging.parse_verdict("") is None
 
 
 def test_health_metrics_on_fixed_judgements(tmp_path):

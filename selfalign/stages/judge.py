@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 
-from selfalign import judging, prompts, scoring, verifiers
+from selfalign import judging, prompts, verifiers
 from selfalign import metrics as metrics_mod
 from selfalign.stages import StageContext, by_prompt, derive_seed, round_responses
 from selfalign.store.rows import NewJudgement, Response, judgement_key
@@ -65,7 +65,7 @@ def _verify_and_flag(ctx, responses, train, done_keys) -> None:
             if judgement_key(r.id, "likelihood", "mean_logprob") not in done_keys:
                 store.add_judgement(NewJudgement(r.id, "likelihood", "mean_logprob", r.mean_logprob,
                                                  r.mean_logprob is not None))
-            if scoring.mask_judge_format(r.text)[1] and judgement_key(r.id, "flag", "judge_format") not in done_keys:
+            if judging.mask_judge_format(r.text)[1] and judgement_key(r.id, "flag", "judge_format") not in done_keys:
                 store.add_judgement(NewJudgement(r.id, "flag", "judge_format", 1.0, True,
                                                  "response contains judge-format text; judged with it removed"))
 
@@ -98,7 +98,7 @@ def _blackbox_judge(ctx, responses, train, done_keys) -> None:
 
         def ask(pid, demos=demos):
             group = groups[pid]
-            listing = "\n\n".join(f"[{i + 1}]\n{scoring.mask_judge_format(r.text)[0]}" for i, r in enumerate(group))
+            listing = "\n\n".join(f"[{i + 1}]\n{judging.mask_judge_format(r.text)[0]}" for i, r in enumerate(group))
             text = template.render(demos=demos, instruction=judging.instruction(train[pid]),
                                    responses=listing,
                                    k=len(group))
@@ -111,8 +111,8 @@ def _blackbox_judge(ctx, responses, train, done_keys) -> None:
             elif isinstance(reply, Exception):
                 raise reply  # a 4xx: the URL, model or key is wrong; retrying cannot help
             else:
-                raw, order = reply, scoring.parse_ranking(reply, len(group))
-            scores = scoring.rank_scores(order) if order else {}
+                raw, order = reply, judging.parse_ranking(reply, len(group))
+            scores = judging.rank_scores(order) if order else {}
             with store.transaction():
                 for i, r in enumerate(group):
                     store.add_judgement(NewJudgement(r.id, "blackbox", "rank", scores.get(i), order is not None, raw))
@@ -122,7 +122,7 @@ def _blackbox_judge(ctx, responses, train, done_keys) -> None:
 
 def _remember_agreement(ctx, pid, prompt, group: list[Response], blackbox_order: list[int]) -> None:
     """Where the black-box and likelihood rankings agree, the agreed order becomes a demonstration."""
-    white = scoring.order_by({i: r.mean_logprob for i, r in enumerate(group)})
+    white = judging.order_by({i: r.mean_logprob for i, r in enumerate(group)})
     common = _common_order(blackbox_order, white)
     if len(common) >= 2:
         ctx.store.add_demonstration(ctx.round, pid, {"instruction": judging.instruction(prompt),
@@ -190,11 +190,11 @@ def health(ctx) -> dict[str, float | None]:
     verified = store.round_verifications(k)
     metrics: dict[str, float | None] = {}
 
-    rubric_rows = [j for j in judgements if j.judge == "self" and j.rubric in scoring.SCALES]
+    rubric_rows = [j for j in judgements if j.judge == "self" and j.rubric in judging.SCALES]
     parsed = [j for j in rubric_rows if j.parsed_ok]
     if rubric_rows:
-        values = [scoring.normalise(j.rubric, j.score) for j in parsed]
-        mean, std = scoring.spread(values)
+        values = [judging.normalise(j.rubric, j.score) for j in parsed]
+        mean, std = judging.spread(values)
         metrics["judge/score_mean"], metrics["judge/score_std"] = mean, std
         metrics["judge/parse_fail_rate"] = 1 - len(parsed) / len(rubric_rows)
         top_share = max(values.count(v) for v in set(values)) / len(values) if values else 1.0
@@ -208,9 +208,9 @@ def health(ctx) -> dict[str, float | None]:
     csr = {rid: verifiers.share_met(res) for rid, res in verified.items()}
     groups = [[r.id for r in group if r.id in csr] for group in by_prompt(responses.values()).values()]
     if rubric_rows:
-        metrics["judge/rubric_verifier_agreement"] = scoring.grouped_agreement(
+        metrics["judge/rubric_verifier_agreement"] = judging.grouped_agreement(
             groups, judging.mean_rubric_scores(rubric_rows), csr)
-    metrics["judge/likelihood_verifier_agreement"] = scoring.grouped_agreement(
+    metrics["judge/likelihood_verifier_agreement"] = judging.grouped_agreement(
         groups, {rid: r.mean_logprob for rid, r in responses.items()}, csr)
     metrics["judge/hacking_rate"] = (sum(1 for j in judgements if j.judge == "flag") / len(responses)
                                      if responses else None)

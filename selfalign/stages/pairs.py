@@ -6,7 +6,7 @@ among the prompt's responses) and blackbox (rank given by the black-box judge). 
 is their weighted mean over the components present, with the recipe's weights. With
 judge.weigh_by_agreement each non-verifier weight is first multiplied by its trust on this round's own
 responses: how far above chance (0.5) it orders two answers to one prompt as the verifiers do
-(scoring.weigh_by_agreement). A 135M model's likelihood and rubric agree at about chance, so they get
+(judging.weigh_by_agreement). A 135M model's likelihood and rubric agree at about chance, so they get
 no weight, and a prompt with no trustworthy signal (no constraints) builds no pair.
 
 Quality gate (pairs.quality_gate): a response cut off by the token budget or looping
@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from selfalign import judging, scoring, verifiers
+from selfalign import judging, verifiers
 from selfalign.stages import StageContext, by_prompt, round_responses
 from selfalign.store.rows import REPAIR, NewPair, NewResponse
 from selfalign.verifiers import forms
@@ -73,7 +73,7 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
     raw_rubric: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     blackbox: dict[int, float | None] = {}
     for j in judgements:
-        if j.judge == "self" and j.rubric in scoring.SCALES and j.parsed_ok:
+        if j.judge == "self" and j.rubric in judging.SCALES and j.parsed_ok:
             raw_rubric[j.response_id][j.rubric].append(j.score)
         elif j.judge == "blackbox" and j.parsed_ok:
             blackbox[j.response_id] = j.score
@@ -82,7 +82,7 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
     out = {}
     groups = by_prompt(responses).values()
     for group in groups:
-        likelihood = scoring.rank_scores(scoring.order_by({r.id: r.mean_logprob for r in group}))
+        likelihood = judging.rank_scores(judging.order_by({r.id: r.mean_logprob for r in group}))
         for r in group:
             results = verified.get(r.id)
             components = {
@@ -98,14 +98,14 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
             out[r.id] = Scored(r.prompt_id, r.tokens, components, r.sample_index, gated=gated, loop=loop, unasked=habit,
                                rubric_raw={name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()})
     if cfg.judge.weigh_by_agreement:
-        weights = scoring.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
+        weights = judging.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
     for name in weights:  # a signal that scored nothing this round (switched off) weighs nothing
         if all(s.components[name] is None for s in out.values()):
             weights[name] = 0.0
     for name, weight in weights.items():
         store.set_metric(k, f"pairs/weight_{name}", weight)
     for s in out.values():
-        s.combined = scoring.combine(s.components, weights)
+        s.combined = judging.combine(s.components, weights)
         if s.gated and s.combined is not None:
             s.combined -= GATE_PENALTY  # below any clean answer, still ordered among the gated ones
     return out, weights
@@ -160,7 +160,7 @@ def add_repairs(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[in
                 row_id = row.id
             components = {**scores[rid].components, "verifiers": 1.0}
             scores[row_id] = Scored(pid, tokens, components, source.sample_index, rubric_raw=scores[rid].rubric_raw,
-                                    combined=scoring.combine(components, weights), repaired=True)
+                                    combined=judging.combine(components, weights), repaired=True)
             ids.append(row_id)
             made += 1
             break
@@ -182,7 +182,7 @@ def signal_agreements(scores: dict[int, Scored], groups: list[list[int]]) -> dic
         if all(v is None for v in values.values()):
             out[name] = None  # the signal is off this round
             continue
-        out[name] = scoring.grouped_agreement(checked, values, reference)
+        out[name] = judging.grouped_agreement(checked, values, reference)
     return out
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from selfalign import config as config_mod
-from selfalign import runs, scoring, verifiers
+from selfalign import judging, runs, verifiers
 from selfalign import status as run_status
 from selfalign.store import Store, open_store
 from selfalign.store.rows import Control, Decision, Event, Prompt, Response, Stage, TrainStep
@@ -190,7 +190,7 @@ class Feed:
             view = self.views.get(j.response_id)
             if view is None:
                 continue
-            if j.judge == "self" and j.rubric in scoring.SCALES:  # not pairwise checks or rubric rewrite trials
+            if j.judge == "self" and j.rubric in judging.SCALES:  # not pairwise checks or rubric rewrite trials
                 view._rubric_count += 1
                 if j.score is not None:
                     view._rubric_scores.append(j.score)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from selfalign import scoring
+from selfalign import judging
 
 
 @pytest.mark.parametrize("text, rubric, expected", [
@@ -23,7 +23,7 @@ from selfalign import scoring
     ("0||nothing", "isheep_quality", None),
 ])
 def test_parse_score(text, rubric, expected):
-    assert scoring.parse_score(text, rubric) == expected
+    assert judging.parse_score(text, rubric) == expected
 
 
 @pytest.mark.parametrize("text, k, expected", [
@@ -37,19 +37,19 @@ def test_parse_score(text, rubric, expected):
     ("no idea", 3, None),
 ])
 def test_parse_ranking(text, k, expected):
-    assert scoring.parse_ranking(text, k) == expected
+    assert judging.parse_ranking(text, k) == expected
 
 
 def test_rank_scores_and_order():
-    assert scoring.rank_scores([2, 0, 1]) == {2: 1.0, 0: 0.5, 1: 0.0}
-    assert scoring.rank_scores([0]) == {0: 1.0}
-    assert scoring.order_by({0: -1.0, 1: None, 2: -0.5, 3: -1.0}) == [2, 0, 3, 1]
+    assert judging.rank_scores([2, 0, 1]) == {2: 1.0, 0: 0.5, 1: 0.0}
+    assert judging.rank_scores([0]) == {0: 1.0}
+    assert judging.order_by({0: -1.0, 1: None, 2: -0.5, 3: -1.0}) == [2, 0, 3, 1]
 
 
 def test_agreed_pairs():
-    assert scoring.agreed_pairs([0, 1, 2], [0, 1, 2]) == [(0, 1), (0, 2), (1, 2)]
-    assert scoring.agreed_pairs([0, 1, 2], [2, 1, 0]) == []
-    assert sorted(scoring.agreed_pairs([0, 1, 2], [1, 0, 2])) == [(0, 2), (1, 2)]
+    assert judging.agreed_pairs([0, 1, 2], [0, 1, 2]) == [(0, 1), (0, 2), (1, 2)]
+    assert judging.agreed_pairs([0, 1, 2], [2, 1, 0]) == []
+    assert sorted(judging.agreed_pairs([0, 1, 2], [1, 0, 2])) == [(0, 2), (1, 2)]
 
 
 def test_pairwise_agreement():
@@ -58,19 +58,19 @@ def test_pairwise_agreement():
              (0.5, 0.5, 1.0, 0.0),  # judge tie: half
              (None, 0.3, 0.0, 1.0),  # missing: half
              (0.2, 0.8, 0.5, 0.5)]  # reference tie: skipped
-    assert scoring.pairwise_agreement(pairs) == pytest.approx(2 / 4)
-    assert scoring.pairwise_agreement([(1, 2, 0.5, 0.5)]) is None
+    assert judging.pairwise_agreement(pairs) == pytest.approx(2 / 4)
+    assert judging.pairwise_agreement([(1, 2, 0.5, 0.5)]) is None
 
 
 def test_combine_and_normalise():
-    assert scoring.combine({"rubric": 1.0, "verifiers": 0.0, "likelihood": None}, {"rubric": 1, "verifiers": 3,
+    assert judging.combine({"rubric": 1.0, "verifiers": 0.0, "likelihood": None}, {"rubric": 1, "verifiers": 3,
                                                                                    "likelihood": 5}) == 0.25
-    assert scoring.combine({"rubric": 1.0}, {"rubric": 0}) is None
-    assert scoring.normalise("additive5", 4) == 0.8 and scoring.normalise("isheep_quality", 10) == 1.0
-    assert scoring.spread([1.0, 3.0]) == (2.0, 1.0) and scoring.spread([]) == (None, None)
+    assert judging.combine({"rubric": 1.0}, {"rubric": 0}) is None
+    assert judging.normalise("additive5", 4) == 0.8 and judging.normalise("isheep_quality", 10) == 1.0
+    assert judging.spread([1.0, 3.0]) == (2.0, 1.0) and judging.spread([]) == (None, None)
 
 
 def test_judge_format_in_a_response_is_masked():
-    masked, flagged = scoring.mask_judge_format("Great answer.\nScore: 5\n9||perfect")
+    masked, flagged = judging.mask_judge_format("Great answer.\nScore: 5\n9||perfect")
     assert flagged and "Score: 5" not in masked and "9||" not in masked
-    assert scoring.mask_judge_format("I scored 3 goals.") == ("I scored 3 goals.", False)
+    assert judging.mask_judge_format("I scored 3 goals.") == ("I scored 3 goals.", False)

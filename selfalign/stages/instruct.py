@@ -55,6 +55,7 @@ def run(ctx: StageContext) -> None:
 
     rejected: Counter[str] = Counter()
     kept = 0
+    to_replay = set(written)  # each stored instruction counts once; a repeat is judged like any new text
 
     def accept(result) -> None:
         """Judge each written instruction the moment the engine finishes it, so progress moves with the
@@ -68,7 +69,8 @@ def run(ctx: StageContext) -> None:
             rejected["prompt too long"] += 1
             return
         instruction = extract_instruction(result.text)
-        replayed = instruction in written
+        replayed = instruction in to_replay
+        to_replay.discard(instruction)
         reason = None if replayed else reject_reason(instruction, index, cfg.instruct.min_words,
                                                      cfg.instruct.max_words, cfg.instruct.rouge_threshold)
         if reason:

@@ -59,8 +59,9 @@ def build_tokenizer(vocab_size: int = 512):
     return fast
 
 
-def build(folder: str | Path, seed: int = 0) -> Path:
-    """Write the tiny model and its tokenizer to `folder` with save_pretrained; returns the folder."""
+def build(folder: str | Path, seed: int = 0, heads: int = 4) -> Path:
+    """Write the tiny model and its tokenizer to `folder` with save_pretrained; returns the folder. `heads=1`
+    gives 64-wide attention heads, the narrowest vLLM's CPU attention kernels take."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -68,7 +69,7 @@ def build(folder: str | Path, seed: int = 0) -> Path:
     tokenizer = build_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=1024,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )

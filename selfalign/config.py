@@ -1,4 +1,4 @@
-"""Configuration: TOML load and save, validation, and the sections of config_sections.py re-exported.
+"""Configuration: resolving, validating, loading and saving a Config (its sections live in config_sections.py).
 
 One `Config` serves the headless loop, the TUI and every command. The defaults are the
 embedded demo (SmolLM2-135M on 2 CPU cores): one round must finish in minutes.
@@ -17,25 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from selfalign.config_sections import (  # noqa: F401 (re-exported: config.TrainSection and so on)
-    MARGIN_LOSSES,
-    PAIR_LOSSES,
-    RECIPE_DEFAULTS,
-    RECIPES,
-    SECTIONS,
-    Config,
-    ControllerSection,
-    EvalSection,
-    GenerateSection,
-    InstructSection,
-    JudgeSection,
-    ModelSection,
-    PairsSection,
-    ReportSection,
-    RunSection,
-    TrainSection,
-    opt,
-)
+from selfalign.config_sections import MARGIN_LOSSES, PAIR_LOSSES, RECIPE_DEFAULTS, RECIPES, SECTIONS, Config
 from selfalign.errors import ConfigError
 
 if sys.version_info >= (3, 11):

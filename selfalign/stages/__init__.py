@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from selfalign.config import Config
+from selfalign.config_sections import Config
 from selfalign.engines.base import Engine, GenerationRequest
 from selfalign.store import Store
 from selfalign.store.rows import SAMPLE

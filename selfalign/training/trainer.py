@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from selfalign.config import TrainSection
+from selfalign.config_sections import TrainSection
 from selfalign.training import checkpoints, losses
 from selfalign.training.batching import length_batches, split, tokens_of
 from selfalign.training.logps import common_sums, response_logps, sums

@@ -200,8 +200,9 @@ def one_run(args, name: str, sets: list[str], runs_dir: Path, env: dict) -> dict
         print(f"evaluating round {k} on the whole dev split", file=sys.stderr)
         rows[k] = evaluate(name, k, env, "dev")
         save()
-    print(render(name, settings, rows, stage_seconds(folder / "selfalign.db"), test_rows))
-    return save()
+    result = save()
+    print(render(name, settings, rows, result["stage_seconds"], test_rows))
+    return result
 
 
 RESULTS = Path(__file__).resolve().parent / "results"  # finished seeds' figures, kept with the code

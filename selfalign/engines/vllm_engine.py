@@ -93,15 +93,13 @@ class VLLMEngine:
             raise ModelError(f"vLLM cannot load the LoRA-able model from the GGUF file in {spec.location}; "
                              "save it with save_pretrained() first, or use generate.engine = transformers")
         cpu = on_cpu()
-        if cpu:  # fp32 (bf16 is emulated on most CPUs), no CUDA graphs, no sleep mode, no GPU memory share
-            llm = LLM(model=spec.location, dtype="float32" if dtype == "auto" else dtype, max_model_len=max_context,
-                      enable_lora=True, max_lora_rank=max(8, max_lora_rank), max_loras=2, seed=seed,
-                      enforce_eager=True)
-        else:
-            llm = LLM(model=spec.location, dtype="bfloat16" if dtype == "auto" else dtype,
-                      max_model_len=max_context, tensor_parallel_size=tensor_parallel_size,
-                      gpu_memory_utilization=gpu_memory_utilization, enable_lora=True,
-                      max_lora_rank=max(8, max_lora_rank), max_loras=2, seed=seed, enable_sleep_mode=True)
+        # on a CPU: fp32 (bf16 is emulated on most CPUs), no CUDA graphs, no sleep mode, no GPU memory share
+        device = {"enforce_eager": True} if cpu else {
+            "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
+            "enable_sleep_mode": True}
+        llm = LLM(model=spec.location, dtype=("float32" if cpu else "bfloat16") if dtype == "auto" else dtype,
+                  max_model_len=max_context, enable_lora=True, max_lora_rank=max(8, max_lora_rank), max_loras=2,
+                  seed=seed, **device)
         engine = cls(llm, max_context=max_context)
         engine.where = "cpu" if cpu else "cuda"
         return engine

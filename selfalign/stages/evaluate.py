@@ -25,9 +25,8 @@ NAME = "evaluate"
 
 
 # The test split: prompts no setting is ever chosen by. Only `selfalign eval --split test` reads it (through
-# SPLIT_FILES); the loop, the controller and every ablation read the dev split (eval.heldout_file).
+# prompt_source); the loop, the controller and every ablation read the dev split (eval.heldout_file).
 TEST_FILE = "test.jsonl"
-SPLITS = ("dev", "test")
 
 
 def prompt_source(file: str | None, split: str = "dev") -> tuple[str | None, str]:
@@ -74,7 +73,7 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
 
     def store_result(result) -> None:
         nonlocal done
-        params = {"temperature": cfg.eval.temperature, "max_new_tokens": cfg.eval.max_new_tokens, "eval": True}
+        params = {"temperature": cfg.eval.temperature, "max_new_tokens": cfg.eval.max_new_tokens}  # kind says eval
         store.add_response(NewResponse(result.key, k, ctx.policy, 0, result.text, result.tokens, result.finish_reason,
                                        result.mean_logprob, params, result.duration_s, kind=EVAL))
         done += 1

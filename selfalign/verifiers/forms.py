@@ -105,15 +105,16 @@ def rates(items: list[tuple[list[dict[str, Any]], str]]) -> dict[str, Any]:
     """Unasked-form figures over (constraints, answer) items: per form, the share of answers whose prompt
     did not ask for it that wear it anyway (with that count); overall, the share of answers wearing at
     least one unasked marked form, and the share wearing any unasked form."""
+    seen = [(asked(constraints), shown(text)) for constraints, text in items]  # each detector runs once
     per_form: dict[str, tuple[float, int]] = {}
     for form in FORMS:
-        eligible = [text for constraints, text in items if form not in asked(constraints)]
+        eligible = [worn for wanted, worn in seen if form not in wanted]
         if eligible:
-            per_form[form] = (sum(FORMS[form](t) for t in eligible if t.strip()) / len(eligible), len(eligible))
+            per_form[form] = (sum(form in worn for worn in eligible) / len(eligible), len(eligible))
     n = len(items)
     return {
         "n": n,
         "per_form": per_form,
-        "marked": sum(bool(unasked_marked(c, t)) for c, t in items) / n if n else None,
-        "any": sum(bool(unasked(c, t)) for c, t in items) / n if n else None,
+        "marked": sum(bool((worn - wanted) & MARKED) for wanted, worn in seen) / n if n else None,
+        "any": sum(bool(worn - wanted) for wanted, worn in seen) / n if n else None,
     }

@@ -78,6 +78,22 @@ def test_the_gate_builds_no_pair_whose_chosen_answer_wears_a_habit(tmp_path):
     assert [p.chosen_id for p in pairs] == [ids["loud"]]
 
 
+def test_a_prompt_without_constraints_teaches_plain_answers_only_through_the_gates(tmp_path):
+    """Every answer to a plain prompt meets its (no) constraints, so they tie: without a gate no pair is built;
+    with the form gate the clean answer is chosen over the quoted one, the longer clean answer winning the tie."""
+    store = open_store(tmp_path / "p.db", create=True)
+    (pid,) = store.add_prompts([NewPrompt("describe a river", "self", constraints=[], round=1)])
+    ids = {}
+    for i, (label, text) in enumerate([("short", "It flows."), ("quoted", '"A river runs to the sea, slowly."'),
+                                       ("long", "A river carries water from the hills to the sea.")]):
+        ids[label] = store.add_response(NewResponse(pid, 1, "base", i, text, 3 + 4 * i, "stop", -1.0))
+    pairs, _ = _pairs(store)
+    assert pairs == []
+    (pair,), _ = _pairs(store, "pairs.unasked_form_gate=true")
+    assert (pair.chosen_id, pair.rejected_id) == (ids["long"], ids["quoted"])
+    assert pair.scores["chosen"]["verifiers"] == 1.0
+
+
 def test_a_form_worn_unasked_far_more_often_than_at_round_0_is_a_habit_and_is_shown():
     from rich.console import Console
 

@@ -7,7 +7,8 @@ is their weighted mean over the components present, with the recipe's weights. W
 judge.weigh_by_agreement each non-verifier weight is first multiplied by its trust on this round's own
 responses: how far above chance (0.5) it orders two answers to one prompt as the verifiers do
 (judging.weigh_by_agreement). A 135M model's likelihood and rubric agree at about chance, so they get
-no weight, and a prompt with no trustworthy signal (no constraints) builds no pair.
+no weight. A prompt without constraints scores 1 on the verifiers for every answer (verifier_score), so it
+builds a pair only where a gate tells its answers apart.
 
 Quality gate (pairs.quality_gate): a response cut off by the token budget or looping
 (verifiers.degenerate) scores below every clean one, so it can be the rejected answer but never the
@@ -87,7 +88,7 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
             results = verified.get(r.id)
             components = {
                 "rubric": rubric.get(r.id),
-                "verifiers": sum(results.values()) / len(results) if results else None,
+                "verifiers": verifier_score(results, train[r.prompt_id].constraints),
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
@@ -109,6 +110,16 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
         if s.gated and s.combined is not None:
             s.combined -= GATE_PENALTY  # below any clean answer, still ordered among the gated ones
     return out, weights
+
+
+def verifier_score(results: dict[str, bool] | None, constraints: list) -> float | None:
+    """Share of the prompt's constraints met. A prompt without constraints (instruct.constraint_share < 1)
+    scores 1 on every answer: all of its none are met, so its answers tie and only the gates (a loop, a cut-off,
+    an unasked form) tell them apart. That is the one signal such a prompt has, and the one that teaches
+    "plain when nothing was asked": the clean answer is chosen over the one wearing a habit."""
+    if results:
+        return sum(results.values()) / len(results)
+    return None if constraints else 1.0
 
 
 TRIMMING = {"max_words", "max_sentences"}

@@ -30,7 +30,8 @@ class Group(click.Group):
             sys.exit(full.exit_code)
 
     def list_commands(self, ctx):  # in the order a user meets them, not alphabetical
-        order = ["init", "run", "watch", "status", "eval", "compare", "note", "export", "serve", "models", "config"]
+        order = ["init", "run", "watch", "status", "eval", "compare", "note", "export", "serve", "correct", "models",
+                 "config"]
         return sorted(self.commands, key=lambda name: order.index(name) if name in order else len(order))
 
 
@@ -199,6 +200,31 @@ def serve(ctx, name, model_name, round_k, host, port):
         pass
     finally:
         server.server_close()
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--round", "round_k", type=int, default=None,
+              help="Use round k's corrector, trained on rounds 1..k (default: the newest round); trained now "
+              "if missing.")
+@click.option("--in", "in_path", default=None, metavar="FILE",
+              help='JSONL of {"prompt", "answer"} (optionally "constraints") to correct.')
+@click.option("--out", "out_path", default=None, metavar="FILE", help="Where the corrected JSONL goes (with --in).")
+@click.option("--heldout", "split", type=click.Choice(["dev", "test"]), default=None,
+              help="Measure the corrector on a round's held-out answers of this split: fix, break and no-op rates, "
+              "and the paired gain of policy + corrector, + rule repair and both over the policy alone.")
+@click.option("--answers-round", type=int, default=None, help="With --heldout: whose answers to correct (default: "
+              "the corrector's round; 0 is the base model, another upstream policy).")
+@click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
+@click.pass_context
+def correct(ctx, name, round_k, in_path, out_path, split, answers_round, fmt):
+    """Aligner: rewrite answers with a run's learned corrector (a LoRA trained on the run's repaired copies,
+    close pairs and clean answers)."""
+    from selfalign import runs
+    from selfalign.correction import command
+
+    folder = runs.locate(name, ctx.obj["runs_dir"])
+    click.echo(command.correct(folder, round_k, in_path, out_path, split, answers_round, fmt))
 
 
 class ProgressLine:

@@ -1,0 +1,120 @@
+"""The learned corrector (Aligner): what a correction did, judged by the verifiers; a real LoRA corrector trained
+on a tiny run's stored triples, applied to held-out answers and resumed, and `selfalign correct` on a file."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from selfalign import heldout, verifiers
+from selfalign.cli import cli
+from selfalign.correction import corrector, measure, outcomes
+from selfalign.store.rows import CORRECTION, EVAL, NewPair, NewPrompt, NewResponse
+
+LOWER = [{"id": "lowercase", "params": {}}]
+WORDS = [{"id": "keywords", "params": {"keywords": ["river"]}}]
+Q = "Describe a walk."
+
+
+def test_an_outcome_says_what_a_correction_did():
+    fix = outcomes.assess(Q, LOWER, "The Walk Was Long and quiet today.", "the walk was long and quiet today.", "stop")
+    assert (fix.before, fix.after, fix.noop, fix.usable) == (False, True, False, True)  # case alone is a change
+    same = outcomes.assess(Q, LOWER, "the walk was long.", "the walk  was long.", "stop")
+    assert same.noop and same.before and same.after
+    echo = outcomes.assess(Q, LOWER, "a walk by the lake.", "Request:\ndescribe a walk.", "stop")
+    assert echo.echo and not echo.usable
+    words = "we walked along the river for an hour and saw herons, ducks and a boat"
+    gutted = outcomes.assess(Q, WORDS, words, "the river.", "stop")
+    assert gutted.gutted and gutted.after and not gutted.usable
+    trimmed = outcomes.assess(Q, [{"id": "max_words", "params": {"n": 5}}], words, "We walked by the river.", "stop")
+    assert not trimmed.gutted and trimmed.usable  # a prompt that asks for fewer words lets it cut
+    quoted = outcomes.assess(Q, WORDS, "A walk by the river.", '"A walk by the river."', "stop")
+    assert quoted.added_forms == ("quoted",) and not quoted.usable
+    looped = outcomes.assess(Q, WORDS, "A walk.", "by the river " * 40, "length")
+    assert looped.degenerate and not looped.usable and not looped.kept_after
+    s = outcomes.summary([fix, same, quoted, outcomes.assess(Q, LOWER, "ok, thanks.", "Ok, thanks.", "stop")])
+    assert (s["failing"], s["fixed"], s["passing"], s["broken"]) == (1, 1, 3, 1)
+    assert s["fix_rate"] == 1.0 and s["break_rate"] == pytest.approx(1 / 3) and s["noop_share"] == 0.25
+    assert s["per_type"]["lowercase"] == {"missed": 1, "fixed": 1, "met": 2, "broken": 1}  # quoted one not usable
+
+
+def _stored_run(tiny_run):
+    """A tiny run with one finished round's data: repaired copies, a close pair, clean answers, held-out answers."""
+    folder, cfg, store, engine = tiny_run("corr", sets=["train.epochs=1", "train.batch_size=4"])
+    store.start_round(1, None)
+    prompts = [("Greet me.", LOWER), ("Name a river.", WORDS), ("Greet my friend.", LOWER)]
+    pids = store.add_prompts([NewPrompt(t, "self", constraints=c, round=1) for t, c in prompts])
+    for i, pid in enumerate(pids):
+        loud = store.add_response(NewResponse(pid, 1, "base", 0, f"Hello There number {i}.", 5, "stop", -1.0))
+        store.add_response(NewResponse(pid, 1, "base", 0, f"hello there number {i}.", 5, "stop", None,
+                                       {"repaired_from": loud}, kind="repair"))
+        good = store.add_response(NewResponse(pid, 1, "base", 1, f"the river {i} runs, hello.", 5, "stop", -1.0))
+        near = store.add_response(NewResponse(pid, 1, "base", 2, f"The river {i} runs, hello.", 5, "stop", -1.0))
+        store.add_pair(NewPair(1, pid, good, near, 1.0, "best-vs-worst"))
+    held = store.add_prompts([NewPrompt(f"Say hi to {n}.", "heldout", "heldout", LOWER) for n in ("Ann", "Bo", "Cy")])
+    for pid in held:
+        store.add_response(NewResponse(pid, 1, "rounds/1/adapter", 0, "Hi There, Friend.", 5, "stop", -1.0, kind=EVAL))
+    return folder, cfg, store, engine, held
+
+
+def test_a_corrector_trains_on_stored_triples_corrects_held_out_answers_and_resumes(tiny_run):
+    folder, cfg, store, engine, held = _stored_run(tiny_run)
+    adapter = corrector.train_corrector(folder, cfg, store, engine, 1)
+    assert adapter == corrector.adapter_dir(folder, 1) and (adapter / "adapter_config.json").is_file()
+    counts = json.loads((adapter.parent / "triples.json").read_text())
+    assert counts["repair"] == 3 and counts["pair"] == 3 and counts["triples"] == 6 + counts["identity"]
+    stamp = (adapter / "adapter_model.safetensors").stat().st_mtime_ns
+    assert corrector.train_corrector(folder, cfg, store, engine, 1) == adapter  # trained once, then reused
+    assert (adapter / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+    assert corrector.latest(folder) == 1
+
+    before = list(heldout.answers(store, 1).values())
+    seen = []
+    corrected = measure.correct_answers(folder, store, engine, 1, 1, held[:2], max_new_tokens=8,
+                                        progress=lambda done, total: seen.append((done, total)))
+    assert sorted(corrected) == held[:2] and seen[-1] == (2, 2)
+    rows = [r for r in store.responses(round=1) if r.kind == CORRECTION]
+    assert len(rows) == 2 and all(r.policy == measure.policy_label(1) for r in rows)
+    assert {r.params["corrected_from"] for r in rows} == {answer.id for answer, _ in corrected.values()}
+    # a second call (a resume) corrects only what is missing; evaluation answers never mix with corrections
+    corrected = measure.correct_answers(folder, store, engine, 1, 1, held, max_new_tokens=8)
+    assert sorted(corrected) == held and len([r for r in store.responses(round=1) if r.kind == CORRECTION]) == 3
+    assert list(heldout.answers(store, 1).values()) == before
+    f = measure.figures(store, corrected)
+    assert f["n"] == 3 and f["ways"]["policy"]["csr_prompt"].value == 0.0
+    assert f["ways"]["repair"]["csr_prompt"].value == 1.0  # lower-casing is a rule repair
+    assert f["all"]["failing"] == 3 and ("lowercase" in f["all"]["per_type"]) == (f["all"]["usable_share"] > 0)
+    assert "| corrector |" in measure.render_md("corr", f)
+
+
+def test_correct_command_rewrites_a_file_and_refuses_bad_input_in_one_line(tiny_run, tmp_path, runs_root):
+    folder, cfg, store, engine, _ = _stored_run(tiny_run)
+    store.close()
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(json.dumps({"prompt": "Greet me.", "answer": "Hello There.", "constraints": LOWER}) + "\n"
+                       + json.dumps({"prompt": "Say something.", "answer": "Something."}) + "\n")
+    out = tmp_path / "out.jsonl"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["correct", "corr", "--in", str(answers), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "corrected 2 answers with round 1's corrector" in result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["answer"] for line in lines] == ["Hello There.", "Something."]
+    for line in lines:
+        assert isinstance(line["correction"], str) and line["final"] in (line["answer"], line["correction"])
+        assert set(line["outcome"]) >= {"met_before", "met_after", "noop", "usable"}
+    assert lines[0]["outcome"]["met_before"] is False
+    assert lines[0]["outcome"]["met_after"] == all(verifiers.check_all(LOWER, lines[0]["correction"]).values())
+
+    bad = tmp_path / "bad.jsonl"
+    for text, message in [('{"prompt": "x"}\n', 'needs string fields "prompt" and "answer"'),
+                          ("not json\n", "is not valid JSON"),
+                          ('{"prompt": "x", "answer": "y", "constraints": [{"id": "shout"}]}\n', "unknown constraint")]:
+        bad.write_text(text)
+        result = runner.invoke(cli, ["correct", "corr", "--in", str(bad), "--out", str(tmp_path / "never.jsonl")])
+        assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
+        assert not (tmp_path / "never.jsonl").exists()
+    result = runner.invoke(cli, ["correct", "corr", "--round", "2", "--in", str(answers), "--out", str(out)])
+    assert result.exit_code == 2 and "round 2 of corr stored no pairs" in result.output
+    result = runner.invoke(cli, ["correct", "corr"])
+    assert result.exit_code == 2 and "--in FILE --out FILE" in result.output

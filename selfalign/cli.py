@@ -161,39 +161,28 @@ def models_pull(name, force):
 @click.argument("name", required=False)
 @click.option("--model", "model_name", default=None, help="Serve this model instead of a run's policy.")
 @click.option("--round", "round_k", type=int, default=None, help="Serve round k's adapter (default: the latest).")
+@click.option("--corrector", "use_corrector", is_flag=True,
+              help="Correct every reply with the run's newest trained corrector (Aligner); the reply as it came is "
+              "kept in each choice's 'original' field.")
+@click.option("--upstream-url", default=None, metavar="URL",
+              help="Forward requests to this OpenAI-compatible server (e.g. http://127.0.0.1:8001/v1) and correct its "
+              "replies; needs --upstream-model and --corrector-from.")
+@click.option("--upstream-model", default=None, metavar="M", help="The upstream server's model.")
+@click.option("--upstream-key-env", default="OPENAI_API_KEY", show_default=True,
+              help="Environment variable holding the upstream server's API key, if it needs one.")
+@click.option("--corrector-from", "corrector_from", default=None, metavar="RUN[:K]",
+              help="Whose corrector corrects the replies: a run, and optionally the round of its corrector.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.pass_context
-def serve(ctx, name, model_name, round_k, host, port):
-    """Serve a run's policy (or any model) as an OpenAI-compatible endpoint."""
-    import dataclasses
+def serve(ctx, name, model_name, round_k, use_corrector, upstream_url, upstream_model, upstream_key_env,
+          corrector_from, host, port):
+    """Serve a run's policy (or any model) as an OpenAI-compatible endpoint, optionally behind a corrector."""
+    from selfalign import serve as serving
 
-    from selfalign import config, controller, runs
-    from selfalign.engines import select
-    from selfalign.errors import UsageError
-    from selfalign.serve import make_server
-    from selfalign.store import open_store
-
-    if not name and not model_name:
-        raise UsageError("name a run (selfalign serve RUN) or a model (selfalign serve --model NAME)")
-    adapter = None
-    cfg = config.build()
-    what = f"model {model_name}"
-    if name:
-        folder = runs.locate(name, ctx.obj["runs_dir"])
-        cfg = config.load(folder.config_path)
-        with open_store(folder.db_path) as store:
-            preferred = controller.best_kept_round(cfg, store, folder.adapter_rounds())
-        k = folder.policy_round(round_k, preferred)
-        adapter = folder.adapter_of(k)
-        base = model_name or cfg.model.name
-        what = f"run {name}, round {k}: " + (f"adapter {adapter} on {base}" if adapter else f"the base model {base}")
-    # the run's model and engine settings; --model names another model
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=model_name or cfg.model.name))
-    engine, _ = select.make(cfg)
-    server = make_server(engine, name or model_name, host, port, adapter=adapter)
-    click.echo(f"serving {what} as model {name or model_name!r} at http://{host}:{server.server_port}/v1 "
-               "(Ctrl-C stops)")
+    server, what = serving.build(ctx.obj["runs_dir"], name, model_name, round_k, use_corrector, upstream_url,
+                                 upstream_model, upstream_key_env, corrector_from, host, port)
+    click.echo(f"serving {what} at http://{host}:{server.server_port}/v1 (Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -218,8 +207,8 @@ def serve(ctx, name, model_name, round_k, host, port):
 @click.option("--format", "fmt", type=click.Choice(["md", "json"]), default="md", show_default=True)
 @click.pass_context
 def correct(ctx, name, round_k, in_path, out_path, split, answers_round, fmt):
-    """Aligner: rewrite answers with a run's learned corrector (a LoRA trained on the run's repaired copies,
-    close pairs and clean answers)."""
+    """Aligner: train a run's corrector (a LoRA learning to rewrite answers, from the run's repaired copies, close
+    pairs and clean answers) and rewrite answers with it. Without --in or --heldout it only trains."""
     from selfalign import runs
     from selfalign.correction import command
 

@@ -116,5 +116,96 @@ def test_correct_command_rewrites_a_file_and_refuses_bad_input_in_one_line(tiny_
         assert not (tmp_path / "never.jsonl").exists()
     result = runner.invoke(cli, ["correct", "corr", "--round", "2", "--in", str(answers), "--out", str(out)])
     assert result.exit_code == 2 and "round 2 of corr stored no pairs" in result.output
-    result = runner.invoke(cli, ["correct", "corr"])
-    assert result.exit_code == 2 and "--in FILE --out FILE" in result.output
+    result = runner.invoke(cli, ["correct", "corr", "--in", str(answers), "--heldout", "dev"])
+    assert result.exit_code == 2 and "not both" in result.output
+    result = runner.invoke(cli, ["correct", "corr"])  # trained already: says where it is
+    assert result.exit_code == 0 and str(corrector.adapter_dir(folder, 1)) in result.output
+
+
+def _serve(server):
+    import threading
+
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/v1"
+
+
+def test_a_corrector_in_front_of_a_real_upstream_server_and_of_a_runs_own_policy(tiny_run, tiny_model_dir, runs_root):
+    from selfalign import models, serve
+    from selfalign.engines.http_engine import HttpClient
+    from selfalign.engines.transformers_engine import TransformersEngine
+
+    folder, cfg, store, engine, _ = _stored_run(tiny_run)
+    corrector.train_corrector(folder, cfg, store, engine, 1)
+    store.close()
+    model, tok = models.load(str(tiny_model_dir), device="cpu")
+    upstream = serve.make_server(TransformersEngine(model, tok, batch_size=4), "up-model", port=0)
+    up_url = _serve(upstream)
+    servers = [upstream]
+    try:
+        front, what = serve.build(None, None, None, None, False, up_url, "up-model", "OPENAI_API_KEY", "corr:1",
+                                  "127.0.0.1", 0)
+        servers.append(front)
+        assert what.startswith("up-model from http://127.0.0.1:") and "corr round 1 corrector" in what
+        body = {"messages": [{"role": "user", "content": "Greet me in lower case."}], "max_tokens": 6,
+                "temperature": 0.0, "n": 1}
+        direct = HttpClient(up_url, "up-model", retries=0)._post("/chat/completions", {**body, "model": "up-model"})
+        reply = HttpClient(_serve(front), "up-model", retries=0)._post("/chat/completions",
+                                                                      {**body, "model": "up-model"})
+        (choice,) = reply["choices"]
+        assert choice["original"]["content"] == direct["choices"][0]["message"]["content"]  # forwarded as it came
+        applied = choice["correction"]["applied"]
+        assert (choice["message"]["content"] == choice["original"]["content"]) == (not applied) or \
+            choice["correction"]["noop"]
+        assert reply["corrected_by"] == "corr round 1 corrector"
+
+        own, what = serve.build(None, "corr", None, None, True, None, None, "OPENAI_API_KEY", None, "127.0.0.1", 0)
+        servers.append(own)
+        assert what.startswith("run corr, round 0: the base model") and "corrected by corr round 1 corrector" in what
+        reply = HttpClient(_serve(own), "corr", retries=0)._post("/chat/completions", {**body, "model": "corr"})
+        assert "original" in reply["choices"][0] and reply["corrected_by"] == "corr round 1 corrector"
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_bad_upstream_is_one_line_and_a_non_zero_exit(tiny_run, tiny_model_dir, runs_root, tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from selfalign import serve
+
+    folder, cfg, store, engine, _ = _stored_run(tiny_run)
+    corrector.train_corrector(folder, cfg, store, engine, 1)
+    store.close()
+
+    class Refusing(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(401)
+            self.end_headers()
+
+    refusing = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=refusing.serve_forever, daemon=True).start()
+    upstream = serve.make_server(engine, "up-model", port=0)
+    up_url = _serve(upstream)
+    runner = CliRunner()
+    try:
+        cases = [("http://127.0.0.1:9/v1", "up-model", "corr", 1, "did not answer"),
+                 (f"http://127.0.0.1:{refusing.server_port}/v1", "up-model", "corr", 1, "refused the key"),
+                 (up_url, "nope", "corr", 2, "does not serve model 'nope'"),
+                 (up_url, "up-model", "corr:3", 2, "round 3 of corr has no trained corrector"),
+                 (up_url, "up-model", "missing-run", 1, "no run named 'missing-run'")]
+        for url, model, source, code, message in cases:
+            result = runner.invoke(cli, ["serve", "--upstream-url", url, "--upstream-model", model,
+                                         "--corrector-from", source, "--port", "0"])
+            assert result.exit_code == code and message in result.output, (url, result.output)
+            assert result.output.count("\n") == 1 and result.output.startswith("error:")
+        result = runner.invoke(cli, ["serve", "--upstream-url", up_url, "--corrector-from", "corr"])
+        assert result.exit_code == 2 and "needs --upstream-model" in result.output
+    finally:
+        for server in (refusing, upstream):
+            server.shutdown()
+            server.server_close()

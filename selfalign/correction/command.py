@@ -1,5 +1,5 @@
-"""`selfalign correct`: train a run's corrector when it has none, then correct a file of answers or measure
-the corrector on a round's held-out answers (correction/batch.py, correction/measure.py)."""
+"""`selfalign correct`: train a run's corrector when it has none, then (optionally) correct a file of answers or
+measure the corrector on a round's held-out answers (correction/batch.py, correction/measure.py)."""
 
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ def ready_corrector(folder: RunFolder, cfg, store, engine, k: int) -> None:
 
 def correct(folder: RunFolder, round_k: int | None, in_path: str | None, out_path: str | None, split: str | None,
             answers_round: int | None, fmt: str, engine_factory=select.make) -> str:
-    if (in_path is None) == (split is None):
+    if in_path is not None and split is not None:
         raise UsageError("give either --in FILE --out FILE (correct your answers) or --heldout SPLIT (measure the "
-                         "corrector on a round's held-out answers)")
+                         "corrector on a round's held-out answers), not both")
     if in_path is not None and out_path is None:
         raise UsageError("--in needs --out: where the corrected answers go")
     with folder.lock():
@@ -58,6 +58,8 @@ def correct(folder: RunFolder, round_k: int | None, in_path: str | None, out_pat
                                  f"that did: {rounds or 'none'} (run `selfalign run {folder.name}` first)")
             engine, _ = engine_factory(cfg)
             ready_corrector(folder, cfg, store, engine, k)
+            if in_path is None and split is None:
+                return f"round {k}'s corrector is in {corrector.adapter_dir(folder, k)}"
             if in_path is not None:
                 from selfalign.correction import batch
 

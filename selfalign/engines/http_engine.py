@@ -102,6 +102,24 @@ class HttpClient:
             raise EndpointUnavailable(f"{url} did not answer ({getattr(exc, 'reason', None) or exc}); check that "
                                       "the server is up") from None
 
+    def models(self) -> list[str]:
+        """The model ids the server lists (GET /models); no retries: it is asked once, before work starts."""
+        url = f"{self.base_url}/models"
+        request = urllib.request.Request(url, headers=self._headers(), method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                reply = json.loads(response.read())
+            return [str(m["id"]) for m in reply["data"]]
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:200].decode(errors="replace")
+            raise EndpointError(_explain(exc.code, url, self.model, self.key_env, detail)) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            raise EndpointUnavailable(f"{url} did not answer ({getattr(exc, 'reason', None) or exc}); check that "
+                                      "the server is up") from None
+        except (ValueError, KeyError, TypeError):
+            raise EndpointUnavailable(f"{url} did not list models as an OpenAI-compatible server does; check the "
+                                      "URL (it usually ends in /v1)") from None
+
     def chat(self, messages: list[dict[str, str]], **sampling) -> list[dict]:
         """Choices of one chat completion: each {'text', 'finish_reason', 'tokens'}."""
         return _choices(self._post("/chat/completions", self._body({"messages": messages}, **sampling)), "message")

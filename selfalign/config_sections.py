@@ -160,6 +160,20 @@ class PairsSection:
 
 
 @dataclass
+class CorrectSection:
+    enabled: bool = opt(False, "Aligner: from round 2 on, a corrector (a second LoRA on the base, trained on the "
+                        "earlier rounds' repaired copies, close pairs and clean answers) rewrites the answers that "
+                        "miss a constraint, and usable corrections compete in pairs; off until a gain row shows it "
+                        "helps (docs/gain.md). `selfalign correct` uses and measures one without it")
+    pairs: str = opt("compete", "compete: a usable correction is one more candidate for its prompt, like a repaired "
+                     "copy; over-source: where a usable correction meets more constraints than its answer, the "
+                     "pair is that correction over that answer (about the same length by construction)",
+                     choices=("compete", "over-source"))
+    passing_share: float = opt(0.1, "share of the answers that already meet every constraint that are corrected "
+                               "too, only to measure what the corrector breaks (never trained on)", min=0.0, max=1.0)
+
+
+@dataclass
 class TrainSection:
     loss: str = opt("dpo", "dpo, ipo, ln-dpo (length-normalised), ld-dpo (length-desensitised: see ld_alpha), "
                     "sft or rrhf", choices=("dpo", "ipo", "ln-dpo", "ld-dpo", "sft", "rrhf"))
@@ -267,7 +281,7 @@ class ReportSection:
 
 SECTIONS: dict[str, type] = {
     "run": RunSection, "model": ModelSection, "instruct": InstructSection,
-    "generate": GenerateSection, "judge": JudgeSection, "pairs": PairsSection,
+    "generate": GenerateSection, "judge": JudgeSection, "correct": CorrectSection, "pairs": PairsSection,
     "train": TrainSection, "eval": EvalSection, "controller": ControllerSection, "report": ReportSection,
 }
 
@@ -292,6 +306,7 @@ class Config:
     instruct: InstructSection = field(default_factory=InstructSection)
     generate: GenerateSection = field(default_factory=GenerateSection)
     judge: JudgeSection = field(default_factory=JudgeSection)
+    correct: CorrectSection = field(default_factory=CorrectSection)
     pairs: PairsSection = field(default_factory=PairsSection)
     train: TrainSection = field(default_factory=TrainSection)
     eval: EvalSection = field(default_factory=EvalSection)

@@ -10,7 +10,8 @@ work did not use it: fork earlier instead.
 
 What each stage writes, and so what a fork drops when it starts at or before that stage:
 instruct: the round's new prompts; generate: the round's samples; judge: their verifications,
-judgements, demonstrations and judge/ and verify/ metrics; pairs: the pairs, repaired copies
+judgements, demonstrations and judge/ and verify/ metrics; correct: the corrections (kind 'correction') and
+correct/ metrics (the corrector it used, trained on earlier rounds, is kept); pairs: the pairs, repaired copies
 (kind 'repair') and pairs/ metrics; train: the train steps, the adapter and train/ metrics;
 evaluate: the round's held-out answers, eval/ metrics and the controller's decisions.
 """
@@ -26,7 +27,7 @@ from selfalign.runs import RunFolder
 from selfalign.stages import STAGES
 
 METRIC_PREFIXES = {"instruct": ("instruct/",), "generate": ("generate/",), "judge": ("judge/", "verify/"),
-                   "pairs": ("pairs/",), "train": ("train/",), "evaluate": ("eval/",)}
+                   "correct": ("correct/",), "pairs": ("pairs/",), "train": ("train/",), "evaluate": ("eval/",)}
 SECTION_OF = {"evaluate": "eval"}  # a stage's config section, where the names differ
 # settings that change what every stage does: a fork cannot keep any stored work under new values
 WHOLE_RUN_KEYS = ("model.", "run.recipe", "run.prompting")
@@ -114,6 +115,8 @@ def trim(db, k: int, later: tuple[str, ...]) -> None:
         conditions.append("(r.round = :k AND p.split = 'heldout')")  # evaluate is always redone
         if "generate" in later:
             conditions.append("(r.round = :k AND p.split = 'train')")
+        if "correct" in later:
+            conditions.append("(r.round = :k AND r.kind = 'correction')")
         if "pairs" in later:
             conditions.append("(r.round = :k AND r.kind = 'repair')")
     x("CREATE TEMP TABLE gone (id INTEGER PRIMARY KEY)")

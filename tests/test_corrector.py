@@ -74,7 +74,7 @@ def test_a_corrector_trains_on_stored_triples_corrects_held_out_answers_and_resu
                                         progress=lambda done, total: seen.append((done, total)))
     assert sorted(corrected) == held[:2] and seen[-1] == (2, 2)
     rows = [r for r in store.responses(round=1) if r.kind == CORRECTION]
-    assert len(rows) == 2 and all(r.policy == measure.policy_label(1) for r in rows)
+    assert len(rows) == 2 and all(r.policy == corrector.label(1) for r in rows)
     assert {r.params["corrected_from"] for r in rows} == {answer.id for answer, _ in corrected.values()}
     # a second call (a resume) corrects only what is missing; evaluation answers never mix with corrections
     corrected = measure.correct_answers(folder, store, engine, 1, 1, held, max_new_tokens=8)
@@ -209,3 +209,103 @@ def test_a_bad_upstream_is_one_line_and_a_non_zero_exit(tiny_run, tiny_model_dir
         for server in (refusing, upstream):
             server.shutdown()
             server.server_close()
+
+
+def test_a_round_with_the_corrector_on_runs_end_to_end_and_resumes_after_a_kill(tiny_model_dir, runs_root):
+    """Round 2 of a tiny run with correct.enabled: round 1's corrector is trained from round 1's stored triples,
+    the round's answers are corrected into rows of kind 'correction' (verified, naming their source), the run is
+    killed in the middle of the correct stage and resumed, and nothing is lost or stored twice."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_loop import make_run
+
+    from selfalign import loop
+    from selfalign.store import open_store
+
+    folder = make_run(tiny_model_dir, "corr-loop", "self-reward", "correct.enabled=true", "correct.passing_share=1.0",
+                      "instruct.prompts_per_round=6", "generate.max_new_tokens=160", "generate.batch_size=1",
+                      "model.max_context=1024")
+    assert loop.run(folder, rounds=1, quiet=True) == 0
+    with open_store(folder.db_path) as store:
+        assert store.stage(1, "correct").status == "done"  # round 1 has nothing to learn from: corrects nothing
+        assert not [r for r in store.responses(round=1) if r.kind == CORRECTION]
+        # a random tiny model's round rarely gives a triple: store three rule-style fixes of its samples
+        for source in [r for r in store.responses(round=1) if r.kind == "sample"][:3]:
+            store.add_response(NewResponse(source.prompt_id, 1, source.policy, source.sample_index,
+                                           f"a fixed answer {source.id}.", 4, "stop", None,
+                                           {"repaired_from": source.id}, kind="repair"))
+    proc = subprocess.Popen([sys.executable, "-m", "selfalign", "run", "corr-loop", "--headless", "--rounds", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while True:
+        with open_store(folder.db_path) as store:
+            stage = store.stage(2, "correct")
+            if stage and stage.status == "running" and stage.done > 0:
+                break
+        assert proc.poll() is None and time.monotonic() < deadline, "the correct stage never got under way"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with open_store(folder.db_path) as store:
+        partial = len([r for r in store.responses(round=2) if r.kind == CORRECTION])
+        total = store.stage(2, "correct").total
+    assert 0 < partial < total
+    assert corrector.trained(folder, 1)
+    assert loop.run(folder, quiet=True) == 0
+    with open_store(folder.db_path) as store:
+        rows = [r for r in store.responses(round=2) if r.kind == CORRECTION]
+        sources = store.responses_by_id(r.params["corrected_from"] for r in rows)
+        assert len(rows) == total and len({r.params["corrected_from"] for r in rows}) == total  # none twice
+        assert all(sources[r.params["corrected_from"]].kind == "sample" and r.policy == corrector.label(1)
+                   for r in rows)
+        verified = store.round_verifications(2)
+        assert all(r.id in verified for r in rows)
+        metrics = store.metrics(2)[2]
+        assert metrics["correct/count"] == total and "correct/usable_share" in metrics
+        assert store.round(2).status in ("done", "rejected")
+        # a correction that is chosen is one the verifiers and the gates accepted
+        chosen = store.responses_by_id(p.chosen_id for p in store.pairs(2))
+        for p in store.pairs(2):
+            if chosen[p.chosen_id].kind == CORRECTION:
+                assert chosen[p.chosen_id].finish_reason != "length"
+
+
+def _corrected_round(tmp_path, correction_text):
+    from selfalign.store import open_store
+
+    store = open_store(tmp_path / "pairs.db", create=True)
+    (pid,) = store.add_prompts([NewPrompt("Greet the team.", "self", constraints=LOWER, round=2)])
+    ids = {}
+    for i, text in enumerate(["Hello There, Team, good to see everyone.", "HELLO ALL OF YOU."]):
+        ids[i] = store.add_response(NewResponse(pid, 2, "base", i, text, 9, "stop", -1.0))
+        store.add_verifications(ids[i], verifiers.check_all(LOWER, text))
+    fix = store.add_response(NewResponse(pid, 2, corrector.label(1), 0, correction_text, 9, "stop", None,
+                                         {"corrected_from": ids[0]}, kind=CORRECTION))
+    store.add_verifications(fix, verifiers.check_all(LOWER, correction_text))
+    return store, ids, fix
+
+
+def test_a_usable_correction_competes_in_pairs_and_can_be_paired_over_its_source(tmp_path):
+    from selfalign import config
+    from selfalign.stages import StageContext
+    from selfalign.stages import pairs as pairs_stage
+
+    def pairs(store, *sets):
+        cfg = config.build(sets=["judge.weight_likelihood=0", "pairs.repair=false", *sets])
+        pairs_stage.run(StageContext(cfg, store, None, round=2))
+        return store.pairs(2)
+
+    store, ids, fix = _corrected_round(tmp_path, "hello there, team, good to see everyone.")
+    assert pairs(store) == []  # the corrector off: both answers miss, no pair
+    (pair,) = pairs(store, "correct.enabled=true")
+    assert pair.chosen_id == fix and pair.rule == "best-vs-worst"
+    (pair,) = pairs(store, "correct.enabled=true", "correct.pairs=over-source")
+    assert (pair.chosen_id, pair.rejected_id, pair.rule) == (fix, ids[0], "correction-over-source")
+    store.close()
+    (tmp_path / "echo").mkdir()
+    echo, _, _ = _corrected_round(tmp_path / "echo", "Request:\ngreet the team.")
+    assert pairs(echo, "correct.enabled=true") == []  # an echo meets the constraint but is never a candidate

@@ -46,7 +46,7 @@ def test_fork_at_pairs_keeps_the_samples_drops_the_rest_and_goes_on(source, runs
     with open_store(fork.db_path) as store:
         assert store.run_info().name == "fork" and "fork of source at round 1, stage pairs" in store.run_info().note
         assert [r.k for r in store.rounds()] == [0, 1] and store.round(1).status == "running"
-        assert [s.name for s in store.stages(1)] == ["instruct", "generate", "judge"]
+        assert [s.name for s in store.stages(1)] == ["instruct", "generate", "judge", "correct"]
         assert not store.pairs(1) and not store.train_steps(1)
         assert not [r for r in store.responses(round=1) if r.kind == "repair"]
         assert not store.responses(round=2) and not store.prompts(split="train", round=2)

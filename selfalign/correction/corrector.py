@@ -37,6 +37,20 @@ def adapter_dir(folder, k: int) -> Path:
     return folder.round_dir(k) / FOLDER / "adapter"
 
 
+def label(corrector_round: int) -> str:
+    """How a correction row names its policy: the corrector's adapter in the run folder."""
+    return f"rounds/{corrector_round}/{FOLDER}/adapter"
+
+
+def stored(store, k: int, corrector_round: int) -> dict[int, object]:
+    """source response id -> its correction stored in round k by round corrector_round's corrector."""
+    from selfalign.store.rows import CORRECTION
+
+    tag = label(corrector_round)
+    return {r.params["corrected_from"]: r for r in store.responses(round=k)
+            if r.kind == CORRECTION and r.policy == tag and "corrected_from" in r.params}
+
+
 def trained(folder, k: int) -> bool:
     return (adapter_dir(folder, k) / "adapter_config.json").is_file()
 

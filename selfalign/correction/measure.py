@@ -25,16 +25,12 @@ from selfalign.store.rows import CORRECTION, NewResponse
 WAYS = ("policy", "repair", "corrector", "both")
 
 
-def policy_label(corrector_round: int) -> str:
-    return f"rounds/{corrector_round}/{corrector.FOLDER}/adapter"
-
-
 def correct_answers(folder, store, engine, corrector_round: int, answer_round: int, prompt_ids: list[int], *,
                     max_new_tokens: int, progress: Callable[[int, int], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> dict[int, tuple]:
     """prompt id -> (evaluation answer, stored correction) for round answer_round's answers to prompt_ids,
     correcting (and storing) those not corrected before."""
-    label = policy_label(corrector_round)
+    label = corrector.label(corrector_round)
     answers = {}
     for r in store.responses(round=answer_round):
         if r.kind == "eval" and r.prompt_id in prompt_ids and r.prompt_id not in answers:

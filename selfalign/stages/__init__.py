@@ -1,4 +1,4 @@
-"""Stages of a round: instruct, generate, judge, pairs, train, evaluate; one module each.
+"""Stages of a round: instruct, generate, judge, correct, pairs, train, evaluate; one module each.
 
 A stage is `run(ctx)`: it reads what it needs from the store, writes its results back as it goes,
 and skips work already stored, so a killed stage resumes without redoing or duplicating anything.
@@ -18,7 +18,7 @@ from selfalign.store import Store
 from selfalign.store.rows import SAMPLE
 
 # The order the loop runs a round's stages in; compare, the UI's pipeline and the gain benchmark list them so.
-STAGES = ("instruct", "generate", "judge", "pairs", "train", "evaluate")
+STAGES = ("instruct", "generate", "judge", "correct", "pairs", "train", "evaluate")
 
 
 class StageStopped(Exception):

@@ -34,6 +34,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from selfalign import judging, verifiers
+from selfalign.correction import outcomes
 from selfalign.stages import StageContext, by_prompt, round_responses
 from selfalign.store.rows import REPAIR, NewPair, NewResponse
 from selfalign.verifiers import forms
@@ -56,7 +57,7 @@ class Scored:
     unasked: list[str] = field(default_factory=list)  # marked forms it wears that its prompt did not ask for
     rubric_raw: dict[str, float] = field(default_factory=dict)  # mean rubric scores on their own scales
     combined: float | None = None
-    repaired: bool = False  # an edited copy of a sample (add_repairs)
+    repaired: bool = False  # an edited copy of a sample: a rule repair (add_repairs) or a correction (add_corrections)
 
     @property
     def order(self) -> int:
@@ -181,6 +182,53 @@ def add_repairs(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[in
                     round=k, stage=NAME)
 
 
+def add_corrections(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[int, list[int]],
+                    weights: dict[str, float]) -> list[NewPair]:
+    """correct.enabled: the correct stage's usable corrections of answers that missed a constraint join their
+    prompt's candidates (scored by their own verification, their source's other signals, and the same gates),
+    like repaired copies. With correct.pairs = over-source, returns instead one pair per prompt: its best usable
+    correction over the answer it corrects, where the correction meets more constraints than that answer."""
+    from selfalign.correction import corrector
+
+    cfg, store, k = ctx.config, ctx.store, ctx.round
+    if k < 2:
+        return []
+    train, _ = round_responses(ctx)
+    verified = store.round_verifications(k)
+    best: dict[int, tuple[int, int, float]] = {}  # prompt -> (correction id, source id, verifier gain), the largest
+    found = corrector.stored(store, k, k - 1)
+    texts = {rid: r.text for rid, r in store.responses_by_id(found).items()}
+    for source_id, row in found.items():
+        source = scores.get(source_id)
+        if source is None or source.repaired or (source.components["verifiers"] or 0.0) >= 1.0:
+            continue  # corrections of passing answers only measure breakage
+        constraints = train[row.prompt_id].constraints
+        question = verifiers.attach(train[row.prompt_id].text, constraints)
+        if not outcomes.assess(question, constraints, texts[source_id], row.text, row.finish_reason).usable:
+            continue  # an echo, a gutted answer, a loop or an added form: never a candidate
+        results = verified.get(row.id) or verifiers.check_all(constraints, row.text)
+        share = sum(results.values()) / len(results)
+        components = {**source.components, "verifiers": share}
+        habit = sorted(forms.unasked_marked(constraints, row.text))
+        loop = verifiers.degenerate(row.text)
+        gated = (cfg.pairs.quality_gate and (row.finish_reason == "length" or loop)) or \
+            (cfg.pairs.unasked_form_gate and bool(habit))
+        scored = Scored(row.prompt_id, row.tokens, components, source.sample_index, gated=gated, loop=loop,
+                        unasked=habit, rubric_raw=source.rubric_raw, combined=judging.combine(components, weights),
+                        repaired=True)
+        if scored.combined is not None and gated:
+            scored.combined -= GATE_PENALTY
+        scores[row.id] = scored
+        by_prompt[row.prompt_id].append(row.id)
+        gain = share - (source.components["verifiers"] or 0.0)
+        if not gated and gain > 0 and (row.prompt_id not in best or gain > best[row.prompt_id][2]):
+            best[row.prompt_id] = (row.id, source_id, gain)
+    if cfg.correct.pairs != "over-source":
+        return []
+    return [_pair(k, pid, chosen, rejected, scores, "correction-over-source")
+            for pid, (chosen, rejected, _) in sorted(best.items())]
+
+
 def signal_agreements(scores: dict[int, Scored], groups: list[list[int]]) -> dict[str, float | None]:
     """Per signal: how often it orders two answers to one prompt as the verifiers do (pairs the verifiers
     tie are skipped; None when no prompt has answers the verifiers tell apart)."""
@@ -205,9 +253,15 @@ def run(ctx: StageContext) -> None:
         by_prompt[s.prompt_id].append(rid)
     if cfg.pairs.repair and cfg.pairs.rule != "sft":
         add_repairs(ctx, scores, by_prompt, weights)
-    pairs = []
+    over_source: list[NewPair] = []
+    if cfg.correct.enabled and cfg.pairs.rule != "sft":
+        over_source = add_corrections(ctx, scores, by_prompt, weights)
+    paired = {p.prompt_id for p in over_source}
+    pairs = list(over_source)
     prefer_shorter, prefer_longer = cfg.pairs.tie_break == "shorter", cfg.pairs.tie_break == "longer"
     for pid, ids in sorted(by_prompt.items()):
+        if pid in paired:  # correct.pairs = over-source: the correction over its answer is this prompt's pair
+            continue
         if cfg.pairs.rule == "sft":
             pairs += sft_examples(k, pid, ids, scores, cfg.pairs.sft_min_score)
         elif cfg.pairs.rule == "ranked":

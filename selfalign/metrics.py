@@ -29,18 +29,23 @@ LABELS: dict[str, tuple[str, str]] = {
     "pairs/count": ("pairs built", "pairs"),
     "pairs/chosen_unasked_form_rate": ("chosen answers wearing an unasked marked form", "chosen unasked"),
     "train/loss_last": ("final training loss", "final loss"),
+    "correct/fix_rate": ("corrector: failing answers it fixed", "fixed"),
+    "correct/break_rate": ("corrector: passing answers it broke", "broke"),
+    "correct/noop_share": ("corrector: corrections that changed nothing", "no-op"),
 }
 
 COMPARE = ("eval/csr_prompt", "eval/csr_prompt_low", "eval/csr_prompt_high", "eval/csr_instruction",
            "eval/degenerate_rate", "eval/unasked_form_rate", "pairs/chosen_unasked_form_rate", "eval/win_rate",
            "eval/win_rate_decided", "eval/length_mean", "eval/distinct2", "judge/score_mean", "judge/position_bias",
            "judge/collapse", "judge/likelihood_verifier_agreement", "pairs/weight_likelihood", "pairs/count",
-           "train/loss_last")
+           "train/loss_last", "correct/fix_rate", "correct/break_rate", "correct/noop_share")
 ROUNDS_TABLE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "eval/distinct2",
                 "eval/truncated_rate", "eval/unasked_form_rate", "pairs/count", "train/loss_last", "judge/score_mean",
-                "judge/position_bias", "judge/likelihood_verifier_agreement")
+                "judge/position_bias", "judge/likelihood_verifier_agreement", "correct/fix_rate", "correct/break_rate",
+                "correct/noop_share")
+# status shows each of these the run has (the corrector's only where the correct stage ran)
 HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "eval/unasked_form_rate",
-            "pairs/count")
+            "pairs/count", "correct/fix_rate", "correct/break_rate", "correct/noop_share")
 
 
 def labelled(names, short: bool = False) -> list[tuple[str, str]]:

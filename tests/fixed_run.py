@@ -35,9 +35,9 @@ def build(root) -> runs.RunFolder:
         store.add_response(NewResponse(heldout[0], 0, "base", 0, "Bonjour !", 4, "stop", -0.8, kind="eval"))
         store.finish_round(0, "done")
         ids = store.add_prompts([NewPrompt(text, "self", constraints=c, round=1) for text, c in PROMPTS])
-        for stage in ("instruct", "generate", "judge", "pairs"):
-            store.start_stage(1, stage, total=12 if stage != "instruct" else 3)
-            store.stage_progress(1, stage, 12 if stage != "instruct" else 3)
+        for stage, total in (("instruct", 3), ("generate", 12), ("judge", 12), ("correct", 0), ("pairs", 12)):
+            store.start_stage(1, stage, total=total)
+            store.stage_progress(1, stage, total)
             store.finish_stage(1, stage, "done")
         store.start_stage(1, "train", total=20)
         store.stage_progress(1, "train", 12)

@@ -309,3 +309,40 @@ def test_a_usable_correction_competes_in_pairs_and_can_be_paired_over_its_source
     (tmp_path / "echo").mkdir()
     echo, _, _ = _corrected_round(tmp_path / "echo", "Request:\ngreet the team.")
     assert pairs(echo, "correct.enabled=true") == []  # an echo meets the constraint but is never a candidate
+
+
+def test_the_response_screen_shows_a_correction_beside_its_source_with_the_changed_words_marked(tmp_path):
+    import asyncio
+
+    from textual.app import App
+    from textual.widgets import Static
+
+    from selfalign import config, runs
+    from selfalign.tui.feed import Feed
+    from selfalign.tui.screens import ResponseScreen
+
+    folder = runs.create("shown", config.dumps(config.build()), root=tmp_path)
+    from selfalign.store import open_store
+
+    with open_store(folder.db_path) as store:
+        (pid,) = store.add_prompts([NewPrompt("Greet the team.", "self", constraints=LOWER, round=2)])
+        source = store.add_response(NewResponse(pid, 2, "base", 0, "Hello There team.", 4, "stop", -1.0))
+        fix = store.add_response(NewResponse(pid, 2, corrector.label(1), 0, "hello there team.", 4, "stop", None,
+                                             {"corrected_from": source}, kind=CORRECTION))
+    with Feed(folder) as feed:
+        detail = feed.detail(fix)
+    assert detail["source"].id == source
+
+    class Shown(App):
+        def on_mount(self):
+            self.push_screen(ResponseScreen(detail))
+
+    async def scenario():
+        app = Shown()
+        async with app.run_test() as pilot:
+            await pilot.pause()
+            body = app.screen.query_one("#detail", Static).content
+            assert f"Original answer (response {source})" in str(body) and "Correction" in str(body)
+            marked = [str(body)[span.start:span.end] for span in body.spans if "green" in str(span.style)]
+            assert marked == ["hello there "]  # the changed words, not the unchanged one
+    asyncio.run(scenario())

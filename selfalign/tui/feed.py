@@ -240,8 +240,11 @@ class Feed:
         r = store.response(response_id)
         if r is None:
             return {}
+        # an edited copy (a repair or a correction) names the answer it edits: shown beside it, words diffed
+        source_id = r.params.get("corrected_from") or r.params.get("repaired_from")
         return {"response": r, "prompt": store.prompt(r.prompt_id), "judgements": store.judgements(response_id),
-                "verifications": store.verifications(response_id)}
+                "verifications": store.verifications(response_id),
+                "source": store.response(source_id) if source_id else None}
 
     def search(self, query: str, limit: int = 200) -> list[ResponseView]:
         store = self._open()

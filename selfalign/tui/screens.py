@@ -11,8 +11,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static
 
-from selfalign.tui.feed import ResponseView
-from selfalign.tui.widgets import fmt, preview
+from selfalign.tui.feed import ResponseView, word_diff
+from selfalign.tui.widgets import diff_text, fmt, preview
 
 
 class ResponseScreen(ModalScreen):
@@ -34,8 +34,17 @@ class ResponseScreen(ModalScreen):
         body.append(p.text + "\n")
         if p.constraints:
             body.append("constraints: " + ", ".join(c["id"] for c in p.constraints) + "\n", style="dim")
-        body.append("\nResponse\n", style="bold underline")
-        body.append((r.text or "(empty)") + "\n")
+        source = d.get("source")
+        if source is not None:  # a repaired copy or a correction: the answer it edits, differing words marked
+            before, after = word_diff(source.text, r.text)
+            body.append(f"\nOriginal answer (response {source.id})\n", style="bold underline")
+            body.append_text(diff_text(before, "black on red"))
+            body.append(f"\n\n{'Correction' if r.kind == 'correction' else 'Repaired copy'}\n", style="bold underline")
+            body.append_text(diff_text(after, "black on green"))
+            body.append("\n")
+        else:
+            body.append("\nResponse\n", style="bold underline")
+            body.append((r.text or "(empty)") + "\n")
         if d["verifications"]:
             body.append("\nConstraints\n", style="bold underline")
             for v in d["verifications"]:

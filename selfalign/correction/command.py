@@ -86,8 +86,8 @@ def _measure(folder, cfg, store, engine, k: int, split: str, answers_round: int,
                                         progress=_progress(f"correcting round {answers_round}'s {split} answers"))
     _say("")
     figures = measure.figures(store, corrected)
+    md = measure.render_md(f"{folder.name}: round {k}'s corrector on round {answers_round}'s {split} answers", figures)
     if fmt == "json":
         return json.dumps({"run": folder.name, "corrector_round": k, "answers_round": answers_round, "split": split,
-                           "figures": measure.as_json(figures)})
-    return measure.render_md(f"{folder.name}: round {k}'s corrector on round {answers_round}'s {split} answers",
-                             figures)
+                           "figures": measure.as_json(figures), "markdown": md})
+    return md

@@ -19,6 +19,7 @@ from selfalign.engines.base import GenerationRequest, GenerationResult
 TEMPLATE = "correct.txt"
 FOLDER = "corrector"
 MAX_LENGTH = 1024  # question + answer + correction: twice an answer's budget and the template around it
+BUDGET_EXTRA = 64  # tokens a correction may add beyond twice its answer's length
 SEED_OFFSET = 7919  # the corrector's LoRA initialisation and batch order differ from the policy's of the round
 
 
@@ -92,12 +93,21 @@ def train_corrector(folder, cfg, store, engine, k: int, *, on_step: Callable | N
     return adapter
 
 
+def budget(answer_tokens: int | None, cap: int) -> int:
+    """New tokens a correction may take: room to rewrite and extend its answer (twice it, plus a paragraph),
+    at most `cap`; a correction that runs past that is looping, not correcting."""
+    return cap if answer_tokens is None else max(1, min(cap, 2 * answer_tokens + BUDGET_EXTRA))
+
+
 def correct(engine, adapter: str | Path, items: Sequence[tuple[str, str]], *, max_new_tokens: int,
-            run_dir: str | Path | None = None, on_result: Callable[[GenerationResult], None] | None = None,
+            answer_tokens: Sequence[int] | None = None, run_dir: str | Path | None = None,
+            on_result: Callable[[GenerationResult], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> list[GenerationResult]:
-    """Greedy corrections of (question, answer) items, in item order (result.key is the item's index)."""
+    """Greedy corrections of (question, answer) items, in item order (result.key is the item's index); with
+    answer_tokens each correction's budget follows its answer's length (budget), else it is max_new_tokens."""
     tpl = template(run_dir)
-    requests = [GenerationRequest(key=i, messages=messages(tpl, question, answer), n=1, max_new_tokens=max_new_tokens,
+    requests = [GenerationRequest(key=i, messages=messages(tpl, question, answer), n=1,
+                                  max_new_tokens=budget(answer_tokens[i] if answer_tokens else None, max_new_tokens),
                                   temperature=0.0, top_p=1.0, seed=0)
                 for i, (question, answer) in enumerate(items)]
     results = engine.generate(requests, adapter=str(adapter), on_result=on_result, should_stop=should_stop)

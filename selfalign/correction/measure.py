@@ -54,7 +54,8 @@ def correct_answers(folder, store, engine, corrector_round: int, answer_round: i
 
     if items:
         corrector.correct(engine, corrector.adapter_dir(folder, corrector_round), items, max_new_tokens=max_new_tokens,
-                          run_dir=folder.path, on_result=store_result, should_stop=should_stop)
+                          answer_tokens=[answers[pid].tokens for pid in todo], run_dir=folder.path,
+                          on_result=store_result, should_stop=should_stop)
     done = {r.prompt_id: r for r in store.responses(round=answer_round) if r.kind == CORRECTION and r.policy == label}
     return {pid: (answers[pid], done[pid]) for pid in sorted(answers) if pid in done}
 

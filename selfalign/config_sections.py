@@ -161,16 +161,13 @@ class PairsSection:
 
 @dataclass
 class CorrectSection:
-    enabled: bool = opt(False, "Aligner: from round 2 on, a corrector (a second LoRA on the base, trained on the "
-                        "earlier rounds' repaired copies, close pairs and clean answers) rewrites the answers that "
-                        "miss a constraint, and usable corrections compete in pairs; off until a gain row shows it "
-                        "helps (docs/gain.md). `selfalign correct` uses and measures one without it")
-    pairs: str = opt("compete", "compete: a usable correction is one more candidate for its prompt, like a repaired "
-                     "copy; over-source: where a usable correction meets more constraints than its answer, the "
-                     "pair is that correction over that answer (about the same length by construction)",
-                     choices=("compete", "over-source"))
-    passing_share: float = opt(0.1, "share of the answers that already meet every constraint that are corrected "
-                               "too, only to measure what the corrector breaks (never trained on)", min=0.0, max=1.0)
+    mode: str = opt("off", "Aligner in the loop, from round 2 on: a corrector (a second LoRA on the base, trained on "
+                    "the earlier rounds' repaired copies, close pairs and clean answers) rewrites the answers that "
+                    "miss a constraint. off: no corrector (the default until a gain row shows it helps, "
+                    "docs/gain.md; `selfalign correct` trains and measures one without it); compete: a usable "
+                    "correction is one more candidate for its prompt, like a repaired copy; over-source: where a "
+                    "usable correction meets more constraints than its answer, the pair is that correction over "
+                    "that answer (about the same length by construction)", choices=("off", "compete", "over-source"))
 
 
 @dataclass

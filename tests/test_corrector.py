@@ -212,7 +212,7 @@ def test_a_bad_upstream_is_one_line_and_a_non_zero_exit(tiny_run, tiny_model_dir
 
 
 def test_a_round_with_the_corrector_on_runs_end_to_end_and_resumes_after_a_kill(tiny_model_dir, runs_root):
-    """Round 2 of a tiny run with correct.enabled: round 1's corrector is trained from round 1's stored triples,
+    """Round 2 of a tiny run with correct.mode = compete: round 1's corrector is trained from round 1's stored triples,
     the round's answers are corrected into rows of kind 'correction' (verified, naming their source), the run is
     killed in the middle of the correct stage and resumed, and nothing is lost or stored twice."""
     import os
@@ -226,7 +226,7 @@ def test_a_round_with_the_corrector_on_runs_end_to_end_and_resumes_after_a_kill(
     from selfalign import loop
     from selfalign.store import open_store
 
-    folder = make_run(tiny_model_dir, "corr-loop", "self-reward", "correct.enabled=true", "correct.passing_share=1.0",
+    folder = make_run(tiny_model_dir, "corr-loop", "self-reward", "correct.mode=compete",
                       "instruct.prompts_per_round=6", "generate.max_new_tokens=160", "generate.batch_size=1",
                       "model.max_context=1024")
     assert loop.run(folder, rounds=1, quiet=True) == 0
@@ -301,14 +301,14 @@ def test_a_usable_correction_competes_in_pairs_and_can_be_paired_over_its_source
 
     store, ids, fix = _corrected_round(tmp_path, "hello there, team, good to see everyone.")
     assert pairs(store) == []  # the corrector off: both answers miss, no pair
-    (pair,) = pairs(store, "correct.enabled=true")
+    (pair,) = pairs(store, "correct.mode=compete")
     assert pair.chosen_id == fix and pair.rule == "best-vs-worst"
-    (pair,) = pairs(store, "correct.enabled=true", "correct.pairs=over-source")
+    (pair,) = pairs(store, "correct.mode=over-source")
     assert (pair.chosen_id, pair.rejected_id, pair.rule) == (fix, ids[0], "correction-over-source")
     store.close()
     (tmp_path / "echo").mkdir()
     echo, _, _ = _corrected_round(tmp_path / "echo", "Request:\ngreet the team.")
-    assert pairs(echo, "correct.enabled=true") == []  # an echo meets the constraint but is never a candidate
+    assert pairs(echo, "correct.mode=compete") == []  # an echo meets the constraint but is never a candidate
 
 
 def test_the_response_screen_shows_a_correction_beside_its_source_with_the_changed_words_marked(tmp_path):

@@ -1,10 +1,10 @@
-"""Stage `correct` (Aligner, correct.enabled; off by default): rewrite the round's answers that miss a constraint
+"""Stage `correct` (Aligner, correct.mode; off by default): rewrite the round's answers that miss a constraint
 with a learned corrector, check each rewrite, and leave the usable ones for the pairs stage.
 
 Round k's corrector is the one of round k-1 (rounds/<k-1>/corrector/adapter: trained on the triples of rounds
 1..k-1, correction/triples.py), trained here if missing; round 1 has no earlier round and corrects nothing. It
 never learns from its own outputs. Every answer that misses a constraint is corrected, and a fixed share
-(correct.passing_share, drawn by the run seed) of those that meet all theirs, to measure what it breaks. Each
+(PASSING_SHARE, drawn by the run seed) of those that meet all theirs, to measure what it breaks. Each
 correction is a response row of kind 'correction' whose policy names the corrector and whose params name the
 answer it corrects, verified like a sample; a rerun finds the rows it stored and corrects only the rest.
 
@@ -23,6 +23,7 @@ from selfalign.store.rows import CORRECTION, NewResponse
 from selfalign.training.trainer import StopTraining
 
 NAME = "correct"
+PASSING_SHARE = 0.1  # of the answers that meet every constraint, corrected only to measure what the corrector breaks
 
 
 def chosen_for_correction(ctx: StageContext, train, responses, verified) -> list:
@@ -35,14 +36,14 @@ def chosen_for_correction(ctx: StageContext, train, responses, verified) -> list
             continue
         results = verified.get(r.id) or verifiers.check_all(constraints, r.text)
         draw = derive_seed(cfg.run.seed, "correct", r.prompt_id, r.sample_index) % 10_000 / 10_000
-        if not all(results.values()) or draw < cfg.correct.passing_share:
+        if not all(results.values()) or draw < PASSING_SHARE:
             out.append(r)
     return out
 
 
 def run(ctx: StageContext) -> None:
     cfg, store, k = ctx.config, ctx.store, ctx.round
-    if not cfg.correct.enabled:
+    if cfg.correct.mode == "off":
         ctx.report(NAME, 0, 0)
         return
     if k < 2:

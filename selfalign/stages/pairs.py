@@ -184,10 +184,10 @@ def add_repairs(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[in
 
 def add_corrections(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[int, list[int]],
                     weights: dict[str, float]) -> list[NewPair]:
-    """correct.enabled: the correct stage's usable corrections of answers that missed a constraint join their
-    prompt's candidates (scored by their own verification, their source's other signals, and the same gates),
-    like repaired copies. With correct.pairs = over-source, returns instead one pair per prompt: its best usable
-    correction over the answer it corrects, where the correction meets more constraints than that answer."""
+    """correct.mode compete or over-source: the correct stage's usable corrections of answers that missed a
+    constraint join their prompt's candidates (scored by their own verification, their source's other signals,
+    and the same gates), like repaired copies. With over-source, returns instead one pair per prompt: its best
+    usable correction over the answer it corrects, where the correction meets more constraints than it."""
     from selfalign.correction import corrector
 
     cfg, store, k = ctx.config, ctx.store, ctx.round
@@ -223,7 +223,7 @@ def add_corrections(ctx: StageContext, scores: dict[int, Scored], by_prompt: dic
         gain = share - (source.components["verifiers"] or 0.0)
         if not gated and gain > 0 and (row.prompt_id not in best or gain > best[row.prompt_id][2]):
             best[row.prompt_id] = (row.id, source_id, gain)
-    if cfg.correct.pairs != "over-source":
+    if cfg.correct.mode != "over-source":
         return []
     return [_pair(k, pid, chosen, rejected, scores, "correction-over-source")
             for pid, (chosen, rejected, _) in sorted(best.items())]
@@ -254,13 +254,13 @@ def run(ctx: StageContext) -> None:
     if cfg.pairs.repair and cfg.pairs.rule != "sft":
         add_repairs(ctx, scores, by_prompt, weights)
     over_source: list[NewPair] = []
-    if cfg.correct.enabled and cfg.pairs.rule != "sft":
+    if cfg.correct.mode != "off" and cfg.pairs.rule != "sft":
         over_source = add_corrections(ctx, scores, by_prompt, weights)
     paired = {p.prompt_id for p in over_source}
     pairs = list(over_source)
     prefer_shorter, prefer_longer = cfg.pairs.tie_break == "shorter", cfg.pairs.tie_break == "longer"
     for pid, ids in sorted(by_prompt.items()):
-        if pid in paired:  # correct.pairs = over-source: the correction over its answer is this prompt's pair
+        if pid in paired:  # correct.mode = over-source: the correction over its answer is this prompt's pair
             continue
         if cfg.pairs.rule == "sft":
             pairs += sft_examples(k, pid, ids, scores, cfg.pairs.sft_min_score)

@@ -303,6 +303,7 @@ def test_a_usable_correction_competes_in_pairs_and_can_be_paired_over_its_source
     assert pairs(store) == []  # the corrector off: both answers miss, no pair
     (pair,) = pairs(store, "correct.mode=compete")
     assert pair.chosen_id == fix and pair.rule == "best-vs-worst"
+    assert store.metrics(2)[2]["pairs/chosen_correction_rate"] == 1.0
     (pair,) = pairs(store, "correct.mode=over-source")
     assert (pair.chosen_id, pair.rejected_id, pair.rule) == (fix, ids[0], "correction-over-source")
     store.close()

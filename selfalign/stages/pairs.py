@@ -58,6 +58,7 @@ class Scored:
     rubric_raw: dict[str, float] = field(default_factory=dict)  # mean rubric scores on their own scales
     combined: float | None = None
     repaired: bool = False  # an edited copy of a sample: a rule repair (add_repairs) or a correction (add_corrections)
+    corrected: bool = False  # that copy is a learned corrector's (add_corrections)
 
     @property
     def order(self) -> int:
@@ -215,7 +216,7 @@ def add_corrections(ctx: StageContext, scores: dict[int, Scored], by_prompt: dic
             (cfg.pairs.unasked_form_gate and bool(habit))
         scored = Scored(row.prompt_id, row.tokens, components, source.sample_index, gated=gated, loop=loop,
                         unasked=habit, rubric_raw=source.rubric_raw, combined=judging.combine(components, weights),
-                        repaired=True)
+                        repaired=True, corrected=True)
         if scored.combined is not None and gated:
             scored.combined -= GATE_PENALTY
         scores[row.id] = scored
@@ -286,6 +287,9 @@ def run(ctx: StageContext) -> None:
     if pairs and cfg.pairs.rule != "sft":
         store.set_metric(k, "pairs/chosen_unasked_form_rate",
                          sum(bool(scores[p.chosen_id].unasked) for p in pairs) / len(pairs))
+    if pairs and cfg.correct.mode != "off":
+        corrected = sum(scores[p.chosen_id].corrected for p in pairs)
+        store.set_metric(k, "pairs/chosen_correction_rate", corrected / len(pairs))
     if pairs and cfg.pairs.rule != "sft":
         chosen_longer = sum(1 for p in pairs if scores[p.chosen_id].tokens > scores[p.rejected_id].tokens)
         store.set_metric(k, "pairs/chosen_longer_rate", chosen_longer / len(pairs))

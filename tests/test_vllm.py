@@ -130,7 +130,7 @@ def vllm_server(wide_model_dir, tmp_path_factory):
     env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": "1"}
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(wide_model_dir),
                "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-               "--enforce-eager", "--enable-lora", "--max-lora-rank", "16", "--max-model-len", "512"]
+               "--enforce-eager", "--enable-lora", "--max-lora-rank", "16", "--max-model-len", "1024"]
     with open(log, "w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
@@ -172,7 +172,7 @@ def test_cyclealign_round_judged_by_vllms_own_server(wide_model_dir, vllm_server
         # stored (parsed or not) through a real vLLM server, and the round finished
         groups = {r.prompt_id for r in store.responses(round=1) if r.kind == "sample"}
         assert blackbox and {store.response(j.response_id).prompt_id for j in blackbox} == groups
-        assert all(j.raw is not None for j in blackbox)
+        assert all(j.raw_output is not None for j in blackbox)
         assert [s.status for s in store.stages(1)] == ["done"] * len(store.stages(1))
 
 
@@ -203,14 +203,16 @@ def test_a_down_vllm_server_is_one_line_and_the_run_resumes(wide_model_dir, vllm
     from test_loop import make_run
 
     from selfalign import config, loop
+    from selfalign.errors import SelfalignError
     from selfalign.store import open_store
 
     folder = make_run(wide_model_dir, "down-vllm", "self-reward", "run.rounds=1", "generate.engine=http",
                       "generate.http_url=http://127.0.0.1:9/v1", "generate.http_model=tiny")
-    assert loop.run(folder, quiet=True) != 0
+    with pytest.raises(SelfalignError) as failed:  # the CLI prints it as one line with its exit code
+        loop.run(folder, quiet=True)
+    assert "127.0.0.1:9" in str(failed.value) and "\n" not in str(failed.value)
     with open_store(folder.db_path) as store:
-        errors = [e for e in store.events() if e.level == "error"]
-        assert errors and "127.0.0.1:9" in errors[-1].message and "\n" not in errors[-1].message
+        assert any(e.level == "error" and "127.0.0.1:9" in e.message for e in store.events())
     text = folder.config_path.read_text().replace("http://127.0.0.1:9/v1", vllm_server)
     folder.config_path.write_text(text)
     assert config.load(folder.config_path).generate.http_url == vllm_server

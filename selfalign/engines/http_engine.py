@@ -87,14 +87,15 @@ class HttpClient:
         raise EndpointUnavailable(f"{url} gave no usable answer after {self.retries + 1} tries (last: {last}); "
                                   "check that the server is up, or raise judge.blackbox_timeout_s")
 
-    def post_text(self, path: str, body: dict[str, Any]) -> str:
-        """POST for endpoints that answer in plain text (vLLM's load_lora_adapter); no retries: it is not
-        idempotent on every server, and a failure here must be seen at once."""
+    def _once(self, method: str, path: str, body: dict[str, Any] | None = None) -> bytes:
+        """One request without retries (for calls asked once, or not idempotent everywhere); an HTTP error or no
+        answer is one SelfalignError naming the URL."""
         url = f"{self.base_url}{path}"
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=self._headers(), method="POST")
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers=self._headers(), method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return response.read().decode(errors="replace")
+                return response.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:200].decode(errors="replace")
             raise EndpointError(_explain(exc.code, url, self.model, self.key_env, detail)) from None
@@ -102,23 +103,19 @@ class HttpClient:
             raise EndpointUnavailable(f"{url} did not answer ({getattr(exc, 'reason', None) or exc}); check that "
                                       "the server is up") from None
 
+    def post_text(self, path: str, body: dict[str, Any]) -> str:
+        """POST for endpoints that answer in plain text (vLLM's load_lora_adapter); no retries: it is not
+        idempotent on every server, and a failure here must be seen at once."""
+        return self._once("POST", path, body).decode(errors="replace")
+
     def models(self) -> list[str]:
         """The model ids the server lists (GET /models); no retries: it is asked once, before work starts."""
-        url = f"{self.base_url}/models"
-        request = urllib.request.Request(url, headers=self._headers(), method="GET")
+        payload = self._once("GET", "/models")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.loads(response.read())
-            return [str(m["id"]) for m in reply["data"]]
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:200].decode(errors="replace")
-            raise EndpointError(_explain(exc.code, url, self.model, self.key_env, detail)) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            raise EndpointUnavailable(f"{url} did not answer ({getattr(exc, 'reason', None) or exc}); check that "
-                                      "the server is up") from None
+            return [str(m["id"]) for m in json.loads(payload)["data"]]
         except (ValueError, KeyError, TypeError):
-            raise EndpointUnavailable(f"{url} did not list models as an OpenAI-compatible server does; check the "
-                                      "URL (it usually ends in /v1)") from None
+            raise EndpointUnavailable(f"{self.base_url}/models did not list models as an OpenAI-compatible server "
+                                      "does; check the URL (it usually ends in /v1)") from None
 
     def chat(self, messages: list[dict[str, str]], **sampling) -> list[dict]:
         """Choices of one chat completion: each {'text', 'finish_reason', 'tokens'}."""

@@ -150,8 +150,7 @@ def build(runs_dir, name: str | None, model_name: str | None, round_k: int | Non
         answer = serving.upstream(HttpClient(upstream_url, upstream_model, key_env=upstream_key_env))
         cfg = config.load(folder.config_path)
         engine, _ = select.make(cfg)
-        fixer = serving.Corrector(engine, serving.corrector.adapter_dir(folder, ck), folder.path,
-                                  cfg.eval.max_new_tokens, f"{folder.name} round {ck} corrector")
+        fixer = serving.Corrector.of_run(folder, ck, engine, cfg)
         server = make_server(engine, upstream_model, host, port, answer=answer, corrector=fixer)
         return server, (f"{upstream_model} from {upstream_url}, corrected by {fixer.name}, as model "
                         f"{upstream_model!r}")
@@ -175,8 +174,7 @@ def build(runs_dir, name: str | None, model_name: str | None, round_k: int | Non
 
         ck = serving.corrector_round(folder, None)
         engine, _ = select.make(cfg)
-        fixer = serving.Corrector(engine, serving.corrector.adapter_dir(folder, ck), folder.path,
-                                  cfg.eval.max_new_tokens, f"{folder.name} round {ck} corrector")
+        fixer = serving.Corrector.of_run(folder, ck, engine, cfg)
         what += f", corrected by {fixer.name}"
     else:
         engine, _ = select.make(cfg)

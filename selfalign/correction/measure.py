@@ -35,7 +35,7 @@ def correct_answers(folder, store, engine, corrector_round: int, answer_round: i
     for r in store.responses(round=answer_round):
         if r.kind == "eval" and r.prompt_id in prompt_ids and r.prompt_id not in answers:
             answers[r.prompt_id] = r
-    done = {r.prompt_id: r for r in store.responses(round=answer_round) if r.kind == CORRECTION and r.policy == label}
+    done = {r.prompt_id: r for r in corrector.stored(store, answer_round, corrector_round).values()}
     prompts = store.prompts_by_id(answers)
     todo = [pid for pid in sorted(answers) if pid not in done]
     total, count = len(answers), len(answers) - len(todo)
@@ -56,7 +56,7 @@ def correct_answers(folder, store, engine, corrector_round: int, answer_round: i
         corrector.correct(engine, corrector.adapter_dir(folder, corrector_round), items, max_new_tokens=max_new_tokens,
                           answer_tokens=[answers[pid].tokens for pid in todo], run_dir=folder.path,
                           on_result=store_result, should_stop=should_stop)
-    done = {r.prompt_id: r for r in store.responses(round=answer_round) if r.kind == CORRECTION and r.policy == label}
+    done = {r.prompt_id: r for r in corrector.stored(store, answer_round, corrector_round).values()}
     return {pid: (answers[pid], done[pid]) for pid in sorted(answers) if pid in done}
 
 

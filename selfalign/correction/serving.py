@@ -23,6 +23,12 @@ class Corrector:
         self.engine, self.adapter, self.run_dir = engine, str(adapter), run_dir
         self.max_new_tokens, self.name = max_new_tokens, name
 
+    @classmethod
+    def of_run(cls, folder, k: int, engine, cfg) -> Corrector:
+        """Round k's trained corrector of a run, on `engine` (the run's base model), at the run's answer budget."""
+        return cls(engine, corrector.adapter_dir(folder, k), folder.path, cfg.eval.max_new_tokens,
+                   f"{folder.name} round {k} corrector")
+
     def fix_all(self, question: str, replies: list[str]) -> list[dict]:
         """Per reply: the text to return ('final') and what the corrector did ('outcome')."""
         results = corrector.correct(self.engine, self.adapter, [(question, reply) for reply in replies],

@@ -66,6 +66,17 @@ class Scored:
         return -1 if self.repaired else self.sample_index
 
 
+def gates(cfg, constraints: list, text: str, finish_reason: str) -> tuple[bool, bool, list[str]]:
+    """Whether an answer is gated (pairs.quality_gate: cut off or looping; pairs.unasked_form_gate: wearing a
+    marked form its prompt did not ask for), whether it loops, and the unasked marked forms it wears. The loop
+    check runs once: the gate and pairs.rejected both read it."""
+    loop = verifiers.degenerate(text)
+    habit = sorted(forms.unasked_marked(constraints, text))
+    gated = (cfg.pairs.quality_gate and (finish_reason == "length" or loop)) or \
+        (cfg.pairs.unasked_form_gate and bool(habit))
+    return bool(gated), loop, habit
+
+
 def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, float]]:
     """response id -> its Scored value for the round's responses, and the weights the combined scores used."""
     cfg, store, k = ctx.config, ctx.store, ctx.round
@@ -94,10 +105,7 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
-            loop = verifiers.degenerate(r.text)  # once: the gate and pairs.rejected both read it
-            habit = sorted(forms.unasked_marked(train[r.prompt_id].constraints, r.text))
-            gated = (cfg.pairs.quality_gate and (r.finish_reason == "length" or loop)) or \
-                (cfg.pairs.unasked_form_gate and bool(habit))
+            gated, loop, habit = gates(cfg, train[r.prompt_id].constraints, r.text, r.finish_reason)
             out[r.id] = Scored(r.prompt_id, r.tokens, components, r.sample_index, gated=gated, loop=loop, unasked=habit,
                                rubric_raw={name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()})
     if cfg.judge.weigh_by_agreement:
@@ -210,10 +218,7 @@ def add_corrections(ctx: StageContext, scores: dict[int, Scored], by_prompt: dic
         results = verified.get(row.id) or verifiers.check_all(constraints, row.text)
         share = sum(results.values()) / len(results)
         components = {**source.components, "verifiers": share}
-        habit = sorted(forms.unasked_marked(constraints, row.text))
-        loop = verifiers.degenerate(row.text)
-        gated = (cfg.pairs.quality_gate and (row.finish_reason == "length" or loop)) or \
-            (cfg.pairs.unasked_form_gate and bool(habit))
+        gated, loop, habit = gates(cfg, constraints, row.text, row.finish_reason)
         scored = Scored(row.prompt_id, row.tokens, components, source.sample_index, gated=gated, loop=loop,
                         unasked=habit, rubric_raw=source.rubric_raw, combined=judging.combine(components, weights),
                         repaired=True, corrected=True)

@@ -144,6 +144,10 @@ class PairsSection:
                        "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
                        "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "
                        "of form, never new content")
+    mirror: bool = opt(False, "for each pair whose chosen answer wears a marked form its prompt asked for (quoted, "
+                       "all capitals, JSON, ...), add the mirror pair: the same prompt without that request, a plain "
+                       "answer to it chosen over the formed one (rejected); teaches when a form is wanted, not "
+                       "only that it is")
     rejected: str = opt("worst", "best-vs-worst: which answer is rejected. worst: the lowest-scoring one (often an "
                         "answer cut off or looping: rejecting loops is what taught the model to stop looping); "
                         "finished: the lowest-scoring answer that finished cleanly when one is at least min_margin "

@@ -108,3 +108,47 @@ def test_a_form_worn_unasked_far_more_often_than_at_round_0_is_a_habit_and_is_sh
     console.print(health_lines(rounds))
     text = console.export_text()
     assert "habit: quoted unasked 43% (round 0 3%)" in text and "round 0: healthy" in text
+
+
+def test_a_mirror_pair_teaches_that_a_form_belongs_to_the_prompt_that_asked(tmp_path):
+    """The prompt asks for quotes and a keyword; the chosen answer is the repaired (quoted) copy of a plain
+    sample. The mirror prompt keeps the keyword, drops the quotes, and prefers that plain sample over the
+    quoted copy; a rerun of the stage finds the mirror prompt and copies instead of adding more."""
+    asked = QUOTE + WORDS
+    store = open_store(tmp_path / "m.db", create=True)
+    (pid,) = store.add_prompts([NewPrompt("make a plan", "self", constraints=asked, round=1)])
+    plain = "Write the plan down and keep it short."
+    for i, text in enumerate([plain, "Nothing to say at all here."]):
+        rid = store.add_response(NewResponse(pid, 1, "base", i, text, 9, "stop", -1.0))
+        store.add_verifications(rid, verifiers.check_all(asked, text))
+    before, _ = _pairs(store, "pairs.unasked_form_gate=true")
+    pairs, metrics = _pairs(store, "pairs.unasked_form_gate=true", "pairs.mirror=true")
+    assert [p.rule for p in pairs] == ["best-vs-worst", "mirror"] and len(before) == 1
+    original, mirror = pairs
+    mirror_prompt = store.prompt(mirror.prompt_id)
+    assert mirror_prompt.source == "mirror" and mirror_prompt.text == "make a plan"
+    assert mirror_prompt.constraints == WORDS and mirror.scores["dropped"] == ["quoted"]
+    texts = store.responses_by_id([original.chosen_id, mirror.chosen_id, mirror.rejected_id])
+    assert texts[original.chosen_id].text == f'"{plain}"'  # the repaired copy, quoted as asked
+    assert texts[mirror.chosen_id].text == plain and texts[mirror.rejected_id].text == f'"{plain}"'
+    assert mirror.scores["rejected"]["unasked"] == ["quoted"] and mirror.margin > 0
+    assert metrics["pairs/mirror_count"] == 1.0
+    rows = len(store.responses(round=1))
+    again, _ = _pairs(store, "pairs.unasked_form_gate=true", "pairs.mirror=true")
+    assert [(p.prompt_id, p.chosen_id, p.rejected_id) for p in again] == \
+        [(p.prompt_id, p.chosen_id, p.rejected_id) for p in pairs]
+    assert len(store.responses(round=1)) == rows and len(store.prompts(source="mirror")) == 1
+    # the next generate stage samples only the prompts written for it, never a mirror prompt
+    from selfalign.stages import sampled_prompts
+    assert [p.id for p in sampled_prompts(store, 1)] == [pid]
+
+
+def test_no_mirror_when_no_answer_to_the_prompt_is_plain(tmp_path):
+    """The other answer shouts: nothing plain to choose on the mirror prompt, so no mirror pair (and no prompt)."""
+    store = open_store(tmp_path / "n.db", create=True)
+    (pid,) = store.add_prompts([NewPrompt("make a plan", "self", constraints=QUOTE, round=1)])
+    for i, text in enumerate(['"A plan, written down, is half done."', "NO PLAN FOR TODAY."]):
+        rid = store.add_response(NewResponse(pid, 1, "base", i, text, 9 - i, "stop", -1.0))
+        store.add_verifications(rid, verifiers.check_all(QUOTE, text))
+    pairs, _ = _pairs(store, "pairs.mirror=true")
+    assert [p.rule for p in pairs] == ["best-vs-worst"] and store.prompts(source="mirror") == []

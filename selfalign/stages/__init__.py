@@ -15,7 +15,7 @@ from pathlib import Path
 from selfalign.config_sections import Config
 from selfalign.engines.base import Engine, GenerationRequest
 from selfalign.store import Store
-from selfalign.store.rows import SAMPLE
+from selfalign.store.rows import MIRROR, SAMPLE
 
 # The order the loop runs a round's stages in; compare, the UI's pipeline and the gain benchmark list them so.
 STAGES = ("instruct", "generate", "judge", "correct", "pairs", "train", "evaluate")
@@ -52,10 +52,16 @@ class StageContext:
 def round_responses(ctx: StageContext):
     """The round's training prompts by id, and the responses the current policy sampled for them
     (skipped ones left out): what judge, pairs and the health metrics all work on."""
-    train = {p.id: p for p in ctx.store.prompts(split="train", round=ctx.round)}
+    train = {p.id: p for p in sampled_prompts(ctx.store, ctx.round)}
     responses = [r for r in ctx.store.responses(round=ctx.round) if r.prompt_id in train
                  and r.policy == ctx.policy and r.kind == SAMPLE and r.finish_reason != "skipped"]
     return train, responses
+
+
+def sampled_prompts(store, k: int) -> list:
+    """The round's training prompts that get samples: all but the mirror prompts the pairs stage makes from
+    them (pairs.mirror), whose answers are copies of their original's."""
+    return [p for p in store.prompts(split="train", round=k) if p.source != MIRROR]
 
 
 def by_prompt(responses) -> dict:

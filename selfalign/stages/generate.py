@@ -8,7 +8,7 @@ On resume only the missing sample indices are generated.
 from __future__ import annotations
 
 from selfalign import verifiers
-from selfalign.stages import StageContext, derive_seed, policy_request
+from selfalign.stages import StageContext, derive_seed, policy_request, sampled_prompts
 from selfalign.store.rows import NewResponse
 
 NAME = "generate"
@@ -17,7 +17,7 @@ NAME = "generate"
 def run(ctx: StageContext) -> None:
     cfg, store, k = ctx.config, ctx.store, ctx.round
     samples = cfg.generate.samples_per_prompt
-    prompts = store.prompts(split="train", round=k)
+    prompts = sampled_prompts(store, k)
     have = store.sample_indices(round=k, policy=ctx.policy)
     total = len(prompts) * samples
     done = sum(len(v) for v in have.values())

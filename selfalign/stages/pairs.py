@@ -20,6 +20,9 @@ ask for (quoted, all capitals, JSON, a P.S.: verifiers/forms.py). Without it the
 reward where asked spread to every answer, round after round (issue 33: 43 % of held-out answers
 opened with a quote nobody asked for after 3 rounds); with it such an answer is rejected, not chosen.
 
+Mirror pairs (pairs.mirror): for a pair whose chosen answer wears a form its prompt asked for, the same
+instruction without that request, a plain answer chosen over the formed one (stages/mirror_pairs.py).
+
 Rules: best-vs-worst (DPO; up to max_pairs_per_prompt pairs, each with at least min_margin,
 ties dropped, equal scores broken by pairs.tie_break: the shorter response, or the chosen taken as the
 longest of the answers tied at the top), ranked (every
@@ -35,7 +38,7 @@ from dataclasses import dataclass, field
 
 from selfalign import judging, verifiers
 from selfalign.correction import outcomes
-from selfalign.stages import StageContext, by_prompt, round_responses
+from selfalign.stages import StageContext, by_prompt, mirror_pairs, round_responses
 from selfalign.store.rows import REPAIR, NewPair, NewResponse
 from selfalign.verifiers import forms
 
@@ -277,6 +280,10 @@ def run(ctx: StageContext) -> None:
                                    cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected, prefer_longer=prefer_longer)
     if cfg.pairs.unasked_form_gate:  # every answer wore a habit: none is worth learning, the least bad neither
         pairs = [p for p in pairs if not scores[p.chosen_id].unasked]
+    if cfg.pairs.mirror and cfg.pairs.rule != "sft":
+        mirrored = mirror_pairs.mirror_pairs(ctx, pairs, scores, weights)
+        store.set_metric(k, "pairs/mirror_count", float(len(mirrored)))
+        pairs += mirrored
     with store.transaction():
         store.clear_pairs(k)
         for pair in pairs:

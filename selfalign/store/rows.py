@@ -90,6 +90,10 @@ class NewResponse:
 SAMPLE, REPAIR, EVAL, CORRECTION = "sample", "repair", "eval", "correction"
 KINDS = (SAMPLE, REPAIR, EVAL, CORRECTION)  # responses.kind's CHECK holds the same list
 
+# A prompt's source when the pairs stage made it (pairs.mirror): a training prompt with the constraints asking
+# for a form taken off. Its text repeats the original's, so its identity also covers its constraints.
+MIRROR = "mirror"
+
 
 @dataclass
 class Response(NewResponse):

@@ -23,6 +23,7 @@ from selfalign.store.rows import (
     BOOL_COLUMNS,
     JSON_COLUMNS,
     KINDS,
+    MIRROR,
     Control,
     Decision,
     Demonstration,
@@ -53,10 +54,13 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def prompt_hash(text: str, split: str) -> str:
-    """Identity of a prompt: whitespace-normalised text plus split, so re-adding is a no-op."""
+def prompt_hash(text: str, split: str, constraints: list | None = None) -> str:
+    """Identity of a prompt: whitespace-normalised text plus split, so re-adding is a no-op. A mirror prompt
+    (rows.MIRROR) shares its original's text, so its constraints join its identity; no other prompt's does,
+    so the hashes stored by earlier versions still match."""
     normal = " ".join(text.split())
-    return hashlib.sha256(f"{split}\x00{normal}".encode()).hexdigest()
+    extra = "" if constraints is None else "\x00" + json.dumps(constraints, sort_keys=True)
+    return hashlib.sha256(f"{split}\x00{normal}{extra}".encode()).hexdigest()
 
 
 class Store(PollingReads):
@@ -197,7 +201,7 @@ class Store(PollingReads):
         ids = []
         with self.transaction():
             for p in prompts:
-                digest = prompt_hash(p.text, p.split)
+                digest = prompt_hash(p.text, p.split, p.constraints if p.source == MIRROR else None)
                 row = dataclasses.asdict(p) | {"hash": digest, "created_at": now()}
                 self._insert("prompts", row, ignore=True)
                 ids.append(self.db.execute("SELECT id FROM prompts WHERE hash = ?", [digest]).fetchone()[0])

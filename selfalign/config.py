@@ -229,11 +229,19 @@ def _yield_defaults(sections: dict, values: dict) -> None:
 
 
 # Keys earlier versions wrote into config.toml, read as what replaced them (a run folder stays loadable):
-# the two tie-break booleans become pairs.tie_break; tuning knobs that became constants are dropped.
+# the two tie-break booleans become pairs.tie_break; tuning knobs that became constants are dropped; an empty
+# instruct.bank is dropped (the key left with its code: seed_file with prompts_per_round = 0 does its job).
 RETIRED = {"controller": ("curriculum_floor", "curriculum_ceiling", "rewrite_sample")}
 
 
 def _legacy(data: dict) -> dict:
+    instruct = data.get("instruct")
+    if isinstance(instruct, dict) and "bank" in instruct:
+        if instruct["bank"]:  # dropping it would turn the run's training prompts into written ones unnoticed
+            raise ConfigError(f"instruct.bank = {instruct['bank']!r} was removed; set instruct.seed_file to that "
+                              "file, instruct.seed_prompts_per_round to the tasks per round and "
+                              "instruct.prompts_per_round = 0")
+        data = {**data, "instruct": {k: v for k, v in instruct.items() if k != "bank"}}
     for section, keys in RETIRED.items():
         if isinstance(data.get(section), dict) and set(keys) & set(data[section]):
             data = {**data, section: {k: v for k, v in data[section].items() if k not in keys}}

@@ -49,11 +49,11 @@ class ModelSection:
 class InstructSection:
     prompts_per_round: int = opt(240, "new training prompts each round (I-SHEEP self-instruct); fewer make a round "
                                   "faster but move a small model less", min=0)
-    bank: str = opt("", "a file of training tasks written beforehand (train_tasks.jsonl: ours, in prompts/; or a "
-                    "path): each round takes its prompts_per_round next unused tasks from it instead of having "
-                    "the policy write them; empty: the policy writes them (I-SHEEP self-instruct)")
-    seed_prompts_per_round: int = opt(16, "seed tasks also trained on each round, each used once", min=0)
-    seed_file: str = opt("seed_tasks.jsonl", "seed instructions, in prompts/ or a path")
+    seed_prompts_per_round: int = opt(16, "seed tasks also trained on each round, each used once (with "
+                                       "prompts_per_round = 0: how many of your own tasks a round trains on)", min=0)
+    seed_file: str = opt("seed_tasks.jsonl", "seed instructions, in prompts/ or a path: the demonstrations the "
+                         "policy writes new prompts from, or your own training tasks (one JSON object with an "
+                         "\"instruction\" per line)")
     template: str = opt("self_instruct.txt", "self-instruct prompt template, in prompts/ or a path")
     demos: int = opt(3, "seed demonstrations shown per synthesis request", min=1, max=10)
     temperature: float = opt(1.0, "sampling temperature when writing instructions", min=0.0)

@@ -142,7 +142,6 @@ def check_config_files(cfg) -> None:
     checks = [("eval.heldout_file", cfg.eval.heldout_file, read_prompt_file),
               ("instruct.seed_file", cfg.instruct.seed_file, read_seed_tasks),
               ("instruct.template", cfg.instruct.template, lambda n: load_template(n, ("demos",))),
-              ("instruct.bank", cfg.instruct.bank, read_seed_tasks),
               ("judge.rubric_prompt", cfg.judge.rubric_prompt, lambda n: load_template(n, ("instruction", "response"))),
               ("generate.urial_template", cfg.generate.urial_template, lambda n: load_template(n, ("query",)))]
     for key, name, read in checks:

@@ -201,21 +201,23 @@ def test_killed_generate_resumes_without_duplicates_or_gaps(tiny_run):
     assert {index for _, index, _ in rows} == {0, 1, 2, 3}
 
 
-def test_instruct_takes_unused_bank_tasks_and_never_a_held_out_one(runs_root):
+def test_a_run_trains_on_the_users_own_tasks_and_never_on_one_near_a_held_out_prompt(runs_root):
+    """instruct.seed_file of one's own with prompts_per_round = 0: each round takes the next unused tasks,
+    a rerun (resume) takes nothing more, and a task copied from the held-out benchmark is left out, said so."""
     import json
 
     from selfalign import config, runs
     from selfalign.store import open_store
 
-    cfg = config.build(sets=["instruct.bank=my_bank.jsonl", "instruct.prompts_per_round=3",
-                             "instruct.seed_prompts_per_round=0"])
-    folder = runs.create("bank", config.dumps(cfg))
+    cfg = config.build(sets=["instruct.seed_file=my_tasks.jsonl", "instruct.prompts_per_round=0",
+                             "instruct.seed_prompts_per_round=3"])
+    folder = runs.create("own-tasks", config.dumps(cfg))
     heldout = json.loads((Path(__file__).parent.parent / "prompts" / "heldout.jsonl").read_text().splitlines()[0])
     tasks = [heldout["prompt"], "Describe the sound of gravel under tyres.", "Explain how a kettle switches off.",
              "Plan a picnic for six friends.", "Name three facts about moss.", "Sort by length: a, abc, ab."]
     (folder.path / "prompts").mkdir()
     lines = "".join(json.dumps({"instruction": t}) + "\n" for t in tasks)
-    (folder.path / "prompts" / "my_bank.jsonl").write_text(lines)
+    (folder.path / "prompts" / "my_tasks.jsonl").write_text(lines)
     with open_store(folder.db_path) as store:
         for k in (1, 2):
             store.start_round(k, None)
@@ -226,21 +228,19 @@ def test_instruct_takes_unused_bank_tasks_and_never_a_held_out_one(runs_root):
         second = [p.text for p in store.prompts(split="train", round=2)]
         assert len(first) == 3 and len(second) == 2 and not set(first) & set(second)
         assert set(first + second) == set(tasks[1:])  # every task once, the held-out one never
-        assert all(p.source == "bank" and p.constraints for p in store.prompts(split="train"))
-        events = [e for e in store.events() if e.stage == "instruct"]
-        assert [e.level for e in events] == ["info", "warning"] and "no more unused tasks" in events[1].message
-        assert events[0].data["near_heldout"] + events[1].data["near_heldout"] >= 1
+        assert all(p.source == "seed" and p.constraints for p in store.prompts(split="train"))
+        warned = [e for e in store.events() if e.stage == "instruct" and e.level == "warning"]
+        assert warned and warned[0].data["near_heldout"] == 1 and "never trained on" in warned[0].message
 
 
-def test_the_shipped_bank_is_far_from_the_held_out_prompts_and_lasts_three_default_rounds():
-    import json
-
+def test_a_run_folder_written_with_the_retired_bank_key_still_loads_unless_it_used_a_bank(tmp_path):
     from selfalign import config
+    from selfalign.errors import ConfigError
 
-    root = Path(__file__).parent.parent / "prompts"
-    bank = [json.loads(line)["instruction"] for line in (root / "train_tasks.jsonl").read_text().splitlines()]
-    index = RougeIndex()
-    for line in (root / "heldout.jsonl").read_text().splitlines():
-        index.add(json.loads(line)["prompt"])
-    assert len(set(bank)) == len(bank) >= 3 * config.build().instruct.prompts_per_round
-    assert [t for t in bank if index.max_score(t, 0.7) > 0.7] == []
+    path = tmp_path / "config.toml"
+    text = config.dumps(config.build()).replace("[instruct]\n", '[instruct]\nbank = ""\n')
+    path.write_text(text)
+    assert "bank" in text and config.load(path) == config.build()
+    path.write_text(text.replace('bank = ""', 'bank = "train_tasks.jsonl"'))
+    with pytest.raises(ConfigError, match="instruct.bank = 'train_tasks.jsonl' was removed; set instruct.seed_file"):
+        config.load(path)

@@ -1,12 +1,12 @@
 """Stage `instruct`: the round's training prompts (I-SHEEP self-instruct plus ACT constraints).
 
 1. The held-out prompts are loaded into the store (split 'heldout'); they are never trained on.
-2. A few seed tasks not used before join the round's training prompts.
+2. A few seed tasks not used before join the round's training prompts (a task near a held-out prompt
+   never does). With instruct.prompts_per_round = 0 and a seed_file of your own, a run trains on your
+   tasks only, instruct.seed_prompts_per_round of them per round.
 3. The policy writes new instructions from a few sampled seed demos. An instruction is dropped
    if it is too short or too long, leaks the template, or is a near-duplicate (ROUGE-L above the
-   threshold) of anything the run already holds, held-out prompts included. With instruct.bank the
-   round instead takes the next unused tasks of a file written beforehand (in a fixed shuffled
-   order); a task near a held-out prompt is still dropped, and a bank that runs out says so.
+   threshold) of anything the run already holds, held-out prompts included.
 4. A configurable share of the kept prompts gets 1..max_constraints compatible verifiable
    constraints, stored beside the text.
 Every prompt is stored as soon as it is accepted, so a killed stage resumes with what it had.
@@ -38,12 +38,9 @@ def run(ctx: StageContext) -> None:
     heldout = prompts.read_prompt_file(cfg.eval.heldout_file, ctx.run_dir)
     store.add_prompts([NewPrompt(h["prompt"], "heldout", "heldout", h["constraints"]) for h in heldout])
     seeds = prompts.read_seed_tasks(cfg.instruct.seed_file, ctx.run_dir)
-    _add_seed_prompts(ctx, seeds)
+    _add_seed_prompts(ctx, seeds, heldout)
 
     target = cfg.instruct.prompts_per_round
-    if cfg.instruct.bank:
-        _add_bank_prompts(ctx, heldout, target)
-        return
     written = {p.text for p in store.prompts(split="train", round=k, source="self")}
     ctx.report(NAME, len(written), target)
     if len(written) >= target:
@@ -107,49 +104,26 @@ def run(ctx: StageContext) -> None:
                     data={"kept": have, "target": target, "rejected": dict(rejected)})
 
 
-def _add_bank_prompts(ctx: StageContext, heldout: list[dict], target: int) -> None:
-    """The round's new prompts from instruct.bank: the next tasks no earlier round used, in an order fixed
-    by the run's seed, each with constraints attached as a written one would get them."""
-    cfg, store, k = ctx.config, ctx.store, ctx.round
-    if store.count_prompts(split="train", round=k, source="bank"):
-        return  # a resumed round keeps the tasks it took (they are stored in one transaction)
-    index = RougeIndex()
-    for h in heldout:
-        index.add(h["prompt"])
-    used = {p.text for p in store.prompts(split="train")}
-    order = prompts.read_seed_tasks(cfg.instruct.bank, ctx.run_dir)
-    random.Random(derive_seed(cfg.run.seed, "bank")).shuffle(order)
-    rng = random.Random(derive_seed(cfg.run.seed, k, "bank-constraints"))
-    taken, near = [], 0
-    for task in order:
-        if len(taken) >= target:
-            break
-        if task["instruction"] in used:
-            continue
-        if index.max_score(task["instruction"], cfg.instruct.rouge_threshold) > cfg.instruct.rouge_threshold:
-            near += 1  # never train on (a near copy of) a held-out prompt
-            continue
-        taken.append(NewPrompt(task["instruction"], "bank", "train",
-                               attach_constraints(rng, cfg, ctx.constraint_weights), round=k))
-    store.add_prompts(taken)
-    ctx.report(NAME, len(taken), target)
-    short = len(taken) < target
-    store.log_event("warning" if short else "info",
-                    f"instruct: {len(taken)} of {target} new prompts taken from the bank {cfg.instruct.bank}"
-                    + (" (the bank has no more unused tasks: add tasks or lower instruct.prompts_per_round)"
-                       if short else ""),
-                    round=k, stage=NAME, data={"kept": len(taken), "target": target, "near_heldout": near})
-
-
-def _add_seed_prompts(ctx: StageContext, seeds: list[dict]) -> None:
-    """Seed tasks join the training prompts a few per round, in a fixed shuffled order, each once."""
+def _add_seed_prompts(ctx: StageContext, seeds: list[dict], heldout: list[dict]) -> None:
+    """Seed tasks join the training prompts a few per round, in a fixed shuffled order, each once; a task
+    near a held-out prompt (ROUGE-L above instruct.rouge_threshold) never does, so a seed file of the
+    user's own cannot leak the benchmark into training."""
     cfg, store, k = ctx.config, ctx.store, ctx.round
     if not cfg.instruct.seed_prompts_per_round or store.count_prompts(split="train", round=k, source="seed"):
         return
     used = {p.text for p in store.prompts(split="train", source="seed")}
+    index = RougeIndex()
+    for h in heldout:
+        index.add(h["prompt"])
+    threshold = cfg.instruct.rouge_threshold
+    near = {s["instruction"] for s in seeds if index.max_score(s["instruction"], threshold) > threshold}
+    if near:
+        store.log_event("warning", f"instruct: {len(near)} tasks of {cfg.instruct.seed_file} are near a held-out "
+                        f"prompt (ROUGE-L above {threshold}) and are never trained on", round=k, stage=NAME,
+                        data={"near_heldout": len(near)})
     order = list(seeds)
     random.Random(cfg.run.seed).shuffle(order)
-    fresh = [s for s in order if s["instruction"] not in used][: cfg.instruct.seed_prompts_per_round]
+    fresh = [s for s in order if s["instruction"] not in used | near][: cfg.instruct.seed_prompts_per_round]
     rng = random.Random(derive_seed(cfg.run.seed, k, "seed-constraints"))
     weights = ctx.constraint_weights
     store.add_prompts([NewPrompt(s["instruction"], "seed", "train", attach_constraints(rng, cfg, weights), round=k)

@@ -138,6 +138,12 @@ def verifier_score(results: dict[str, bool] | None, constraints: list) -> float 
 TRIMMING = {"max_words", "max_sentences"}
 
 
+def estimated_tokens(source, text: str) -> int:
+    """Tokens of an edited copy of `source`, scaled from the source's by characters (no tokenizer in this
+    stage); only ordering and metrics read it, training tokenizes the text itself."""
+    return max(1, round(source.tokens * len(text) / max(1, len(source.text))))
+
+
 def add_repairs(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[int, list[int]],
                 weights: dict[str, float]) -> None:
     """pairs.repair: for each constrained prompt whose best answer misses a constraint, store an edited
@@ -171,8 +177,7 @@ def add_repairs(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[in
             text = repair(constraints, source.text)
             if text is None or (ctx.config.pairs.unasked_form_gate and forms.unasked_marked(constraints, text)):
                 continue  # unrepairable, or the copy keeps a form nobody asked for (the gate would bar it)
-            # a token estimate from the source (no tokenizer here); only ordering and metrics read it
-            tokens = max(1, round(source.tokens * len(text) / max(1, len(source.text))))
+            tokens = estimated_tokens(source, text)
             row = existing.get((pid, source.sample_index))
             if row is None:  # a rerun finds the copy it stored (the rule is deterministic)
                 row_id = store.add_response(NewResponse(
@@ -281,7 +286,7 @@ def run(ctx: StageContext) -> None:
     if cfg.pairs.unasked_form_gate:  # every answer wore a habit: none is worth learning, the least bad neither
         pairs = [p for p in pairs if not scores[p.chosen_id].unasked]
     if cfg.pairs.mirror and cfg.pairs.rule != "sft":
-        mirrored = mirror_pairs(ctx, pairs, scores, weights)
+        mirrored = mirror_pairs(ctx, pairs, scores, by_prompt, weights)
         store.set_metric(k, "pairs/mirror_count", float(len(mirrored)))
         pairs += mirrored
     with store.transaction():
@@ -407,14 +412,13 @@ def sft_examples(k, pid, ids, scores, threshold) -> list[NewPair]:
 MIRROR_RULE = "mirror"
 
 
-def mirror_pairs(ctx, pairs: list[NewPair], scores: dict, weights: dict[str, float]) -> list[NewPair]:
-    """The mirror pairs of the round's pairs (at most one per original prompt); `scores` gains the copies."""
+def mirror_pairs(ctx, pairs: list[NewPair], scores: dict, by_prompt: dict[int, list[int]],
+                 weights: dict[str, float]) -> list[NewPair]:
+    """The mirror pairs of the round's pairs (at most one per original prompt), from each prompt's candidates
+    (`by_prompt`: samples, repaired copies, corrections); `scores` gains the copies."""
     store, k = ctx.store, ctx.round
     prompts = {p.id: p for p in store.prompts(split="train", round=k)}
     rows = {r.id: r for r in store.responses(round=k)}
-    candidates: dict[int, list[int]] = {}
-    for rid, s in scores.items():
-        candidates.setdefault(s.prompt_id, []).append(rid)
     out, done = [], set()
     for pair in pairs:
         prompt = prompts.get(pair.prompt_id)
@@ -426,7 +430,7 @@ def mirror_pairs(ctx, pairs: list[NewPair], scores: dict, weights: dict[str, flo
         habit = sorted(forms.unasked_marked(kept, formed.text))
         if not dropped or not habit:
             continue  # no asked form worn, or another kept constraint brings it along
-        order = _plain_first(formed, _ranked(candidates[pair.prompt_id], scores, False))
+        order = _plain_first(formed, _ranked(by_prompt[pair.prompt_id], scores, False))
         found = next((hit for rid in order if rid != formed.id and (hit := _plain_answer(kept, rows[rid]))), None)
         if found is None:
             continue
@@ -474,7 +478,7 @@ def _mirror_copy(store, rows: dict, prompt_id: int, k: int, text: str, source, k
         if r.text == text:
             return r.id
     edited = text != source.text
-    tokens = max(1, round(source.tokens * len(text) / max(1, len(source.text))))  # no tokenizer here
+    tokens = estimated_tokens(source, text)
     row = NewResponse(prompt_id=prompt_id, round=k, policy=source.policy,
                       sample_index=max((r.sample_index for r in mine), default=-1) + 1, text=text, tokens=tokens,
                       finish_reason="stop" if edited else source.finish_reason, mean_logprob=None,

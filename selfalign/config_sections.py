@@ -140,6 +140,9 @@ class PairsSection:
                                   "capitals, JSON, a <<title>>, a P.S., ...: verifiers/forms.py) scores below every "
                                   "clean one, like the quality gate: it may be rejected, never chosen, and no "
                                   "repaired copy keeps one; without it forms asked for on some prompts spread to all")
+    hollow_gate: bool = opt(False, "an answer that meets a form and says nothing (at most 2 distinct words of its own "
+                            "beside [placeholders] and the words its constraints supply: 'Hope this helps.', "
+                            "'*highlight* *text*': verifiers.hollow) is never chosen, and is rejected before a loop")
     repair: bool = opt(True, "when no answer to a constrained prompt meets all its constraints, edit the best one "
                        "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
                        "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "

@@ -96,6 +96,7 @@ def round_figures(items: list[Answer], seed: int = 0) -> dict:
     """One round's held-out figures (see the module's docstring for the population of each)."""
     plain = [a for a in items if not a.constraints]
     habits = {"unasked": forms.rates([(a.constraints, a.text) for a in items]),
+              "hollow_share": _mean([float(verifiers.hollow(a.constraints, a.text)) for a in items]),
               "unasked_plain": forms.rates([(a.constraints, a.text) for a in plain]), "n_plain": len(plain)}
     items = [a for a in items if a.constraints]
     if not items:
@@ -126,6 +127,7 @@ def round_figures(items: list[Answer], seed: int = 0) -> dict:
 def eval_metrics(figures: dict) -> dict[str, float | None]:
     """A round's figures under the names the loop stores (eval/...), so stored and printed figures are one."""
     out: dict[str, float | None] = {"eval/unasked_form_rate": figures["unasked"]["marked"],
+                                    "eval/hollow_rate": figures.get("hollow_share"),
                                     "eval/unasked_form_rate_plain": figures["unasked_plain"]["marked"]}
     out |= {f"eval/unasked/{form}": share for form, (share, _) in figures["unasked"]["per_form"].items()}
     if not figures["n"]:
@@ -191,6 +193,8 @@ def render_md(name: str, k: int, figures: dict, gain: dict | None = None, agains
               f"| distinct-2 | {_num(figures['distinct2'])} |",
               f"| empty / degenerate / truncated | {figures['empty_share']:.3f} / {figures['degenerate_share']:.3f}"
               f" / {figures['truncated_share']:.3f} |",
+              f"| hollow (meets a form, says nothing: at most 2 words of its own) | "
+              f"{_num(figures.get('hollow_share'))} |",
               "", "| constraint type | satisfied | prompts |", "|---|---|---|"]
     lines += [f"| {cid} | {share:.3f} | {asked} |" for cid, (share, asked) in figures["per_type"].items()]
     return "\n".join(lines + ["", render_unasked(figures, baseline)])

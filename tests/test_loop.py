@@ -12,6 +12,7 @@ from test_http import Scripted
 from selfalign import config, evaluation, heldout, loop, runs, verifiers
 from selfalign.errors import EXIT_OK, EXIT_STOPPED
 from selfalign.store import open_store
+from selfalign.store.rows import MIRROR
 
 LOOP_SETS = ["instruct.prompts_per_round=2", "instruct.seed_prompts_per_round=3", "instruct.max_new_tokens=24",
              "generate.max_new_tokens=10", "generate.batch_size=16", "judge.max_new_tokens=8",
@@ -196,7 +197,8 @@ def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(ti
     folder = runs.create("default", config.dumps(cfg))
     assert loop.run(folder, quiet=True) == EXIT_OK
     with open_store(folder.db_path) as store:
-        prompts = store.prompts(split="train", round=1)
+        everything = store.prompts(split="train", round=1)
+        prompts = [p for p in everything if p.source != MIRROR]  # mirror prompts (pairs.mirror) come from pairs
         assert prompts and all(p.constraints for p in prompts)
         assert all(c["wording"].startswith("t") for p in prompts for c in p.constraints)  # training wordings only
         assert not [j for j in store.judgements(round=1) if j.judge == "self"]  # no rubric self-judge
@@ -208,7 +210,9 @@ def test_default_recipe_end_to_end_then_whole_benchmark_eval_with_paired_gain(ti
             assert p.scores["chosen"]["verifiers"] >= p.scores["rejected"]["verifiers"]
         by_id = {r.id: r for r in store.responses(round=1)}
         prompts_by_id = {p.id: p for p in prompts}
-        copies = [r for r in by_id.values() if r.kind == "repair"]
+        mirrors = {p.id for p in everything if p.source == MIRROR}
+        copies = [r for r in by_id.values() if r.kind == "repair" and r.prompt_id not in mirrors]
+        assert all("mirror_of" in r.params for r in by_id.values() if r.prompt_id in mirrors)
         # every prompt the stage tried to repair is counted, and each stored copy is one it made
         assert len(copies) == round((metrics["pairs/repair_rate"] or 0) * metrics["pairs/repair_tried"])
         for copy in copies:  # a repaired copy meets everything

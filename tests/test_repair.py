@@ -99,7 +99,7 @@ def _store_with_round(tmp_path):
     rows = {shout: [("Sleep well every night.", "stop"), ("Drink water and rest.", "stop"),
                     ("\n".join(["drink drink drink water"] * 4), "stop")],
             content: [("Save a little each week.", "stop"), ("Spend less on food.", "stop")],
-            met: [("HELLO THERE!", "stop"), ("hello there", "stop")]}
+            met: [("HELLO THERE, MY FRIEND!", "stop"), ("hello there, my friend", "stop")]}
     constraints = {shout: upper, content: words, met: upper}
     ids = {}
     for pid, group in rows.items():
@@ -115,8 +115,8 @@ def test_the_pairs_stage_trains_on_a_stored_repaired_copy(tmp_path):
     cfg = config.build(sets=["pairs.repair=true", "judge.weight_likelihood=0"])
     pairs_stage.run(StageContext(cfg, store, None, round=1))
     pairs = {p.prompt_id: p for p in store.pairs(1)}
-    copies = [r for r in store.responses(round=1) if r.kind == "repair"]
-    assert len(copies) == 1
+    copies = [r for r in store.responses(round=1) if r.kind == "repair" and "repaired_from" in r.params]
+    assert len(copies) == 1  # beside it, mirror copies (pairs.mirror, on by default) name what they mirror
     (copy,) = copies
     assert copy.prompt_id == shout and copy.text == "SLEEP WELL EVERY NIGHT." and copy.finish_reason == "stop"
     assert copy.params["repaired_from"] == ids["Sleep well every night."]
@@ -124,12 +124,12 @@ def test_the_pairs_stage_trains_on_a_stored_repaired_copy(tmp_path):
     assert pairs[shout].chosen_id == copy.id
     assert pairs[shout].rejected_id == ids["\n".join(["drink drink drink water"] * 4)]  # the loop, gated
     assert content not in pairs  # a missing keyword has no repair, and both answers miss it: a tie
-    assert pairs[met].chosen_id == ids["HELLO THERE!"]  # selection already found it: no copy
+    assert pairs[met].chosen_id == ids["HELLO THERE, MY FRIEND!"]  # selection already found it: no copy
     metrics = store.metrics(1)[1]
     assert metrics["pairs/repair_tried"] == 2.0 and metrics["pairs/repair_rate"] == pytest.approx(0.5)
 
     pairs_stage.run(StageContext(cfg, store, None, round=1))  # a rerun reuses the stored copy
-    assert [r.id for r in store.responses(round=1) if r.kind == "repair"] == [copy.id]
+    assert [r.id for r in store.responses(round=1) if r.kind == "repair" and "repaired_from" in r.params] == [copy.id]
     assert {p.prompt_id: p.chosen_id for p in store.pairs(1)}[shout] == copy.id
 
 

@@ -69,8 +69,9 @@ def test_judge_and_pairs_store_every_signal(tiny_run, server):
 
     pairs_stage.run(ctx)
     pairs = store.pairs(1)
-    assert pairs and all(p.rule == "best-vs-worst" and p.margin >= 0.05 for p in pairs)
-    for p in pairs:
+    own = [p for p in pairs if p.rule != pairs_stage.MIRROR_RULE]  # beside them, mirror pairs (on by default)
+    assert own and all(p.rule == "best-vs-worst" and p.margin >= 0.05 for p in own)
+    for p in own:
         assert p.scores["chosen"]["combined"] - p.scores["rejected"]["combined"] == pytest.approx(p.margin)
         assert "blackbox" in p.scores["chosen"] and "likelihood" in p.scores["chosen"]
     pairs_stage.run(ctx)  # rebuilt, not duplicated
@@ -201,8 +202,9 @@ def test_signals_are_weighed_by_their_agreement_with_the_verifiers(tmp_path):
                 store.add_verifications(rid, verifiers.check_all(lower, text))
 
     def build(*sets):
-        cfg = config.build(sets=["judge.weight_rubric=0.25", "judge.weight_blackbox=1.0",
-                                 "judge.blackbox_url=http://127.0.0.1:9/v1", *sets])
+        cfg = config.build(sets=["judge.weight_rubric=0.25", "judge.weight_blackbox=1.0",  # one- and two-word
+                                 "judge.blackbox_url=http://127.0.0.1:9/v1", "pairs.hollow_gate=false",  # answers:
+                                 *sets])  # the hollow gate would bar them all, and this test is about the weights
         pairs_stage.run(StageContext(cfg, store, None, round=1))
         return store.metrics(1)[1], {p.prompt_id: p for p in store.pairs(1)}
 
@@ -233,7 +235,8 @@ def test_the_quality_gate_never_chooses_a_looping_or_cut_off_answer(tmp_path):
                                       NewPrompt("more plans", "seed", constraints=words, round=1)])
     loop = "\n".join(["a plan is a plan is a plan"] * 6)
     rows = {meets: [("clean", "First plan, second plan, third plan.", "stop"), ("loop", loop, "stop"),
-                    ("cut", "plan plan plan and then it went on", "length"), ("none", "Nothing here.", "stop")],
+                    ("cut", "plan plan plan and then it went on", "length"),
+                    ("none", "Nothing of the sort here.", "stop")],
             misses: [("tidy", "No such word here.", "stop"), ("spin", loop.replace("plan", "idea"), "stop")]}
     ids = {}
     for pid, group in rows.items():
@@ -254,7 +257,8 @@ def test_the_quality_gate_never_chooses_a_looping_or_cut_off_answer(tmp_path):
     assert all(p.scores["rejected"].get("gated") for p in pairs if p.prompt_id == misses)
     assert metrics["pairs/gated_rate"] == pytest.approx(3 / 6)
 
-    pairs, _ = pairs_with("pairs.quality_gate=false")  # without the gate the loop ties the clean answer
+    # without the gate (and the form gate, since the loop is in lower case) the loop ties the clean answer
+    pairs, _ = pairs_with("pairs.quality_gate=false", "pairs.unasked_form_gate=false")
     assert not [p for p in pairs if p.prompt_id == misses]  # both meet nothing: a tie, no pair
 
 

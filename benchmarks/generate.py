@@ -59,10 +59,10 @@ def main() -> None:
 
     from selfalign.engines.transformers_engine import TransformersEngine
 
-    tasks = [json.loads(line)["instruction"] for line in PROMPTS.read_text().splitlines()][: args.prompts]
+    requests = requests_for(args)
     engine = TransformersEngine.load(args.model, device=args.device, batch_size=args.batch_size)
     model, tok = engine.base, engine.tokenizer
-    print(f"model {args.model}, {len(tasks)} prompts x {args.samples} samples x {args.max_new_tokens} new tokens, "
+    print(f"model {args.model}, {len(requests)} prompts x {args.samples} samples x {args.max_new_tokens} new tokens, "
           f"device {engine.device}, torch threads {torch.get_num_threads()}")
 
     import bound
@@ -70,7 +70,6 @@ def main() -> None:
     gflops = bound.matmul_gflops()
     flop_per_token = 2 * bound.linear_weights(model)
     print(f"matmul {gflops:.0f} GFLOP/s, {flop_per_token / 1e6:.0f} MFLOP per generated token")
-    requests = requests_for(args)
     # warm-up: first-call costs belong to neither setting
     engine.generate([dataclasses.replace(r, max_new_tokens=8) for r in requests[:2]])
     rates = {}
@@ -103,8 +102,7 @@ def main() -> None:
     config = GenerationConfig(do_sample=True, temperature=0.7, top_p=0.9, max_new_tokens=args.max_new_tokens,
                               num_return_sequences=args.samples, eos_token_id=sorted(engine.eos_ids),
                               pad_token_id=engine.pad_id)
-    texts = [tok.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False)
-             for t in tasks]
+    texts = [tok.apply_chat_template(r.messages, add_generation_prompt=True, tokenize=False) for r in requests]
     best = 0.0
     for per_call in [int(b) for b in args.plain_batches.split(",")]:
         torch.manual_seed(0)

@@ -98,11 +98,12 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
     if file is None and not every and split == "dev":
         for name, value in metrics.items():
             store.set_metric(k, name, value)
-        for form, now, then in metrics_mod.habits(store.metrics(), k) if k else []:
+        rounds = store.metrics() if k else {}  # every round's figures, read once for both warnings
+        for form, now, then in metrics_mod.habits(rounds, k) if k else []:
             store.log_event("warning", f"evaluate: habit: {now:.0%} of held-out answers wear the form '{form}' their "
                             f"prompt did not ask for (round 0: {then:.0%}); pairs.unasked_form_gate keeps such answers "
                             "from being chosen", round=k, stage=NAME)
-        if k and (hollow := metrics_mod.hollow_rise(store.metrics(), k)):
+        if k and (hollow := metrics_mod.hollow_rise(rounds, k)):
             store.log_event("warning", f"evaluate: {hollow[0]:.0%} of held-out answers are hollow, a form met and "
                             f"nothing said (round 0: {hollow[1]:.0%}); pairs.hollow_gate keeps such answers from "
                             "being chosen", round=k, stage=NAME)

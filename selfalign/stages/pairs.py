@@ -70,6 +70,11 @@ class Scored:
     corrected: bool = False  # that copy is a learned corrector's (add_corrections)
 
     @property
+    def penalty(self) -> float:
+        """What its gates take off its combined score: nothing when clean, more when hollow."""
+        return (GATE_PENALTY + (HOLLOW_PENALTY if self.hollow else 0.0)) if self.gated else 0.0
+
+    @property
     def order(self) -> int:
         """Position among equal scores: a repaired copy before the samples, then sample order."""
         return -1 if self.repaired else self.sample_index
@@ -129,9 +134,8 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
         store.set_metric(k, f"pairs/weight_{name}", weight)
     for s in out.values():
         s.combined = judging.combine(s.components, weights)
-        if s.gated and s.combined is not None:
-            s.combined -= GATE_PENALTY + (HOLLOW_PENALTY if s.hollow else 0.0)  # below any clean answer,
-            # still ordered among the gated ones
+        if s.combined is not None:
+            s.combined -= s.penalty  # below any clean answer, still ordered among the gated ones
     return out, weights
 
 
@@ -241,8 +245,8 @@ def add_corrections(ctx: StageContext, scores: dict[int, Scored], by_prompt: dic
         scored = Scored(row.prompt_id, row.tokens, components, source.sample_index, gated=gated, loop=loop,
                         unasked=habit, hollow=empty, rubric_raw=source.rubric_raw,
                         combined=judging.combine(components, weights), repaired=True, corrected=True)
-        if scored.combined is not None and gated:
-            scored.combined -= GATE_PENALTY + (HOLLOW_PENALTY if empty else 0.0)
+        if scored.combined is not None:
+            scored.combined -= scored.penalty
         scores[row.id] = scored
         by_prompt[row.prompt_id].append(row.id)
         gain = share - (source.components["verifiers"] or 0.0)
@@ -509,8 +513,9 @@ def _mirror_scored(like, copy, verifier_share: float, weights, habit=()):
     """A copy scored as the answer it copies, with its verifiers share on the mirror prompt; one wearing an
     unasked form is gated, as the form gate would score it."""
     components = {**like.components, "verifiers": verifier_share}
-    combined = judging.combine(components, weights)
-    if habit and combined is not None:
-        combined -= GATE_PENALTY
-    return Scored(copy.prompt_id, copy.tokens, components, copy.sample_index, gated=bool(habit),
-                        unasked=list(habit), rubric_raw=like.rubric_raw, combined=combined, repaired=True)
+    scored = Scored(copy.prompt_id, copy.tokens, components, copy.sample_index, gated=bool(habit),
+                    unasked=list(habit), rubric_raw=like.rubric_raw, combined=judging.combine(components, weights),
+                    repaired=True)
+    if scored.combined is not None:
+        scored.combined -= scored.penalty
+    return scored

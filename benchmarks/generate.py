@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ def main() -> None:
                         "requests, last, in a child process run by this Python (the vLLM venv's)")
     parser.add_argument("--vllm-only", action="store_true", help=argparse.SUPPRESS)  # the child's mode
     args = parser.parse_args()
+    if args.vllm_python and not (Path(args.vllm_python).is_file() and os.access(args.vllm_python, os.X_OK)):
+        parser.error(f"--vllm-python {args.vllm_python} is not an executable Python; build the vLLM venv with "
+                     "`make test-vllm` and pass .venv-vllm/bin/python")  # before minutes of the other rows
     if args.vllm_only:
         print(RESULT + json.dumps(vllm_run(args, requests_for(args))), flush=True)
         return

@@ -90,9 +90,9 @@ def table(rows: dict[int, dict], seconds: dict[int, dict[str, float]] | None = N
     """One line per round: satisfaction, gain, the signs of gaming, the unasked-form share, minutes."""
     lines = ["| round | prompt-level % [95 % CI] | gain over round 0, points [95 % CI] | instruction-level % "
              "| gain, points | length | clean length | distinct-2 | empty | degenerate | truncated "
-             "| unasked form % | unasked form %, plain prompts | hollow % |" + (" minutes |" if seconds is not None
-                                                                              else ""),
-             "|---" * (14 + (seconds is not None)) + "|"]
+             "| unasked form % | unasked form %, plain prompts | hollow % | echo % |" + (" minutes |" if seconds
+                                                                                       is not None else ""),
+             "|---" * (15 + (seconds is not None)) + "|"]
     for k, row in sorted(rows.items()):
         f, g = row["figures"], row.get("gain") or {}
         clean = "-" if f.get("clean_length_mean") is None else f"{f['clean_length_mean']:.0f}"
@@ -102,7 +102,7 @@ def table(rows: dict[int, dict], seconds: dict[int, dict[str, float]] | None = N
                 f"{pct(f['csr_instruction'])} | {pct(g.get('csr_instruction'), True)} | "
                 f"{f['length_mean']:.0f} | {clean} | {f['distinct2']:.3f} | {f['empty_share']:.3f} | "
                 f"{f['degenerate_share']:.3f} | {f['truncated_share']:.3f} | {share(habits.get('marked'))} | "
-                f"{share(plain.get('marked'))} | {share(f.get('hollow_share'))} |")
+                f"{share(plain.get('marked'))} | {share(f.get('hollow_share'))} | {share(f.get('echo_share'))} |")
         if seconds is not None:
             minutes = sum(v for stage, v in seconds.get(k, {}).items() if stage != PEAK) / 60
             line += f" {minutes:.1f} |"

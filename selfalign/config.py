@@ -187,6 +187,8 @@ def _coerce(section: str, f: dataclasses.Field, value: Any, where: str) -> Any:
     def bad(allowed: str) -> ConfigError:
         return ConfigError(f"{where}: {name} = {value!r} is not allowed; {allowed}")
 
+    if isinstance(value, bool) and meta.get("bool_as"):
+        value = meta["bool_as"][value]
     if hint is bool:
         if not isinstance(value, bool):
             raise bad("use true or false")

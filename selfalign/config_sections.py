@@ -14,9 +14,11 @@ MARGIN_LOSSES = ("dpo", "ln-dpo", "ld-dpo")  # sigmoid losses of a pair's margin
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-        max: float | None = None, min_exclusive: bool = False) -> Any:
-    """A config field: its default, one line of help, and what values are allowed."""
-    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive}
+        max: float | None = None, min_exclusive: bool = False, bool_as: tuple[str, str] | None = None) -> Any:
+    """A config field: its default, one line of help, and what values are allowed. bool_as: the choices that
+    false and true stand for, for a switch that became a choice (its old configs and commands still read)."""
+    meta = {"help": help, "choices": choices, "min": min, "max": max, "min_exclusive": min_exclusive,
+            "bool_as": bool_as}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -141,9 +143,12 @@ class PairsSection:
                                   "capitals, JSON, a <<title>>, a P.S., ...: verifiers/forms.py) scores below every "
                                   "clean one, like the quality gate: it may be rejected, never chosen, and no "
                                   "repaired copy keeps one; without it forms asked for on some prompts spread to all")
-    hollow_gate: bool = opt(True, "an answer that meets a form and says nothing (at most 2 distinct words of its own "
-                            "beside [placeholders] and the words its constraints supply: 'Hope this helps.', "
-                            "'*highlight* *text*': verifiers.hollow) is never chosen, and is rejected before a loop")
+    hollow_gate: str = opt("hollow", "answers that say nothing of their own are never chosen, and are rejected "
+                           "before a loop. hollow (or true): a form met and nothing said, at most 2 distinct words "
+                           "beside [placeholders] and the words its constraints supply ('Hope this helps.', "
+                           "'*highlight* *text*': verifiers.hollow); echo: those and answers that hand the prompt "
+                           "back, only its words, mostly one copied run (verifiers.echo); off (or false)",
+                           choices=("hollow", "echo", "off"), bool_as=("off", "hollow"))
     repair: bool = opt(True, "when no answer to a constrained prompt meets all its constraints, edit the best one "
                        "that can be fixed by rule (case, quotes, JSON, trimming, bullets, ending phrase...) and "
                        "use the edited copy as the chosen answer (verifiers/repair.py); only for constraints "

@@ -29,6 +29,7 @@ class Answer:
     text: str
     tokens: int
     finish_reason: str
+    question: str = ""  # the prompt as the policy saw it (verifiers.attach), for the echo share
 
     @property
     def results(self) -> dict[str, bool]:
@@ -70,7 +71,8 @@ def answers(store, round_k: int, prompt_ids=None) -> dict[int, Answer]:
                 found[r.prompt_id] = r
         prompts = store.prompts_by_id(found)
         pairs = [(prompts[i], r) for i, r in sorted(found.items())]
-    return {p.id: Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason) for p, r in pairs}
+    return {p.id: Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason,
+                         verifiers.attach(p.text, p.constraints)) for p, r in pairs}
 
 
 def distinct2(texts: list[str]) -> float | None:
@@ -97,6 +99,7 @@ def round_figures(items: list[Answer], seed: int = 0) -> dict:
     plain = [a for a in items if not a.constraints]
     habits = {"unasked": forms.rates([(a.constraints, a.text) for a in items]),
               "hollow_share": _mean([float(verifiers.hollow(a.constraints, a.text)) for a in items]),
+              "echo_share": _mean([float(verifiers.echo(a.question, a.text)) for a in items if a.question]),
               "unasked_plain": forms.rates([(a.constraints, a.text) for a in plain]), "n_plain": len(plain)}
     items = [a for a in items if a.constraints]
     if not items:
@@ -128,6 +131,7 @@ def eval_metrics(figures: dict) -> dict[str, float | None]:
     """A round's figures under the names the loop stores (eval/...), so stored and printed figures are one."""
     out: dict[str, float | None] = {"eval/unasked_form_rate": figures["unasked"]["marked"],
                                     "eval/hollow_rate": figures.get("hollow_share"),
+                                    "eval/echo_rate": figures.get("echo_share"),
                                     "eval/unasked_form_rate_plain": figures["unasked_plain"]["marked"]}
     out |= {f"eval/unasked/{form}": share for form, (share, _) in figures["unasked"]["per_form"].items()}
     if not figures["n"]:
@@ -195,6 +199,8 @@ def render_md(name: str, k: int, figures: dict, gain: dict | None = None, agains
               f" / {figures['truncated_share']:.3f} |",
               f"| hollow (meets a form, says nothing: at most 2 words of its own) | "
               f"{_num(figures.get('hollow_share'))} |",
+              f"| echo (hands the prompt back: only its words, mostly one copied run) | "
+              f"{_num(figures.get('echo_share'))} |",
               "", "| constraint type | satisfied | prompts |", "|---|---|---|"]
     lines += [f"| {cid} | {share:.3f} | {asked} |" for cid, (share, asked) in figures["per_type"].items()]
     return "\n".join(lines + ["", render_unasked(figures, baseline)])

@@ -22,6 +22,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "eval/truncated_rate": ("truncated answers", "truncated"),
     "eval/unasked_form_rate": ("answers wearing a marked form their prompt did not ask for", "unasked form"),
     "eval/hollow_rate": ("hollow answers (a form met, nothing said: verifiers.hollow)", "hollow"),
+    "eval/echo_rate": ("echoes (the prompt handed back: verifiers.echo)", "echo"),
     "judge/score_mean": ("judge score mean", "judge score"),
     "judge/position_bias": ("judge position bias", "position bias"),
     "judge/collapse": ("judge score collapse", "collapse"),
@@ -36,7 +37,8 @@ LABELS: dict[str, tuple[str, str]] = {
 }
 
 COMPARE = ("eval/csr_prompt", "eval/csr_prompt_low", "eval/csr_prompt_high", "eval/csr_instruction",
-           "eval/degenerate_rate", "eval/unasked_form_rate", "eval/hollow_rate", "pairs/chosen_unasked_form_rate",
+           "eval/degenerate_rate", "eval/unasked_form_rate", "eval/hollow_rate", "eval/echo_rate",
+           "pairs/chosen_unasked_form_rate",
            "eval/win_rate",
            "eval/win_rate_decided", "eval/length_mean", "eval/distinct2", "judge/score_mean", "judge/position_bias",
            "judge/collapse", "judge/likelihood_verifier_agreement", "pairs/weight_likelihood", "pairs/count",
@@ -47,7 +49,8 @@ ROUNDS_TABLE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eva
                 "correct/noop_share")
 # status shows each of these the run has (the corrector's only where the correct stage ran)
 HEADLINE = ("eval/csr_prompt", "eval/csr_instruction", "eval/win_rate", "eval/length_mean", "eval/unasked_form_rate",
-            "eval/hollow_rate", "pairs/count", "correct/fix_rate", "correct/break_rate", "correct/noop_share")
+            "eval/hollow_rate", "eval/echo_rate", "pairs/count", "correct/fix_rate", "correct/break_rate",
+            "correct/noop_share")
 
 
 def labelled(names, short: bool = False) -> list[tuple[str, str]]:
@@ -94,10 +97,11 @@ def habits(metrics: dict[int, dict], k: int) -> list[tuple[str, float, float]]:
     return out
 
 
-def hollow_rise(metrics: dict[int, dict], k: int) -> tuple[float, float] | None:
-    """(round k's hollow share, round 0's) when answers that meet a form and say nothing rose more than
-    HABIT_RISE above round 0's on the same held-out sample: the verifiers are being gamed."""
-    now, then = metrics.get(k, {}).get("eval/hollow_rate"), metrics.get(0, {}).get("eval/hollow_rate")
+def hollow_rise(metrics: dict[int, dict], k: int, name: str = "eval/hollow_rate") -> tuple[float, float] | None:
+    """(round k's hollow share, round 0's) when answers that meet a form and say nothing (or, with name
+    eval/echo_rate, that hand the prompt back) rose more than HABIT_RISE above round 0's on the same held-out
+    sample: the verifiers are being gamed."""
+    now, then = metrics.get(k, {}).get(name), metrics.get(0, {}).get(name)
     if now is None or then is None or now - then <= HABIT_RISE:
         return None
     return now, then

@@ -162,14 +162,19 @@ def test_one_tie_break_key_and_old_run_files_still_load(tmp_path):
 
 def test_a_run_written_before_the_habit_gates_were_default_keeps_them_off(tmp_path):
     fresh = config.build().pairs
-    assert fresh.unasked_form_gate and fresh.mirror and fresh.hollow_gate
+    assert fresh.unasked_form_gate and fresh.mirror and fresh.hollow_gate == "hollow"
     path = tmp_path / "old.toml"  # a run's config.toml from before: every pairs key of its day, the gates absent
     path.write_text("[pairs]\nrule = \"best-vs-worst\"\nmin_margin = 0.05\nmax_pairs_per_prompt = 1\n"
                     "quality_gate = true\nrepair = true\nsft_min_score = 9.0\nunasked_form_gate = true\n")
     old = config.load(path).pairs
-    assert old.unasked_form_gate and not old.mirror and not old.hollow_gate  # what it had, and what it lacked: off
+    assert old.unasked_form_gate and not old.mirror and old.hollow_gate == "off"  # what it had; what it lacked: off
     path.write_text("[pairs]\nrule = \"ranked\"\n")  # a hand-written file sets one key: the rest are defaults
-    assert config.load(path).pairs.hollow_gate
+    assert config.load(path).pairs.hollow_gate == "hollow"
+    path.write_text("[pairs]\nhollow_gate = true\n")  # the switch it was before it became a choice
+    assert config.load(path).pairs.hollow_gate == "hollow"
+    path.write_text("[pairs]\nhollow_gate = \"echoes\"\n")
+    with pytest.raises(ConfigError, match="pairs.hollow_gate = 'echoes' is not allowed; use one of hollow, echo, off"):
+        config.load(path)
 
 
 def test_init_and_fork_resolve_the_same_set_to_the_same_configuration(runs_root):

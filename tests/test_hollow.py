@@ -77,3 +77,54 @@ def test_a_rise_in_hollow_answers_is_shown_as_judge_health():
     console.print(health_lines(rounds))
     text = console.export_text()
     assert "hollow answers 21% (round 0 2%)" in text and "hollow answers 5%" not in text
+
+
+CLASSIFY = "Classify these weather events as common in summer or winter: blizzard, heatwave, frost, thunderstorm."
+
+
+def test_an_answer_echoes_when_it_hands_the_prompt_back():
+    assert verifiers.echo(CLASSIFY, "blizzard, heatwave, frost, thunderstorm.")  # the input list copied out
+    assert verifiers.echo(CLASSIFY, "Classify these weather events.")
+    question = verifiers.attach("Why do clouds float?", [{"id": "avoid_word", "params": {"word": "stuff"}}])
+    sentence = verifiers.describe({"id": "avoid_word", "params": {"word": "stuff"}})
+    assert verifiers.echo(question, sentence)  # a constraint's own sentence read back as the answer
+    assert verifiers.echo(CLASSIFY, "[answer] blizzard, heatwave, frost")  # placeholders are not words of its own
+    # the prompt's words in an order of the answer's own are an answer; so is one word of its own
+    assert not verifiers.echo(CLASSIFY, "Winter: blizzard, frost. Summer: heatwave, thunderstorm.")
+    assert not verifiers.echo(CLASSIFY, "Winter: blizzard, frost.")  # "winter: blizzard" is the prompt's, yet short
+    assert not verifiers.echo("What is the capital of France?", "The capital of France is Paris.")
+    assert not verifiers.echo(CLASSIFY, "heatwave, frost")  # two words are too few to call a copy
+    assert not verifiers.echo(CLASSIFY, "")
+
+
+def test_the_echo_gate_chooses_an_answer_over_the_prompt_handed_back(tmp_path):
+    """hollow_gate = "echo" gates an echo as it gates a hollow answer; with "hollow" (the default, also read
+    from true) the echo, which meets the prompt's no constraints as well as the answer does, wins the tie by
+    being shorter, and teaches the copy (in lower case here, as the input was: the unasked-form gate is off)."""
+    store = open_store(tmp_path / "e.db", create=True)
+    (pid,) = store.add_prompts([NewPrompt(CLASSIFY, "seed", round=1)])
+    echo = store.add_response(NewResponse(pid, 1, "base", 0, "blizzard, heatwave, frost, thunderstorm.", 9, "stop",
+                                          -1.0))
+    real = store.add_response(NewResponse(pid, 1, "base", 1, "Winter: blizzard, frost. Summer: heatwave, "
+                                          "thunderstorm.", 14, "stop", -1.0))
+    assert config.build(sets=["pairs.hollow_gate=true"]).pairs.hollow_gate == "hollow"
+    assert config.build(sets=["pairs.hollow_gate=false"]).pairs.hollow_gate == "off"
+    (pair,), _ = _pairs(store, "pairs.tie_break=shorter", "pairs.hollow_gate=true")
+    assert (pair.chosen_id, pair.rejected_id) == (echo, real)
+    (pair,), metrics = _pairs(store, "pairs.tie_break=shorter", "pairs.hollow_gate=echo")
+    assert (pair.chosen_id, pair.rejected_id) == (real, echo)
+    assert metrics["pairs/hollow_rate"] == 1 / 2
+
+
+def test_held_out_figures_count_echoes_over_the_prompt_as_the_policy_saw_it():
+    from selfalign import heldout
+
+    constraints = [{"id": "avoid_word", "params": {"word": "stuff"}}]
+    question = verifiers.attach(CLASSIFY, constraints)
+    answers = [heldout.Answer(1, constraints, "blizzard, heatwave, frost, thunderstorm.", 9, "stop", question),
+               heldout.Answer(2, constraints, "Winter: blizzard, frost. Summer: heatwave.", 9, "stop", question),
+               heldout.Answer(3, [], "Winter: blizzard, frost.", 6, "stop", CLASSIFY),
+               heldout.Answer(4, [], "blizzard, heatwave, frost", 3, "stop", CLASSIFY)]
+    figures = heldout.round_figures(answers)
+    assert figures["echo_share"] == 0.5
+    assert heldout.eval_metrics(figures)["eval/echo_rate"] == 0.5

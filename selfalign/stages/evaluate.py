@@ -86,7 +86,7 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
 
     answers = {r.prompt_id: r for r in store.responses(round=k) if r.prompt_id in ids and r.policy == ctx.policy
                and r.kind == EVAL}
-    metrics = response_metrics([(p.constraints, answers[p.id]) for p in heldout if p.id in answers])
+    metrics = response_metrics([(p, answers[p.id]) for p in heldout if p.id in answers])
     if k > 0 and cfg.eval.win_rate:
         metrics["eval/win_rate"], metrics["eval/win_rate_decided"] = win_rate(ctx, heldout, answers)
         decided = metrics["eval/win_rate_decided"]
@@ -98,7 +98,7 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
     if file is None and not every and split == "dev":
         for name, value in metrics.items():
             store.set_metric(k, name, value)
-        rounds = store.metrics() if k else {}  # every round's figures, read once for both warnings
+        rounds = store.metrics() if k else {}  # every round's figures, read once for the warnings
         for form, now, then in metrics_mod.habits(rounds, k) if k else []:
             store.log_event("warning", f"evaluate: habit: {now:.0%} of held-out answers wear the form '{form}' their "
                             f"prompt did not ask for (round 0: {then:.0%}); pairs.unasked_form_gate keeps such answers "
@@ -107,14 +107,19 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
             store.log_event("warning", f"evaluate: {hollow[0]:.0%} of held-out answers are hollow, a form met and "
                             f"nothing said (round 0: {hollow[1]:.0%}); pairs.hollow_gate keeps such answers from "
                             "being chosen", round=k, stage=NAME)
+        if k and (echo := metrics_mod.hollow_rise(rounds, k, "eval/echo_rate")):
+            store.log_event("warning", f"evaluate: {echo[0]:.0%} of held-out answers hand the prompt back "
+                            f"(round 0: {echo[1]:.0%}); pairs.hollow_gate = \"echo\" keeps such answers from being "
+                            "chosen", round=k, stage=NAME)
     return metrics
 
 
 def response_metrics(items) -> dict[str, float | None]:
-    """items: (constraints, response) pairs; the figures `selfalign eval` prints for the same answers."""
+    """items: (prompt, response) pairs; the figures `selfalign eval` prints for the same answers."""
     from selfalign import heldout
 
-    answers = [heldout.Answer(0, c, r.text, r.tokens, r.finish_reason) for c, r in items]
+    answers = [heldout.Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason,
+                              verifiers.attach(p.text, p.constraints)) for p, r in items]
     return heldout.eval_metrics(heldout.round_figures(answers))
 
 

@@ -23,6 +23,8 @@ opened with a quote nobody asked for after 3 rounds); with it such an answer is 
 Hollow gate (pairs.hollow_gate): an answer that meets a form and says nothing (verifiers.hollow: "Hope this
 helps." to a prompt asking for that ending) is gated too, and sinks below the other gated answers, so a
 prompt that drew one rejects it. Without it a fifth of round 3's held-out answers were hollow (issue 33).
+With hollow_gate = "echo" an answer that hands the prompt back (verifiers.echo: the input list of a
+"classify these" prompt copied out, a constraint's sentence read back) is treated the same way.
 
 Mirror pairs (pairs.mirror): for a pair whose chosen answer wears a form its prompt asked for, the same
 instruction without that request, a plain answer chosen over the formed one (mirror_pairs below).
@@ -80,14 +82,23 @@ class Scored:
         return -1 if self.repaired else self.sample_index
 
 
-def gates(cfg, constraints: list, text: str, finish_reason: str) -> tuple[bool, bool, list[str], bool]:
+def says_nothing(cfg, question: str, constraints: list, text: str) -> bool:
+    """What pairs.hollow_gate catches: a hollow answer, and with "echo" also one that hands the prompt back."""
+    mode = cfg.pairs.hollow_gate
+    if mode == "off":
+        return False
+    return verifiers.hollow(constraints, text) or (mode == "echo" and verifiers.echo(question, text))
+
+
+def gates(cfg, constraints: list, text: str, finish_reason: str,
+          question: str = "") -> tuple[bool, bool, list[str], bool]:
     """Whether an answer is gated (pairs.quality_gate: cut off or looping; pairs.unasked_form_gate: wearing a
     marked form its prompt did not ask for; pairs.hollow_gate: saying nothing), whether it loops, the unasked
     marked forms it wears, and whether the hollow gate caught it. The loop check runs once: the gate and
-    pairs.rejected both read it."""
+    pairs.rejected both read it. question: the prompt as the policy saw it (verifiers.attach)."""
     loop = verifiers.degenerate(text)
     habit = sorted(forms.unasked_marked(constraints, text))
-    empty = bool(cfg.pairs.hollow_gate and verifiers.hollow(constraints, text))
+    empty = says_nothing(cfg, question, constraints, text)
     gated = (cfg.pairs.quality_gate and (finish_reason == "length" or loop)) or \
         (cfg.pairs.unasked_form_gate and bool(habit)) or empty
     return bool(gated), loop, habit, empty
@@ -121,7 +132,9 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
-            gated, loop, habit, empty = gates(cfg, train[r.prompt_id].constraints, r.text, r.finish_reason)
+            prompt = train[r.prompt_id]
+            gated, loop, habit, empty = gates(cfg, prompt.constraints, r.text, r.finish_reason,
+                                              verifiers.attach(prompt.text, prompt.constraints))
             out[r.id] = Scored(r.prompt_id, r.tokens, components, r.sample_index, gated=gated, loop=loop, unasked=habit,
                                hollow=empty,
                                rubric_raw={name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()})
@@ -190,7 +203,7 @@ def add_repairs(ctx: StageContext, scores: dict[int, Scored], by_prompt: dict[in
                 continue
             text = repair(constraints, source.text)
             if text is None or (ctx.config.pairs.unasked_form_gate and forms.unasked_marked(constraints, text)) \
-                    or (ctx.config.pairs.hollow_gate and verifiers.hollow(constraints, text)):
+                    or says_nothing(ctx.config, verifiers.attach(train[pid].text, constraints), constraints, text):
                 continue  # unrepairable, or the copy keeps a form nobody asked for or says nothing (gates bar it)
             tokens = estimated_tokens(source, text)
             row = existing.get((pid, source.sample_index))
@@ -241,7 +254,7 @@ def add_corrections(ctx: StageContext, scores: dict[int, Scored], by_prompt: dic
         results = verified.get(row.id) or verifiers.check_all(constraints, row.text)
         share = sum(results.values()) / len(results)
         components = {**source.components, "verifiers": share}
-        gated, loop, habit, empty = gates(cfg, constraints, row.text, row.finish_reason)
+        gated, loop, habit, empty = gates(cfg, constraints, row.text, row.finish_reason, question)
         scored = Scored(row.prompt_id, row.tokens, components, source.sample_index, gated=gated, loop=loop,
                         unasked=habit, hollow=empty, rubric_raw=source.rubric_raw,
                         combined=judging.combine(components, weights), repaired=True, corrected=True)
@@ -300,7 +313,7 @@ def run(ctx: StageContext) -> None:
                                    cfg.pairs.max_pairs_per_prompt, cfg.pairs.rejected, prefer_longer=prefer_longer)
     if cfg.pairs.unasked_form_gate:  # every answer wore a habit: none is worth learning, the least bad neither
         pairs = [p for p in pairs if not scores[p.chosen_id].unasked]
-    if cfg.pairs.hollow_gate:  # every answer said nothing: the least hollow is no lesson either
+    if cfg.pairs.hollow_gate != "off":  # every answer said nothing: the least hollow is no lesson either
         pairs = [p for p in pairs if not scores[p.chosen_id].hollow]
     if cfg.pairs.mirror and cfg.pairs.rule != "sft":
         mirrored = mirror_pairs(ctx, pairs, scores, by_prompt, weights)
@@ -316,7 +329,7 @@ def run(ctx: StageContext) -> None:
     store.set_metric(k, "pairs/margin_mean", sum(margins) / len(margins) if margins else None)
     store.set_metric(k, "pairs/gated_rate", sum(s.gated for s in scores.values()) / len(scores) if scores else None)
     sampled = [s for s in scores.values() if not s.repaired]
-    if cfg.pairs.hollow_gate:
+    if cfg.pairs.hollow_gate != "off":
         store.set_metric(k, "pairs/hollow_rate", sum(s.hollow for s in sampled) / len(sampled) if sampled else None)
     store.set_metric(k, "pairs/unasked_form_rate",
                      sum(bool(s.unasked) for s in sampled) / len(sampled) if sampled else None)

@@ -198,6 +198,8 @@ def health_lines(metrics: dict[int, dict[str, float | None]]) -> Group:
                     for form, now, then in metrics_mod.habits(metrics, k)]
         if hollow := metrics_mod.hollow_rise(metrics, k):
             warnings.append((f"hollow answers {hollow[0]:.0%} (round 0 {hollow[1]:.0%})", "bold magenta"))
+        if echo := metrics_mod.hollow_rise(metrics, k, "eval/echo_rate"):
+            warnings.append((f"echoes {echo[0]:.0%} (round 0 {echo[1]:.0%})", "bold magenta"))
         if m.get("judge/collapse"):
             warnings.append(("score collapse", "bold red"))
         if metrics_mod.position_biased(m):

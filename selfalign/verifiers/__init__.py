@@ -105,6 +105,7 @@ REPEATED_LINE = 3  # a line of at least 3 words this often in one answer is a lo
 LOOP_MIN_WORDS = 40  # below this an answer is too short to call its repetition a loop
 LOOP_DISTINCT3 = 0.3  # distinct word-trigram share below which a long answer is a loop
 HOLLOW_WORDS = 2  # an answer with at most this many distinct words of its own says nothing
+ECHO_RUN = 3  # words copied in a row before an answer made of the prompt's words is a copy, not a short answer
 PLACEHOLDER_RE = re.compile(r"\[[^\[\]\n]*\]")
 
 
@@ -144,3 +145,31 @@ def hollow(constraints: list[dict[str, Any]], text: str) -> bool:
                     supplied.update(w.lower() for w in words(item))
     own = {w.lower() for w in words(PLACEHOLDER_RE.sub(" ", text))} - supplied
     return len(own) <= HOLLOW_WORDS
+
+
+def echo(question: str, text: str) -> bool:
+    """Hands the prompt back: every word of the answer (its [placeholders] aside) is a word of the prompt as the
+    policy saw it (`attach`: the instruction and its constraints' sentences), and all but HOLLOW_WORDS of them
+    are one run copied from it (ECHO_RUN words at least). "blizzard, heatwave, frost, thunderstorm." to
+    "Classify these weather events ...: blizzard, heatwave, frost, thunderstorm.", "The soup was very very
+    hot." to "Rewrite this sentence without the word 'very': ...", a constraint's sentence read back. Words
+    from the prompt in an order of the answer's own ("Winter: blizzard, frost. Summer: heatwave.") are an
+    answer, and so is one word of its own ("The capital of France is Paris.")."""
+    own = [w.lower() for w in words(PLACEHOLDER_RE.sub(" ", text))]
+    given = [w.lower() for w in words(question)]
+    if len(own) < ECHO_RUN or not set(own) <= set(given):
+        return False
+    return _longest_run(own, given) >= max(ECHO_RUN, len(own) - HOLLOW_WORDS)
+
+
+def _longest_run(a: list[str], b: list[str]) -> int:
+    """Length of the longest run of words that a and b share, in order and unbroken."""
+    best, previous = 0, [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b):
+            if x == y:
+                current[j + 1] = previous[j] + 1
+                best = max(best, current[j + 1])
+        previous = current
+    return best

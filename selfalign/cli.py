@@ -319,8 +319,8 @@ def eval_cmd(ctx, name, round_k, prompt_file, every, against, split, fmt):
     per constraint type, and the paired gain over another round.
 
     Populations: satisfaction, its gain, length, distinct-2 and the degenerate and truncated shares are over
-    the prompts with constraints; the unasked-form rates over every answer, and again over the prompts
-    without constraints alone."""
+    the prompts with constraints; the unasked-form rates and the hollow and echo shares over every answer,
+    and the unasked-form rates again over the prompts without constraints alone."""
     from selfalign import evaluation, runs
     from selfalign.process import hand_back_large_blocks
 

@@ -8,7 +8,8 @@ computes, per round (`round_figures`):
   the verifiers (mean length, clean length, distinct-2, empty, degenerate and truncated shares);
 - over **every** answer: the unasked-form rates (verifiers/forms.py: per form, the share of answers whose
   prompt did not ask for it that wear it), and the same over the prompts **without** any constraint alone,
-  the clearest view of a habit.
+  the clearest view of a habit; and the shares of hollow answers (a form met, nothing said) and of echoes
+  (the prompt handed back), verifiers.hollow and verifiers.echo.
 Between two rounds: the paired gain on the constrained prompts both answered, with its interval. No model
 and no writes. `eval_metrics` flattens a round's figures into the names the loop stores.
 """

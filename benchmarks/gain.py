@@ -220,7 +220,8 @@ def seeds_summary(name: str, results: dict[int, dict]) -> str:
     lines = [f"## {name} over seeds {', '.join(str(s) for s in results)}", "",
              "| seed | test gain, points [95 % CI] | dev gain, points [95 % CI] | length vs round 0 | clean length "
              "vs round 0 | distinct-2 vs round 0 | degenerate, round 0 -> last | unasked form %, round 0 -> last "
-             "| plain prompts: unasked form %, round 0 -> last |", "|---" * 9 + "|"]
+             "| plain prompts: unasked form %, round 0 -> last | hollow %, round 0 -> last "
+             "| echo %, round 0 -> last |", "|---" * 11 + "|"]
     gains = {"test": [], "dev": []}
     for seed, result in results.items():
         cells = []
@@ -237,9 +238,11 @@ def seeds_summary(name: str, results: dict[int, dict]) -> str:
                       ratio(f1["clean_length_mean"], f0["clean_length_mean"]), ratio(f1["distinct2"], f0["distinct2"]),
                       f"{share(f0['degenerate_share'])} -> {share(f1['degenerate_share'])}",
                       f"{share(f0['unasked']['marked'])} -> {share(f1['unasked']['marked'])}",
-                      f"{share(f0['unasked_plain']['marked'])} -> {share(f1['unasked_plain']['marked'])}"]
+                      f"{share(f0['unasked_plain']['marked'])} -> {share(f1['unasked_plain']['marked'])}",
+                      f"{share(f0.get('hollow_share'))} -> {share(f1.get('hollow_share'))}",
+                      f"{share(f0.get('echo_share'))} -> {share(f1.get('echo_share'))}"]
         else:
-            cells += ["-"] * 6
+            cells += ["-"] * 8
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     for split, values in gains.items():
         if values:

@@ -128,3 +128,22 @@ def test_held_out_figures_count_echoes_over_the_prompt_as_the_policy_saw_it():
     figures = heldout.round_figures(answers)
     assert figures["echo_share"] == 0.5
     assert heldout.eval_metrics(figures)["eval/echo_rate"] == 0.5
+
+
+def test_the_echo_gate_makes_no_repaired_copy_of_an_echo(tmp_path):
+    """Rule repair would put the echoed input in capitals and call it the answer: with the hollow gate alone
+    that copy is made; with the echo gate the answer that adds a word of its own is the one repaired."""
+    upper = [{"id": "uppercase", "params": {}}]
+    results = {}
+    for mode in ("hollow", "echo"):
+        store = open_store(tmp_path / f"{mode}.db", create=True)
+        (pid,) = store.add_prompts([NewPrompt("Translate into French: the cat sleeps on the warm mat.", "seed",
+                                              constraints=upper, round=1)])
+        for i, text in enumerate(["the cat sleeps on the warm mat.", "the cat sleeps on the warm mat today."]):
+            rid = store.add_response(NewResponse(pid, 1, "base", i, text, 9, "stop", -1.0))
+            store.add_verifications(rid, verifiers.check_all(upper, text))
+        cfg = config.build(sets=["judge.weight_likelihood=0", *GATES_OFF, f"pairs.hollow_gate={mode}"])
+        pairs_stage.run(StageContext(cfg, store, None, round=1))
+        results[mode] = [r.text for r in store.responses(round=1) if r.kind == "repair"]
+    assert results["hollow"] == ["THE CAT SLEEPS ON THE WARM MAT."]
+    assert results["echo"] == ["THE CAT SLEEPS ON THE WARM MAT TODAY."]  # the answer with a word of its own

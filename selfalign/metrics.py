@@ -97,10 +97,10 @@ def habits(metrics: dict[int, dict], k: int) -> list[tuple[str, float, float]]:
     return out
 
 
-def hollow_rise(metrics: dict[int, dict], k: int, name: str = "eval/hollow_rate") -> tuple[float, float] | None:
-    """(round k's hollow share, round 0's) when answers that meet a form and say nothing (or, with name
-    eval/echo_rate, that hand the prompt back) rose more than HABIT_RISE above round 0's on the same held-out
-    sample: the verifiers are being gamed."""
+def gaming_rise(metrics: dict[int, dict], k: int, name: str) -> tuple[float, float] | None:
+    """(round k's share, round 0's) of answers that game the verifiers (name: eval/hollow_rate, a form met and
+    nothing said; eval/echo_rate, the prompt handed back) when it rose more than HABIT_RISE above round 0's on
+    the same held-out sample."""
     now, then = metrics.get(k, {}).get(name), metrics.get(0, {}).get(name)
     if now is None or then is None or now - then <= HABIT_RISE:
         return None

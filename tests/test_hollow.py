@@ -71,8 +71,8 @@ def test_a_rise_in_hollow_answers_is_shown_as_judge_health():
     rounds = {0: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.02},
               1: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.05},
               2: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.21}}
-    assert metrics.hollow_rise(rounds, 1) is None  # three points more is noise on 150 prompts
-    assert metrics.hollow_rise(rounds, 2) == (0.21, 0.02)
+    assert metrics.gaming_rise(rounds, 1, "eval/hollow_rate") is None  # three points more is noise on 150 prompts
+    assert metrics.gaming_rise(rounds, 2, "eval/hollow_rate") == (0.21, 0.02)
     console = Console(width=120, record=True)
     console.print(health_lines(rounds))
     text = console.export_text()

@@ -103,11 +103,11 @@ def answer(ctx: StageContext, file: str | None = None, every: bool = False,
             store.log_event("warning", f"evaluate: habit: {now:.0%} of held-out answers wear the form '{form}' their "
                             f"prompt did not ask for (round 0: {then:.0%}); pairs.unasked_form_gate keeps such answers "
                             "from being chosen", round=k, stage=NAME)
-        if k and (hollow := metrics_mod.hollow_rise(rounds, k)):
+        if k and (hollow := metrics_mod.gaming_rise(rounds, k, "eval/hollow_rate")):
             store.log_event("warning", f"evaluate: {hollow[0]:.0%} of held-out answers are hollow, a form met and "
                             f"nothing said (round 0: {hollow[1]:.0%}); pairs.hollow_gate keeps such answers from "
                             "being chosen", round=k, stage=NAME)
-        if k and (echo := metrics_mod.hollow_rise(rounds, k, "eval/echo_rate")):
+        if k and (echo := metrics_mod.gaming_rise(rounds, k, "eval/echo_rate")):
             store.log_event("warning", f"evaluate: {echo[0]:.0%} of held-out answers hand the prompt back "
                             f"(round 0: {echo[1]:.0%}); pairs.hollow_gate = \"echo\" keeps such answers from being "
                             "chosen", round=k, stage=NAME)

@@ -196,9 +196,9 @@ def health_lines(metrics: dict[int, dict[str, float | None]]) -> Group:
             continue
         warnings = [(f"habit: {form} unasked {now:.0%} (round 0 {then:.0%})", "bold magenta")
                     for form, now, then in metrics_mod.habits(metrics, k)]
-        if hollow := metrics_mod.hollow_rise(metrics, k):
+        if hollow := metrics_mod.gaming_rise(metrics, k, "eval/hollow_rate"):
             warnings.append((f"hollow answers {hollow[0]:.0%} (round 0 {hollow[1]:.0%})", "bold magenta"))
-        if echo := metrics_mod.hollow_rise(metrics, k, "eval/echo_rate"):
+        if echo := metrics_mod.gaming_rise(metrics, k, "eval/echo_rate"):
             warnings.append((f"echoes {echo[0]:.0%} (round 0 {echo[1]:.0%})", "bold magenta"))
         if m.get("judge/collapse"):
             warnings.append(("score collapse", "bold red"))

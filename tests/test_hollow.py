@@ -71,12 +71,14 @@ def test_a_rise_in_hollow_answers_is_shown_as_judge_health():
     rounds = {0: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.02},
               1: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.05},
               2: {"eval/unasked/quoted": 0.03, "eval/hollow_rate": 0.21}}
+    rounds[0]["eval/echo_rate"], rounds[2]["eval/echo_rate"] = 0.09, 0.18
     assert metrics.gaming_rise(rounds, 1, "eval/hollow_rate") is None  # three points more is noise on 150 prompts
     assert metrics.gaming_rise(rounds, 2, "eval/hollow_rate") == (0.21, 0.02)
     console = Console(width=120, record=True)
     console.print(health_lines(rounds))
     text = console.export_text()
     assert "hollow answers 21% (round 0 2%)" in text and "hollow answers 5%" not in text
+    assert "echoes 18% (round 0 9%)" in text
 
 
 CLASSIFY = "Classify these weather events as common in summer or winter: blizzard, heatwave, frost, thunderstorm."

@@ -14,6 +14,7 @@ not ask for: verifiers/forms.py) and wall time per stage; then each form's unask
     .venv/bin/python benchmarks/gain.py --run ablation-x --set train.loss=sft --set pairs.rule=sft
     .venv/bin/python benchmarks/gain.py --run rej-fin --fork default-v3 --at 1:pairs --set pairs.rejected=finished
     .venv/bin/python benchmarks/gain.py --run default --seeds 0,1,2   # runs default-seed0, -seed1, -seed2
+    .venv/bin/python benchmarks/gain.py --run default --seeds 0,1,2 --new-seeds 1   # only the next one
 
 With --seeds the recipe runs once per seed (run.seed), one after the other, each in its own run folder,
 and a summary gives each seed's paired test gain with its interval, their mean and their spread (the
@@ -253,6 +254,14 @@ def seeds_summary(name: str, results: dict[int, dict]) -> str:
     return "\n".join(lines)
 
 
+def write_summary(name: str, results: dict[int, dict], runs_dir: Path) -> str:
+    """The seeds' summary, written beside the runs after every seed (a stopped call keeps what it measured)."""
+    summary = seeds_summary(name, results)
+    (runs_dir / f"{name}-seeds.md").write_text(summary + "\n")
+    (runs_dir / f"{name}-seeds.json").write_text(json.dumps(results, indent=1))
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="run name: created with the settings below, or resumed (default: a new run "
@@ -263,6 +272,9 @@ def main() -> None:
                         help="a setting that differs from the default recipe (one change per ablation row)")
     parser.add_argument("--seeds", default=None, metavar="0,1,2", help="run the recipe once per seed (run.seed), "
                         "each in its own run RUN-seedN, and summarize the gains over seeds")
+    parser.add_argument("--new-seeds", type=int, default=None, metavar="N", help="with --seeds: run at most N "
+                        "seeds not yet recorded in this call, then summarize and stop (a session that has time for "
+                        "one seed runs one and keeps the machine)")
     parser.add_argument("--model", default=None, help="model (default: the embedded smollm2-135m)")
     parser.add_argument("--note", default="", help="why this run exists")
     parser.add_argument("--fork", metavar="RUN", help="start the new run from RUN's stored work (needs --at)")
@@ -292,22 +304,27 @@ def main() -> None:
                 from None
         if any(item.startswith("run.seed=") for item in args.sets):
             raise SystemExit("--seeds sets run.seed for each run; leave --set run.seed out")
-        results = {}
+        if args.new_seeds is not None and args.new_seeds < 0:
+            raise SystemExit(f"--new-seeds takes a whole number of seeds, 0 or more; got {args.new_seeds}")
+        results, started_seeds = {}, 0
         for seed in seeds:  # one after the other: two torch jobs on one machine slow each other
             run = f"{name}-seed{seed}"
             recorded = RESULTS / f"{run}.json"
             if recorded.exists() and finished(json.loads(recorded.read_text())):
                 print(f"{run}: recorded in {recorded}; skipped", file=sys.stderr)
                 results[seed] = json.loads(recorded.read_text())
+            elif args.new_seeds is not None and started_seeds >= args.new_seeds:
+                print(f"{run}: not run in this call (--new-seeds {args.new_seeds}); the same command goes on",
+                      file=sys.stderr)
+                continue
             else:
+                started_seeds += 1
                 results[seed] = one_run(args, run, [*args.sets, f"run.seed={seed}"], runs_dir, env)
                 if finished(results[seed]):
                     RESULTS.mkdir(exist_ok=True)
                     recorded.write_text(json.dumps(results[seed], indent=1) + "\n")
-            summary = seeds_summary(name, results)
-            (runs_dir / f"{name}-seeds.md").write_text(summary + "\n")
-            (runs_dir / f"{name}-seeds.json").write_text(json.dumps(results, indent=1))
-        print(summary)
+            write_summary(name, results, runs_dir)
+        print(write_summary(name, results, runs_dir))
     print(f"\n(this call: {(time.time() - started) / 60:.1f} min; tables are in {runs_dir})")
 
 

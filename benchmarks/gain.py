@@ -310,9 +310,10 @@ def main() -> None:
         for seed in seeds:  # one after the other: two torch jobs on one machine slow each other
             run = f"{name}-seed{seed}"
             recorded = RESULTS / f"{run}.json"
-            if recorded.exists() and finished(json.loads(recorded.read_text())):
+            kept = json.loads(recorded.read_text()) if recorded.exists() else {}
+            if finished(kept):
                 print(f"{run}: recorded in {recorded}; skipped", file=sys.stderr)
-                results[seed] = json.loads(recorded.read_text())
+                results[seed] = kept
             elif args.new_seeds is not None and started_seeds >= args.new_seeds:
                 print(f"{run}: not run in this call (--new-seeds {args.new_seeds}); the same command goes on",
                       file=sys.stderr)
@@ -323,7 +324,7 @@ def main() -> None:
                 if finished(results[seed]):
                     RESULTS.mkdir(exist_ok=True)
                     recorded.write_text(json.dumps(results[seed], indent=1) + "\n")
-            write_summary(name, results, runs_dir)
+                write_summary(name, results, runs_dir)  # after each seed run: a stopped call keeps it
         print(write_summary(name, results, runs_dir))
     print(f"\n(this call: {(time.time() - started) / 60:.1f} min; tables are in {runs_dir})")
 

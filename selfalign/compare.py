@@ -45,8 +45,7 @@ def _run_data(folder: runs.RunFolder, answers_round: int | None) -> dict[str, An
                                         "finish_reason": response.finish_reason,
                                         "checks": verifiers.check_all(prompt.constraints, response.text)}
                 if prompt.constraints:
-                    scored[prompt.hash] = heldout.Answer(prompt.id, prompt.constraints, response.text,
-                                                         response.tokens, response.finish_reason)
+                    scored[prompt.hash] = heldout.Answer.of(prompt, response)
         return {"name": folder.name, "note": info.note if info else "", "recipe": cfg.run.recipe,
                 "model": cfg.model.name, "config": config_mod.flat(cfg), "rounds_done": [r.k for r in rounds],
                 "rejected": [r.k for r in rounds if r.status == "rejected"], "decisions": decisions,

@@ -32,6 +32,12 @@ class Answer:
     finish_reason: str
     question: str = ""  # the prompt as the policy saw it (verifiers.attach), for the echo share
 
+    @classmethod
+    def of(cls, prompt, response) -> Answer:
+        """A stored prompt's answer, with the prompt as the policy saw it."""
+        return cls(prompt.id, prompt.constraints, response.text, response.tokens, response.finish_reason,
+                   verifiers.attach(prompt.text, prompt.constraints))
+
     @property
     def results(self) -> dict[str, bool]:
         return verifiers.check_all(self.constraints, self.text)
@@ -72,8 +78,7 @@ def answers(store, round_k: int, prompt_ids=None) -> dict[int, Answer]:
                 found[r.prompt_id] = r
         prompts = store.prompts_by_id(found)
         pairs = [(prompts[i], r) for i, r in sorted(found.items())]
-    return {p.id: Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason,
-                         verifiers.attach(p.text, p.constraints)) for p, r in pairs}
+    return {p.id: Answer.of(p, r) for p, r in pairs}
 
 
 def distinct2(texts: list[str]) -> float | None:

@@ -118,8 +118,7 @@ def response_metrics(items) -> dict[str, float | None]:
     """items: (prompt, response) pairs; the figures `selfalign eval` prints for the same answers."""
     from selfalign import heldout
 
-    answers = [heldout.Answer(p.id, p.constraints, r.text, r.tokens, r.finish_reason,
-                              verifiers.attach(p.text, p.constraints)) for p, r in items]
+    answers = [heldout.Answer.of(p, r) for p, r in items]
     return heldout.eval_metrics(heldout.round_figures(answers))
 
 

@@ -124,17 +124,17 @@ def scores_for_round(ctx: StageContext) -> tuple[dict[int, Scored], dict[str, fl
     groups = by_prompt(responses).values()
     for group in groups:
         likelihood = judging.rank_scores(judging.order_by({r.id: r.mean_logprob for r in group}))
+        prompt = train[group[0].prompt_id]
+        question = verifiers.attach(prompt.text, prompt.constraints)  # the prompt as the policy saw it
         for r in group:
             results = verified.get(r.id)
             components = {
                 "rubric": rubric.get(r.id),
-                "verifiers": verifier_score(results, train[r.prompt_id].constraints),
+                "verifiers": verifier_score(results, prompt.constraints),
                 "likelihood": likelihood[r.id] if r.mean_logprob is not None and len(group) > 1 else None,
                 "blackbox": blackbox.get(r.id),
             }
-            prompt = train[r.prompt_id]
-            gated, loop, habit, empty = gates(cfg, prompt.constraints, r.text, r.finish_reason,
-                                              verifiers.attach(prompt.text, prompt.constraints))
+            gated, loop, habit, empty = gates(cfg, prompt.constraints, r.text, r.finish_reason, question)
             out[r.id] = Scored(r.prompt_id, r.tokens, components, r.sample_index, gated=gated, loop=loop, unasked=habit,
                                hollow=empty,
                                rubric_raw={name: sum(v) / len(v) for name, v in raw_rubric[r.id].items()})

@@ -201,7 +201,8 @@ def _coerce(section: str, f: dataclasses.Field, value: Any, where: str) -> Any:
         value = float(value)
     elif hint is str:
         if not isinstance(value, str):
-            raise bad("use a quoted string")
+            choices = meta.get("choices")
+            raise bad(f"use one of {', '.join(choices)}" if choices else "use a quoted string")
     elif typing.get_origin(hint) is list:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad('use a list of strings, e.g. ["a", "b"]')

@@ -175,6 +175,8 @@ def test_a_run_written_before_the_habit_gates_were_default_keeps_them_off(tmp_pa
     path.write_text("[pairs]\nhollow_gate = \"echoes\"\n")
     with pytest.raises(ConfigError, match="pairs.hollow_gate = 'echoes' is not allowed; use one of hollow, echo, off"):
         config.load(path)
+    with pytest.raises(ConfigError, match="pairs.hollow_gate = 1 is not allowed; use one of hollow, echo, off"):
+        config.build(sets=["pairs.hollow_gate=1"])
 
 
 def test_init_and_fork_resolve_the_same_set_to_the_same_configuration(runs_root):
